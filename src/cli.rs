@@ -1,0 +1,112 @@
+//! Command-line interface: one binary, one subcommand per job.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::kengine::Flavor;
+
+/// The controller name a GatewayClass must carry to be served by us.
+pub const DEFAULT_CONTROLLER_NAME: &str = "kengine.khulnasoft.com/gateway-controller";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kengine-gateway",
+    version,
+    about = "Kubernetes Gateway API for Kengine"
+)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Plain, env = "KENGINE_GATEWAY_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` EnvFilter syntax, e.g. `info` or `kengine_gateway=debug`.
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "KENGINE_GATEWAY_LOG"
+    )]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Translate YAML files into one Kengine config (or status) and print it.
+    Render(RenderArgs),
+    /// Serve YAML files through a local Kengine, reloading when they change.
+    Standalone(StandaloneArgs),
+    /// Run a small HTTP echo backend (for the quickstart and tests).
+    Echo(EchoArgs),
+}
+
+/// Options shared by every command that translates Gateway API objects.
+#[derive(Debug, Clone, Args)]
+pub struct TranslateArgs {
+    /// A YAML file or a directory of them (read recursively). Repeatable.
+    #[arg(short = 'f', long = "file", value_name = "PATH", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Which build of the data plane the config targets: module IDs and env differ slightly.
+    #[arg(long, value_enum, default_value_t = Flavor::Kengine)]
+    pub flavor: Flavor,
+    /// Only GatewayClasses with this `spec.controllerName` are served.
+    #[arg(long, default_value = DEFAULT_CONTROLLER_NAME, env = "KENGINE_GATEWAY_CONTROLLER_NAME")]
+    pub controller_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RenderOutput {
+    /// One Kengine JSON config.
+    Config,
+    /// A YAML stream of every Gateway API object with its computed status.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub translate: TranslateArgs,
+    /// What to print.
+    #[arg(short, long, value_enum, default_value_t = RenderOutput::Config)]
+    pub output: RenderOutput,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["kengine", "admin"])))]
+pub struct StandaloneArgs {
+    #[command(flatten)]
+    pub translate: TranslateArgs,
+    /// Start this kengine (or caddy) binary, with its admin API on a private unix socket.
+    #[arg(long, value_name = "BIN")]
+    pub kengine: Option<PathBuf>,
+    /// Use an already running admin API: `HOST:PORT`, `http://HOST:PORT` or `unix//PATH`.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Also write every object's status, as YAML, to this file after each push.
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
+    /// Quiet period that coalesces a burst of file changes into one push.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub debounce_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Pod name reported in responses.
+    #[arg(long, default_value = "echo", env = "POD_NAME")]
+    pub name: String,
+    /// Namespace reported in responses.
+    #[arg(long, default_value = "default", env = "NAMESPACE")]
+    pub namespace: String,
+}

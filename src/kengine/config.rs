@@ -1,0 +1,240 @@
+//! Typed model of the Kengine (Caddy 2.8) JSON config that we emit.
+//!
+//! Only the parts we generate are modelled. Every map is a `BTreeMap` and
+//! every optional field is skipped when empty, so serializing the same value
+//! always yields byte-identical JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<Admin>,
+    #[serde(default)]
+    pub apps: Apps,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Admin {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<AdminConfig>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdminConfig {
+    /// Kengine autosaves every loaded config unless told not to; we are the source of truth.
+    pub persist: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Apps {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpApp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsApp>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpApp {
+    pub servers: BTreeMap<String, Server>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Server {
+    pub listen: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    /// Route lists shared by several hosts, reached through the `invoke` handler.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub named_routes: BTreeMap<String, Route>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_connection_policies: Vec<TlsConnectionPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_https: Option<AutomaticHttps>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AutomaticHttps {
+    /// Certificates come from Gateway listeners, never from ACME on our behalf.
+    #[serde(default)]
+    pub disable: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    #[serde(rename = "match", default, skip_serializing_if = "Vec::is_empty")]
+    pub matchers: Vec<MatcherSet>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handle: Vec<Handler>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminal: bool,
+}
+
+/// One matcher set: every present matcher must match (AND). The sets of a
+/// route are ORed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MatcherSet {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_regexp: Option<RegexpMatcher>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_regexp: Option<BTreeMap<String, RegexpMatcher>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<BTreeMap<String, Vec<String>>>,
+    /// Keyed by placeholder, e.g. `{http.request.host}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vars_regexp: Option<BTreeMap<String, RegexpMatcher>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RegexpMatcher {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub pattern: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "handler", rename_all = "snake_case")]
+pub enum Handler {
+    Subroute {
+        routes: Vec<Route>,
+    },
+    /// Runs a server's named route, then continues with the next handler.
+    Invoke {
+        name: String,
+    },
+    StaticResponse(StaticResponse),
+    ReverseProxy(ReverseProxy),
+    Headers(Headers),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StaticResponse {
+    pub status_code: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, Vec<String>>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReverseProxy {
+    pub upstreams: Vec<Upstream>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancing: Option<LoadBalancing>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Upstream {
+    pub dial: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadBalancing {
+    pub selection_policy: SelectionPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "policy", rename_all = "snake_case")]
+pub enum SelectionPolicy {
+    /// Deterministic: upstream i gets weights[i] of every sum(weights) requests.
+    WeightedRoundRobin { weights: Vec<u32> },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Headers {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<HeaderOps>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HeaderOps>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeaderOps {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsApp {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<Certificates>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Certificates {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_pem: Vec<PemCertificate>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PemCertificate {
+    pub certificate: String,
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsConnectionPolicy {
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub matchers: Option<TlsMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_selection: Option<CertificateSelection>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsMatch {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CertificateSelection {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub any_tag: Vec<String>,
+}
+
+impl Config {
+    /// The canonical bytes of this config: what we push and what we compare.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("config model always serializes")
+    }
+
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).expect("config model always serializes")
+    }
+}
+
+impl Route {
+    pub fn handle(handle: Vec<Handler>) -> Self {
+        Route {
+            handle,
+            ..Default::default()
+        }
+    }
+}
+
+impl Handler {
+    pub fn status(code: u16) -> Self {
+        Handler::StaticResponse(StaticResponse {
+            status_code: code,
+            ..Default::default()
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! kengine-gateway: the Kubernetes Gateway API on Kengine.
+//!
+//! Data flows one way: [`providers`] → [`snapshot`] → [`translate`] (pure) →
+//! [`sinks`]. The commands in [`cli`] wire those stages together.
+
+pub mod cli;
+pub mod echo;
+pub mod kengine;
+pub mod providers;
+pub mod render;
+pub mod sinks;
+pub mod snapshot;
+pub mod standalone;
+pub mod translate;

@@ -1,0 +1,70 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use kengine_gateway::cli::{Cli, Command, LogFormat};
+use kengine_gateway::{echo, render, standalone};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_format, &cli.log_level) {
+        eprintln!("kengine-gateway: invalid --log-level: {e}");
+        return ExitCode::from(2);
+    }
+    match cli.command {
+        Command::Render(args) => match render::render(&args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kengine-gateway: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Standalone(args) => run_async(standalone::run(args, shutdown_signal())),
+        Command::Echo(args) => {
+            let identity = echo::Identity {
+                name: args.name,
+                namespace: args.namespace,
+            };
+            run_async(echo::run(args.listen, identity, shutdown_signal()))
+        }
+    }
+}
+
+fn run_async(job: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(job) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            eprintln!("kengine-gateway: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Providers turn the outside world into objects for a [`crate::snapshot::Snapshot`].
+
+pub mod files;

@@ -1,0 +1,45 @@
+//! `render`: files → snapshot → translate → stdout. No Kengine needed.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::cli::{RenderArgs, RenderOutput, TranslateArgs};
+use crate::providers::files::{self, LoadError};
+use crate::sinks::status;
+use crate::snapshot::Snapshot;
+use crate::translate::{self, Options};
+
+/// Reads the files and returns what `render` prints. Unknown kinds are
+/// logged as warnings; invalid objects only show in status.
+pub fn render(args: &RenderArgs) -> Result<String, LoadError> {
+    let snapshot = load(&args.translate.files)?;
+    // A fixed time keeps the output reproducible; previous times are kept.
+    let options = options(
+        &args.translate,
+        Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    );
+    let output = translate::translate(&snapshot, &options);
+    Ok(match args.output {
+        RenderOutput::Config => output.config.to_json_pretty() + "\n",
+        RenderOutput::Status => status::yaml_stream(&status::objects(
+            &snapshot,
+            &output.status,
+            &options.controller_name,
+        )),
+    })
+}
+
+pub fn load(paths: &[std::path::PathBuf]) -> Result<Snapshot, LoadError> {
+    let loaded = files::load(paths)?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(Snapshot::from_objects(loaded.objects))
+}
+
+pub fn options(args: &TranslateArgs, now: Time) -> Options {
+    Options {
+        controller_name: args.controller_name.clone(),
+        flavor: args.flavor,
+        now,
+    }
+}

@@ -1,0 +1,4 @@
+//! Sinks act on translate's output: push configs, publish status.
+
+pub mod pusher;
+pub mod status;

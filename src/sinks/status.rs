@@ -1,0 +1,85 @@
+//! Status as objects: merges computed status into the input objects, for
+//! `render --output status` and `standalone --status-file`.
+
+use gateway_api::apis::experimental::httproutes::HttpRouteStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::Serialize;
+
+use crate::snapshot::Snapshot;
+use crate::translate::Status;
+
+/// Every Gateway API object of the snapshot with its status: ours where we
+/// computed one, as it was otherwise. Route entries of other controllers stay.
+pub fn objects(
+    snapshot: &Snapshot,
+    status: &Status,
+    controller_name: &str,
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for (name, class) in &snapshot.gateway_classes {
+        let mut class = class.clone();
+        if let Some(s) = status.gateway_classes.get(name) {
+            class.status = Some(s.clone());
+        }
+        out.push(json(&class));
+    }
+    for (key, gateway) in &snapshot.gateways {
+        let mut gateway = gateway.clone();
+        if let Some(s) = status.gateways.get(key) {
+            gateway.status = Some(s.clone());
+        }
+        out.push(json(&gateway));
+    }
+    for (key, route) in &snapshot.http_routes {
+        let mut route = route.clone();
+        if let Some(ours) = status.http_routes.get(key) {
+            let mut parents: Vec<_> = route
+                .status
+                .take()
+                .map(|s| s.parents)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| p.controller_name != controller_name)
+                .collect();
+            parents.extend(ours.iter().cloned());
+            route.status = Some(HttpRouteStatus { parents });
+        }
+        out.push(json(&route));
+    }
+    out.extend(snapshot.grpc_routes.values().map(json));
+    out.extend(snapshot.reference_grants.values().map(json));
+    out.extend(snapshot.backend_tls_policies.values().map(json));
+    out
+}
+
+/// Marks every Gateway not programmed, e.g. when Kengine rejected the config.
+pub fn mark_not_programmed(status: &mut Status, message: &str, now: &Time) {
+    for gateway in status.gateways.values_mut() {
+        for c in gateway
+            .conditions
+            .iter_mut()
+            .flatten()
+            .filter(|c| c.type_ == "Programmed")
+        {
+            if c.status == "True" {
+                c.last_transition_time = now.clone();
+            }
+            c.status = "False".into();
+            c.reason = "Invalid".into();
+            c.message = message.to_string();
+        }
+    }
+}
+
+/// A YAML stream, one document per object.
+pub fn yaml_stream(objects: &[serde_json::Value]) -> String {
+    objects
+        .iter()
+        .map(|o| serde_yaml_ng::to_string(o).expect("JSON values always serialize"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn json<T: Serialize>(object: &T) -> serde_json::Value {
+    serde_json::to_value(object).expect("Kubernetes objects always serialize")
+}

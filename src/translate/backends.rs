@@ -1,0 +1,204 @@
+//! backendRefs → addresses Kengine dials.
+
+use k8s_openapi::api::core::v1::Service;
+
+use super::conditions::Cond;
+use super::refgrant;
+use crate::snapshot::{ObjectRef, Snapshot};
+
+/// The fields a backendRef has on every route kind.
+pub struct BackendRef<'a> {
+    pub group: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub name: &'a str,
+    pub namespace: Option<&'a str>,
+    pub port: Option<i32>,
+    pub weight: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub weight: u32,
+    /// `host:port` of every address to dial, sorted.
+    pub dials: Vec<String>,
+}
+
+/// A resolved backendRef, or why it cannot be used (a ResolvedRefs=False condition).
+pub fn resolve(
+    snapshot: &Snapshot,
+    route: &ObjectRef,
+    route_kind: &str,
+    r: &BackendRef,
+) -> Result<Backend, Cond> {
+    let group = r.group.unwrap_or("");
+    let kind = r.kind.unwrap_or("Service");
+    let namespace = r.namespace.unwrap_or(&route.namespace);
+    let target = format!("{namespace}/{}", r.name);
+    if !group.is_empty() || kind != "Service" {
+        return Err(Cond::new(
+            "ResolvedRefs",
+            false,
+            "InvalidKind",
+            format!("backendRef {group}/{kind} {target} is not a core Service"),
+        ));
+    }
+    let from = refgrant::From {
+        group: super::gateways::GROUP,
+        kind: route_kind,
+        namespace: &route.namespace,
+    };
+    let to = refgrant::To {
+        group: "",
+        kind: "Service",
+        namespace,
+        name: r.name,
+    };
+    if !refgrant::permitted(snapshot, &from, &to) {
+        return Err(Cond::new(
+            "ResolvedRefs",
+            false,
+            "RefNotPermitted",
+            format!(
+                "no ReferenceGrant in {namespace} allows this {route_kind} to use Service {target}"
+            ),
+        ));
+    }
+    let not_found = |why: String| Cond::new("ResolvedRefs", false, "BackendNotFound", why);
+    let key = ObjectRef::new(namespace, r.name);
+    let service = snapshot
+        .services
+        .get(&key)
+        .ok_or_else(|| not_found(format!("Service {target} not found")))?;
+    let port = r
+        .port
+        .ok_or_else(|| not_found(format!("backendRef to Service {target} has no port")))?;
+    let dials = dials(snapshot, &key, service, port)
+        .map_err(|why| not_found(format!("Service {target} {why}")))?;
+    let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
+    Ok(Backend { weight, dials })
+}
+
+/// ClusterIP services are dialed at `clusterIP:port` so kube-proxy balances
+/// and pod churn causes no reload; headless ones through their ready endpoints.
+fn dials(
+    snapshot: &Snapshot,
+    key: &ObjectRef,
+    service: &Service,
+    port: i32,
+) -> Result<Vec<String>, String> {
+    let spec = service.spec.as_ref().ok_or("has no spec")?;
+    let service_port = spec
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.port == port)
+        .ok_or_else(|| format!("has no port {port}"))?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        let name = spec
+            .external_name
+            .as_deref()
+            .ok_or("is ExternalName without externalName")?;
+        return Ok(vec![format!("{name}:{port}")]);
+    }
+    match spec.cluster_ip.as_deref() {
+        Some(ip) if !ip.is_empty() && ip != "None" => Ok(vec![join(ip, port)]),
+        _ => {
+            let mut dials: Vec<String> = snapshot
+                .endpoint_slices_of(key)
+                .flat_map(|slice| {
+                    let target = slice
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|p| p.name == service_port.name)
+                        .and_then(|p| p.port);
+                    slice
+                        .endpoints
+                        .iter()
+                        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                        .flat_map(move |e| {
+                            e.addresses
+                                .iter()
+                                .filter_map(move |a| target.map(|p| join(a, p)))
+                        })
+                })
+                .collect();
+            dials.sort();
+            dials.dedup();
+            if dials.is_empty() {
+                return Err("is headless and has no ready endpoints".into());
+            }
+            Ok(dials)
+        }
+    }
+}
+
+fn join(host: &str, port: i32) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Per-dial weights for weighted round robin: each backend's share is split
+/// evenly over its addresses. Returns `(dial, weight)` pairs in backend order.
+pub fn upstream_weights(backends: &[Backend]) -> Vec<(String, u32)> {
+    let live: Vec<&Backend> = backends
+        .iter()
+        .filter(|b| b.weight > 0 && !b.dials.is_empty())
+        .collect();
+    let lcm = live
+        .iter()
+        .fold(1u64, |acc, b| lcm(acc, b.dials.len() as u64));
+    let mut out: Vec<(String, u64)> = live
+        .iter()
+        .flat_map(|b| {
+            let each = u64::from(b.weight) * lcm / b.dials.len() as u64;
+            b.dials.iter().map(move |d| (d.clone(), each))
+        })
+        .collect();
+    let g = out.iter().fold(0, |acc, (_, w)| gcd(acc, *w)).max(1);
+    for (_, w) in &mut out {
+        *w /= g;
+    }
+    out.into_iter()
+        .map(|(d, w)| (d, u32::try_from(w).unwrap_or(u32::MAX)))
+        .collect()
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    a / gcd(a, b) * b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_split_over_endpoints_and_reduce() {
+        let b = |w, n: usize| Backend {
+            weight: w,
+            dials: (0..n).map(|i| format!("10.0.0.{i}:80")).collect(),
+        };
+        assert_eq!(
+            upstream_weights(&[b(80, 1), b(20, 1)])
+                .iter()
+                .map(|x| x.1)
+                .collect::<Vec<_>>(),
+            [4, 1]
+        );
+        assert_eq!(
+            upstream_weights(&[b(1, 2), b(1, 1)])
+                .iter()
+                .map(|x| x.1)
+                .collect::<Vec<_>>(),
+            [1, 1, 2]
+        );
+        assert_eq!(upstream_weights(&[b(0, 1), b(5, 1)]).len(), 1);
+    }
+}

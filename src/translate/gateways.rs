@@ -1,0 +1,392 @@
+//! Gateways and their listeners: validation, certificates, bind addresses
+//! and conflicts. Produces the listener models routes attach to.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use gateway_api::apis::experimental::gateways::{
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From,
+    GatewayListenersAllowedRoutesNamespacesSelector as Selector, GatewayListenersTlsMode,
+};
+use kube::ResourceExt;
+
+use super::conditions::Cond;
+use super::hostnames::Host;
+use super::refgrant;
+use super::tls::{PemPair, pem_pair};
+use crate::snapshot::{ObjectRef, Snapshot};
+
+pub const GROUP: &str = "gateway.networking.k8s.io";
+/// The route kinds a listener of each protocol can carry.
+pub const HTTP_ROUTE: &str = "HTTPRoute";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    Http,
+    Https,
+}
+
+#[derive(Debug, Clone)]
+pub enum AllowedNamespaces {
+    Same,
+    All,
+    Selector(Selector),
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerModel {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Option<Protocol>,
+    pub host: Host,
+    pub namespaces: AllowedNamespaces,
+    /// Route kinds this listener accepts and we support.
+    pub kinds: Vec<String>,
+    pub certificates: Vec<PemPair>,
+    /// Accepted/ResolvedRefs/Conflicted problems; empty means usable.
+    pub problems: Vec<Cond>,
+    pub attached_routes: i32,
+}
+
+impl ListenerModel {
+    /// Can routes attach and traffic flow? Some invalid refs only degrade
+    /// it, but an HTTPS listener needs at least one certificate.
+    pub fn usable(&self) -> bool {
+        self.problems.iter().all(|c| c.type_ == "ResolvedRefs")
+            && (self.protocol != Some(Protocol::Https) || !self.certificates.is_empty())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayModel {
+    pub key: ObjectRef,
+    /// IPs the listeners bind; empty means every interface.
+    pub binds: Vec<IpAddr>,
+    pub listeners: Vec<ListenerModel>,
+    /// A problem that stops the whole Gateway (Accepted=False).
+    pub rejected: Option<Cond>,
+}
+
+/// Builds the model of one Gateway of ours, before cross-Gateway conflicts.
+pub fn model(snapshot: &Snapshot, gateway: &Gateway) -> GatewayModel {
+    let key = ObjectRef::of(gateway);
+    let (binds, rejected) = match bind_addresses(gateway) {
+        Ok(binds) => (binds, None),
+        Err(message) => (
+            Vec::new(),
+            Some(Cond::new("Accepted", false, "UnsupportedAddress", message)),
+        ),
+    };
+    let mut listeners: Vec<ListenerModel> = gateway
+        .spec
+        .listeners
+        .iter()
+        .map(|l| listener(snapshot, &key, l))
+        .collect();
+    mark_conflicts_within(&mut listeners);
+    GatewayModel {
+        key,
+        binds,
+        listeners,
+        rejected,
+    }
+}
+
+fn bind_addresses(gateway: &Gateway) -> Result<Vec<IpAddr>, String> {
+    let mut binds = Vec::new();
+    for address in gateway.spec.addresses.iter().flatten() {
+        let kind = address.r#type.as_deref().unwrap_or("IPAddress");
+        let value = address.value.as_deref().unwrap_or("");
+        if kind != "IPAddress" {
+            return Err(format!(
+                "address type {kind} is not supported; only IPAddress is"
+            ));
+        }
+        // An empty value asks us to pick one: every interface.
+        if value.is_empty() {
+            continue;
+        }
+        let ip = value
+            .parse()
+            .map_err(|_| format!("{value:?} is not an IP address"))?;
+        if !binds.contains(&ip) {
+            binds.push(ip);
+        }
+    }
+    binds.sort();
+    Ok(binds)
+}
+
+fn listener(snapshot: &Snapshot, gateway: &ObjectRef, spec: &GatewayListeners) -> ListenerModel {
+    let mut problems = Vec::new();
+    let protocol = match spec.protocol.as_str() {
+        "HTTP" => Some(Protocol::Http),
+        "HTTPS" => Some(Protocol::Https),
+        other => {
+            problems.push(Cond::new(
+                "Accepted",
+                false,
+                "UnsupportedProtocol",
+                format!("protocol {other} is not supported; use HTTP or HTTPS"),
+            ));
+            None
+        }
+    };
+    let port = u16::try_from(spec.port).unwrap_or(0);
+    if port == 0 {
+        problems.push(Cond::new(
+            "Accepted",
+            false,
+            "PortUnavailable",
+            format!("port {} is invalid", spec.port),
+        ));
+    }
+    let allowed = spec.allowed_routes.as_ref();
+    let namespaces = match allowed.and_then(|a| a.namespaces.as_ref()) {
+        Some(ns) => match ns.from {
+            Some(From::All) => AllowedNamespaces::All,
+            Some(From::Selector) => {
+                AllowedNamespaces::Selector(ns.selector.clone().unwrap_or_default())
+            }
+            Some(From::Same) | None => AllowedNamespaces::Same,
+        },
+        None => AllowedNamespaces::Same,
+    };
+    let mut kinds = Vec::new();
+    match allowed.and_then(|a| a.kinds.as_ref()) {
+        Some(requested) if !requested.is_empty() => {
+            for k in requested {
+                let group = k.group.as_deref().unwrap_or(GROUP);
+                if group == GROUP && k.kind == HTTP_ROUTE && protocol.is_some() {
+                    kinds.push(k.kind.clone());
+                } else {
+                    problems.push(Cond::new(
+                        "ResolvedRefs",
+                        false,
+                        "InvalidRouteKinds",
+                        format!(
+                            "route kind {group}/{} is not supported on this listener",
+                            k.kind
+                        ),
+                    ));
+                }
+            }
+        }
+        _ if protocol.is_some() => kinds.push(HTTP_ROUTE.into()),
+        _ => {}
+    }
+    kinds.dedup();
+    let certificates = if protocol == Some(Protocol::Https) {
+        certificates(snapshot, gateway, spec, &mut problems)
+    } else {
+        Vec::new()
+    };
+    ListenerModel {
+        name: spec.name.clone(),
+        port,
+        protocol,
+        host: Host::from_option(spec.hostname.as_deref()),
+        namespaces,
+        kinds,
+        certificates,
+        problems,
+        attached_routes: 0,
+    }
+}
+
+fn certificates(
+    snapshot: &Snapshot,
+    gateway: &ObjectRef,
+    spec: &GatewayListeners,
+    problems: &mut Vec<Cond>,
+) -> Vec<PemPair> {
+    let tls = spec.tls.as_ref();
+    if matches!(
+        tls.and_then(|t| t.mode.as_ref()),
+        Some(GatewayListenersTlsMode::Passthrough)
+    ) {
+        problems.push(Cond::new(
+            "Accepted",
+            false,
+            "UnsupportedValue",
+            "TLS mode Passthrough is not valid for HTTPS",
+        ));
+        return Vec::new();
+    }
+    let refs = tls
+        .and_then(|t| t.certificate_refs.as_deref())
+        .unwrap_or_default();
+    if refs.is_empty() {
+        problems.push(Cond::new(
+            "ResolvedRefs",
+            false,
+            "InvalidCertificateRef",
+            "HTTPS listener has no certificateRefs",
+        ));
+        return Vec::new();
+    }
+    let mut pairs = Vec::new();
+    for r in refs {
+        let group = r.group.as_deref().unwrap_or("");
+        let kind = r.kind.as_deref().unwrap_or("Secret");
+        let namespace = r.namespace.as_deref().unwrap_or(&gateway.namespace);
+        let target = format!("{namespace}/{}", r.name);
+        if !group.is_empty() || kind != "Secret" {
+            problems.push(Cond::new(
+                "ResolvedRefs",
+                false,
+                "InvalidCertificateRef",
+                format!("certificateRef {group}/{kind} {target} is not a core Secret"),
+            ));
+            continue;
+        }
+        let from = refgrant::From {
+            group: GROUP,
+            kind: "Gateway",
+            namespace: &gateway.namespace,
+        };
+        let to = refgrant::To {
+            group: "",
+            kind: "Secret",
+            namespace,
+            name: &r.name,
+        };
+        if !refgrant::permitted(snapshot, &from, &to) {
+            problems.push(Cond::new(
+                "ResolvedRefs",
+                false,
+                "RefNotPermitted",
+                format!(
+                    "no ReferenceGrant in {namespace} allows this Gateway to use Secret {target}"
+                ),
+            ));
+            continue;
+        }
+        match snapshot.secrets.get(&ObjectRef::new(namespace, &r.name)) {
+            None => problems.push(Cond::new(
+                "ResolvedRefs",
+                false,
+                "InvalidCertificateRef",
+                format!("Secret {target} not found"),
+            )),
+            Some(secret) => match pem_pair(secret) {
+                Ok(pair) => pairs.push(pair),
+                Err(why) => problems.push(Cond::new(
+                    "ResolvedRefs",
+                    false,
+                    "InvalidCertificateRef",
+                    format!("Secret {target} {why}"),
+                )),
+            },
+        }
+    }
+    pairs
+}
+
+/// Listeners of one Gateway on the same port must agree on the protocol and
+/// differ in hostname; the later listener loses.
+fn mark_conflicts_within(listeners: &mut [ListenerModel]) {
+    for i in 0..listeners.len() {
+        let (earlier, rest) = listeners.split_at_mut(i);
+        let this = &mut rest[0];
+        if let Some(problem) = earlier
+            .iter()
+            .filter(|e| e.usable())
+            .find_map(|e| conflict(e, this))
+        {
+            this.problems.push(problem);
+        }
+    }
+}
+
+/// Why `later` cannot share a port with `earlier`, if it cannot.
+pub fn conflict(earlier: &ListenerModel, later: &ListenerModel) -> Option<Cond> {
+    if earlier.port != later.port {
+        return None;
+    }
+    if earlier.protocol != later.protocol {
+        return Some(Cond::new(
+            "Conflicted",
+            true,
+            "ProtocolConflict",
+            format!(
+                "port {} is already used with another protocol by listener {:?}",
+                later.port, earlier.name
+            ),
+        ));
+    }
+    (earlier.host == later.host).then(|| {
+        Cond::new(
+            "Conflicted",
+            true,
+            "HostnameConflict",
+            format!(
+                "hostname {} on port {} is already used by listener {:?}",
+                later.host, later.port, earlier.name
+            ),
+        )
+    })
+}
+
+/// May a route in `namespace` attach to this listener of `gateway`?
+pub fn namespace_allowed(
+    snapshot: &Snapshot,
+    listener: &ListenerModel,
+    gateway: &ObjectRef,
+    namespace: &str,
+) -> bool {
+    match &listener.namespaces {
+        AllowedNamespaces::Same => namespace == gateway.namespace,
+        AllowedNamespaces::All => true,
+        AllowedNamespaces::Selector(selector) => {
+            selects(selector, &snapshot.namespace_labels(namespace))
+        }
+    }
+}
+
+fn selects(selector: &Selector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+/// Gateways in precedence order: oldest first, then by namespace/name.
+pub fn ordered<'a>(gateways: impl Iterator<Item = &'a Gateway>) -> Vec<&'a Gateway> {
+    let mut v: Vec<&Gateway> = gateways.collect();
+    v.sort_by_key(|g| (g.creation_timestamp().map(|t| t.0), ObjectRef::of(*g)));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_follow_kubernetes_semantics() {
+        let labels: BTreeMap<String, String> = [("env".to_string(), "prod".to_string())].into();
+        let sel: Selector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"env": "prod"},
+            "matchExpressions": [{"key": "team", "operator": "DoesNotExist"}]
+        }))
+        .unwrap();
+        assert!(selects(&sel, &labels));
+        let sel: Selector = serde_json::from_value(serde_json::json!({
+            "matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["prod"]}]
+        }))
+        .unwrap();
+        assert!(!selects(&sel, &labels));
+    }
+}

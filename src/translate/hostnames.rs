@@ -1,0 +1,189 @@
+//! Gateway API hostname semantics: wildcards, intersection and specificity.
+//! A Gateway API wildcard `*.example.com` matches one *or more* labels.
+
+use std::cmp::Ordering;
+
+/// A hostname pattern, lowercased.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Host {
+    Exact(String),
+    /// `*.suffix`: any host with at least one label before `.suffix`.
+    Wildcard(String),
+    /// No hostname: every host.
+    Any,
+}
+
+impl Host {
+    pub fn parse(hostname: &str) -> Host {
+        let h = hostname.to_ascii_lowercase();
+        match h.strip_prefix("*.") {
+            Some(suffix) => Host::Wildcard(suffix.to_string()),
+            None => Host::Exact(h),
+        }
+    }
+
+    pub fn from_option(hostname: Option<&str>) -> Host {
+        hostname
+            .filter(|h| !h.is_empty())
+            .map(Host::parse)
+            .unwrap_or(Host::Any)
+    }
+
+    /// Does this pattern match the concrete host `host` (lowercase)?
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            Host::Exact(h) => h == host,
+            Host::Wildcard(suffix) => has_label_suffix(host, suffix),
+            Host::Any => true,
+        }
+    }
+
+    /// Does every host this pattern matches also match `self`?
+    pub fn covers(&self, other: &Host) -> bool {
+        match (self, other) {
+            (Host::Any, _) => true,
+            (_, Host::Any) => false,
+            (Host::Exact(a), Host::Exact(b)) => a == b,
+            (Host::Exact(_), Host::Wildcard(_)) => false,
+            (Host::Wildcard(s), Host::Exact(h)) => has_label_suffix(h, s),
+            (Host::Wildcard(s), Host::Wildcard(o)) => s == o || has_label_suffix(o, s),
+        }
+    }
+
+    /// The hosts both patterns match, as a pattern: the more specific of
+    /// the two when one covers the other, else nothing.
+    pub fn intersect(&self, other: &Host) -> Option<Host> {
+        if self.covers(other) {
+            Some(other.clone())
+        } else if other.covers(self) {
+            Some(self.clone())
+        } else {
+            None
+        }
+    }
+
+    /// Ordering key, most specific first: exact names, then wildcards with
+    /// the longest suffix, then `Any`; ties broken by name for determinism.
+    pub fn specificity_cmp(&self, other: &Host) -> Ordering {
+        fn rank(h: &Host) -> (u8, std::cmp::Reverse<usize>, &str) {
+            match h {
+                Host::Exact(s) => (0, std::cmp::Reverse(s.len()), s),
+                Host::Wildcard(s) => (1, std::cmp::Reverse(s.len()), s),
+                Host::Any => (2, std::cmp::Reverse(0), ""),
+            }
+        }
+        rank(self).cmp(&rank(other))
+    }
+
+    /// Regexp (for `vars_regexp` on the request host) matching what a
+    /// wildcard matches; the host matcher's own `*` covers one label only.
+    pub fn wildcard_regexp(suffix: &str) -> String {
+        format!("^(?i)[^.]+(\\.[^.]+)*\\.{}$", suffix.replace('.', "\\."))
+    }
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Host::Exact(h) => f.write_str(h),
+            Host::Wildcard(s) => write!(f, "*.{s}"),
+            Host::Any => f.write_str("*"),
+        }
+    }
+}
+
+fn has_label_suffix(host: &str, suffix: &str) -> bool {
+    host.len() > suffix.len() + 1
+        && host.ends_with(suffix)
+        && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+}
+
+/// The effective hostnames of a route on a listener; `None` when they do not
+/// intersect at all. A route without hostnames takes the listener's.
+pub fn effective_hostnames(listener: &Host, route_hostnames: &[String]) -> Option<Vec<Host>> {
+    if route_hostnames.is_empty() {
+        return Some(vec![listener.clone()]);
+    }
+    let mut out: Vec<Host> = route_hostnames
+        .iter()
+        .filter_map(|h| listener.intersect(&Host::parse(h)))
+        .collect();
+    out.sort_by(Host::specificity_cmp);
+    out.dedup();
+    (!out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> Host {
+        Host::parse(s)
+    }
+
+    #[test]
+    fn wildcards_match_one_or_more_labels() {
+        let w = h("*.example.com");
+        assert!(w.matches("a.example.com"));
+        assert!(w.matches("a.b.example.com"));
+        assert!(!w.matches("example.com"));
+        assert!(!w.matches("aexample.com"));
+        assert!(Host::Any.matches("anything"));
+        assert!(h("Foo.COM").matches("foo.com"));
+    }
+
+    #[test]
+    fn intersection_keeps_the_more_specific_side() {
+        assert_eq!(
+            h("*.example.com").intersect(&h("foo.example.com")),
+            Some(h("foo.example.com"))
+        );
+        assert_eq!(
+            h("foo.example.com").intersect(&h("*.example.com")),
+            Some(h("foo.example.com"))
+        );
+        assert_eq!(
+            h("*.example.com").intersect(&h("*.foo.example.com")),
+            Some(h("*.foo.example.com"))
+        );
+        assert_eq!(
+            h("*.foo.example.com").intersect(&h("*.example.com")),
+            Some(h("*.foo.example.com"))
+        );
+        assert_eq!(h("*.example.com").intersect(&h("example.com")), None);
+        assert_eq!(h("a.com").intersect(&h("b.com")), None);
+        assert_eq!(Host::Any.intersect(&h("*.x.io")), Some(h("*.x.io")));
+    }
+
+    #[test]
+    fn effective_hostnames_of_routes() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            effective_hostnames(&h("*.example.com"), &[]),
+            Some(vec![h("*.example.com")])
+        );
+        assert_eq!(
+            effective_hostnames(
+                &h("*.example.com"),
+                &names(&["*.com", "x.example.com", "other.org"])
+            ),
+            Some(vec![h("x.example.com"), h("*.example.com")])
+        );
+        assert_eq!(effective_hostnames(&h("a.org"), &names(&["b.org"])), None);
+    }
+
+    #[test]
+    fn specificity_orders_exact_then_longer_wildcards_then_any() {
+        let mut v = vec![Host::Any, h("*.com"), h("*.a.com"), h("b.a.com")];
+        v.sort_by(Host::specificity_cmp);
+        assert_eq!(v, vec![h("b.a.com"), h("*.a.com"), h("*.com"), Host::Any]);
+    }
+
+    #[test]
+    fn wildcard_regexp_is_anchored_and_escaped() {
+        assert_eq!(
+            Host::wildcard_regexp("a.com"),
+            "^(?i)[^.]+(\\.[^.]+)*\\.a\\.com$"
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! The shape of one Kengine server: dispatch that stays cheap as routes grow.
+//!
+//! Kengine matches routes linearly, so a flat list of 5,000 host routes makes
+//! the last one ten times slower than the first. Instead:
+//!
+//! 1. Exact hostnames are sorted and split into host-matcher buckets of
+//!    fan-out 4, each with a subroute beneath it (Kengine binary-searches host
+//!    lists longer than 100). Both the first and the last host cost a few
+//!    cheap lookups.
+//! 2. Wildcard hostnames follow, most specific first, each one regexp.
+//! 3. A catch-all comes last, then a 404.
+//!
+//! Each leaf invokes the *named routes* of the hostname buckets that apply to
+//! it, most specific first: the spec orders rules by hostname before path, and
+//! a rule list shared by many hosts (a wildcard or catch-all route) is stored
+//! once and reached by name. Listener isolation is decided here: a host only
+//! ever reaches the buckets of its most specific listener.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::hostnames::Host;
+use super::rules::CompiledMatch;
+use crate::kengine::config::{Handler, MatcherSet, RegexpMatcher, Route};
+
+const FAN_OUT: usize = 4;
+
+/// A listener as the layout sees it: its hostname and its route buckets.
+#[derive(Debug, Clone)]
+pub struct PlannedListener {
+    /// Unique and stable: `namespace/gateway/listener`.
+    pub id: String,
+    pub host: Host,
+    /// Effective hostname → every match attached under it.
+    pub buckets: Vec<(Host, Vec<CompiledMatch>)>,
+}
+
+/// Routes and named routes of one server.
+pub fn routes(listeners: &[PlannedListener]) -> (Vec<Route>, BTreeMap<String, Route>) {
+    let mut named = BTreeMap::new();
+    // listener index → (bucket host, route name), most specific host first.
+    let mut chains: Vec<Vec<(Host, String)>> = Vec::new();
+    for listener in listeners {
+        let mut merged: BTreeMap<String, (Host, Vec<CompiledMatch>)> = BTreeMap::new();
+        for (host, matches) in &listener.buckets {
+            merged
+                .entry(host.to_string())
+                .or_insert_with(|| (host.clone(), Vec::new()))
+                .1
+                .extend(matches.iter().cloned());
+        }
+        let mut chain = Vec::new();
+        for (label, (host, mut matches)) in merged {
+            matches.sort_by(|a, b| a.precedence.cmp(&b.precedence));
+            let name = format!("{}|{label}", listener.id);
+            let sub = Handler::Subroute {
+                routes: matches.into_iter().map(|m| m.route).collect(),
+            };
+            named.insert(name.clone(), Route::handle(vec![sub]));
+            chain.push((host, name));
+        }
+        chain.sort_by(|a, b| a.0.specificity_cmp(&b.0));
+        chains.push(chain);
+    }
+
+    let mut patterns: Vec<Host> = listeners
+        .iter()
+        .flat_map(|l| std::iter::once(l.host.clone()).chain(l.buckets.iter().map(|b| b.0.clone())))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    patterns.sort_by(Host::specificity_cmp);
+
+    let mut leaves = Vec::new();
+    let mut routes = Vec::new();
+    for pattern in &patterns {
+        // The most specific listener wins the host (listener isolation).
+        let winner = listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.host.covers(pattern))
+            .min_by(|a, b| a.1.host.specificity_cmp(&b.1.host))
+            .map(|(i, _)| i);
+        let handlers = chain_handlers(winner.map(|i| &chains[i][..]).unwrap_or_default(), pattern);
+        match pattern {
+            Host::Exact(h) => leaves.push((h.clone(), handlers)),
+            Host::Wildcard(suffix) => routes.push(Route {
+                matchers: vec![MatcherSet {
+                    vars_regexp: Some(
+                        [(
+                            "{http.request.host}".to_string(),
+                            RegexpMatcher {
+                                name: None,
+                                pattern: Host::wildcard_regexp(suffix),
+                            },
+                        )]
+                        .into(),
+                    ),
+                    ..Default::default()
+                }],
+                handle: handlers,
+                terminal: false,
+            }),
+            Host::Any => routes.push(Route::handle(handlers)),
+        }
+    }
+    leaves.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut all = tree(&leaves);
+    all.extend(routes);
+    if !patterns.contains(&Host::Any) {
+        all.push(Route::handle(vec![Handler::status(404)]));
+    }
+    (all, named)
+}
+
+/// Invoke every bucket of the winning listener that covers `pattern`, most
+/// specific first; a request no rule matched ends in 404.
+fn chain_handlers(chain: &[(Host, String)], pattern: &Host) -> Vec<Handler> {
+    chain
+        .iter()
+        .filter(|(host, _)| host.covers(pattern))
+        .map(|(_, name)| Handler::Invoke { name: name.clone() })
+        .chain(std::iter::once(Handler::status(404)))
+        .collect()
+}
+
+/// Sorted exact hosts → a host-matcher tree of fan-out [`FAN_OUT`].
+fn tree(leaves: &[(String, Vec<Handler>)]) -> Vec<Route> {
+    if leaves.len() <= FAN_OUT {
+        return leaves
+            .iter()
+            .map(|(host, handle)| host_route(vec![host.clone()], handle.clone()))
+            .collect();
+    }
+    let size = leaves.len().div_ceil(FAN_OUT);
+    leaves
+        .chunks(size)
+        .map(|chunk| {
+            let hosts = chunk.iter().map(|(h, _)| h.clone()).collect();
+            host_route(
+                hosts,
+                vec![Handler::Subroute {
+                    routes: tree(chunk),
+                }],
+            )
+        })
+        .collect()
+}
+
+fn host_route(hosts: Vec<String>, handle: Vec<Handler>) -> Route {
+    Route {
+        matchers: vec![MatcherSet {
+            host: Some(hosts),
+            ..Default::default()
+        }],
+        handle,
+        terminal: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(id: &str, host: Option<&str>, buckets: &[&str]) -> PlannedListener {
+        PlannedListener {
+            id: id.into(),
+            host: Host::from_option(host),
+            buckets: buckets
+                .iter()
+                .map(|b| {
+                    (
+                        Host::from_option(Some(b).filter(|b| **b != "*").copied()),
+                        vec![],
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn invoked(route: &Route) -> Vec<String> {
+        route
+            .handle
+            .iter()
+            .filter_map(|h| match h {
+                Handler::Invoke { name } => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exact_hosts_form_a_shallow_tree() {
+        let hosts: Vec<String> = (0..100).map(|i| format!("h{i:03}.example.com")).collect();
+        let refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let (routes, named) = routes(&[listener("ns/gw/http", None, &refs)]);
+        assert_eq!(named.len(), 100);
+        // FAN_OUT buckets, then the catch-all listener's route (it has no catch-all bucket).
+        assert_eq!(routes.len(), FAN_OUT + 1);
+        let mut depth = 0;
+        let mut level = &routes[..FAN_OUT];
+        while let Some(Handler::Subroute { routes }) = level[0].handle.first() {
+            depth += 1;
+            level = routes;
+        }
+        assert!(depth <= 4, "depth {depth}");
+        assert_eq!(
+            level[0].matchers[0].host.as_deref(),
+            Some(&["h000.example.com".to_string()][..])
+        );
+    }
+
+    #[test]
+    fn hosts_fall_through_to_wildcard_buckets_of_the_same_listener_only() {
+        let ls = [
+            listener("ns/gw/any", None, &["a.example.com", "*.example.com", "*"]),
+            listener(
+                "ns/gw/foo",
+                Some("*.foo.example.com"),
+                &["*.foo.example.com"],
+            ),
+        ];
+        let (routes, _) = routes(&ls);
+        let leaf = routes
+            .iter()
+            .find(|r| r.matchers.first().and_then(|m| m.host.as_ref()).is_some())
+            .unwrap();
+        assert_eq!(
+            invoked(leaf),
+            [
+                "ns/gw/any|a.example.com",
+                "ns/gw/any|*.example.com",
+                "ns/gw/any|*"
+            ]
+        );
+        let wild: Vec<_> = routes
+            .iter()
+            .filter(|r| r.matchers.first().is_some_and(|m| m.vars_regexp.is_some()))
+            .collect();
+        // *.foo.example.com belongs to the foo listener alone: no fall-through to the other listener.
+        assert_eq!(invoked(wild[0]), ["ns/gw/foo|*.foo.example.com"]);
+        assert_eq!(invoked(wild[1]), ["ns/gw/any|*.example.com", "ns/gw/any|*"]);
+        assert_eq!(invoked(routes.last().unwrap()), ["ns/gw/any|*"]);
+    }
+
+    #[test]
+    fn an_exact_listener_without_routes_still_owns_its_host() {
+        let ls = [
+            listener("ns/gw/any", None, &["*"]),
+            listener("ns/gw/x", Some("x.com"), &[]),
+        ];
+        let (routes, _) = routes(&ls);
+        assert_eq!(
+            routes[0].matchers[0].host.as_deref(),
+            Some(&["x.com".to_string()][..])
+        );
+        assert!(invoked(&routes[0]).is_empty());
+        assert_eq!(routes[0].handle, vec![Handler::status(404)]);
+    }
+}

@@ -1,0 +1,143 @@
+//! translate: `fn(&Snapshot, &Options) -> Output`. Pure and deterministic;
+//! every Gateway API rule lives here and only here.
+
+mod backends;
+mod conditions;
+mod gateways;
+pub mod hostnames;
+mod layout;
+mod refgrant;
+mod routes;
+mod rules;
+mod servers;
+mod tls;
+
+use std::collections::BTreeMap;
+
+use gateway_api::apis::experimental::gatewayclasses::{
+    GatewayClassStatus, GatewayClassStatusSupportedFeatures,
+};
+use gateway_api::apis::experimental::gateways::GatewayStatus;
+use gateway_api::apis::experimental::httproutes::HttpRouteStatusParents;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::kengine::Flavor;
+use crate::kengine::config::Config;
+use crate::snapshot::{ObjectRef, Snapshot};
+use conditions::{Cond, stamp};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// GatewayClasses with this `spec.controllerName` are ours.
+    pub controller_name: String,
+    pub flavor: Flavor,
+    /// Stamped as `lastTransitionTime` on conditions that changed.
+    pub now: Time,
+}
+
+/// Everything translate decides.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// One config serving every accepted Gateway of ours.
+    pub config: Config,
+    pub status: Status,
+}
+
+/// Computed status of the objects we own status for. Route entries are only
+/// ours: other controllers' `status.parents` entries are never touched.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    pub gateway_classes: BTreeMap<String, GatewayClassStatus>,
+    pub gateways: BTreeMap<ObjectRef, GatewayStatus>,
+    pub http_routes: BTreeMap<ObjectRef, Vec<HttpRouteStatusParents>>,
+}
+
+/// Features whose behaviour is implemented and tested end to end.
+const SUPPORTED_FEATURES: &[&str] = &["Gateway", "HTTPRoute", "ReferenceGrant"];
+
+pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
+    let mut status = Status::default();
+    let ours: Vec<&String> = snapshot
+        .gateway_classes
+        .iter()
+        .filter(|(_, c)| c.spec.controller_name == options.controller_name)
+        .map(|(name, _)| name)
+        .collect();
+    for name in &ours {
+        let class = &snapshot.gateway_classes[*name];
+        let conds = vec![
+            Cond::ok("Accepted", "Accepted"),
+            Cond::ok("SupportedVersion", "SupportedVersion"),
+        ];
+        let previous = class.status.as_ref().and_then(|s| s.conditions.as_deref());
+        status.gateway_classes.insert(
+            (*name).clone(),
+            GatewayClassStatus {
+                conditions: Some(stamp(
+                    conds,
+                    class.metadata.generation,
+                    previous,
+                    &options.now,
+                )),
+                supported_features: Some(
+                    SUPPORTED_FEATURES
+                        .iter()
+                        .map(|f| GatewayClassStatusSupportedFeatures {
+                            name: f.to_string(),
+                        })
+                        .collect(),
+                ),
+            },
+        );
+    }
+
+    let gateways: Vec<_> = gateways::ordered(snapshot.gateways.values())
+        .into_iter()
+        .filter(|g| ours.contains(&&g.spec.gateway_class_name))
+        .collect();
+    let mut models: Vec<gateways::GatewayModel> = gateways
+        .iter()
+        .map(|g| gateways::model(snapshot, g))
+        .collect();
+    let plan = servers::assign(&mut models);
+    let attachments = routes::attach(snapshot, &mut models);
+
+    let config = servers::config(&plan, &models, &attachments.buckets);
+    for (gateway, model) in gateways.iter().zip(&models) {
+        status.gateways.insert(
+            model.key.clone(),
+            routes::gateway_status(gateway, model, &options.now),
+        );
+    }
+    for (key, parents) in attachments.parents {
+        let previous = snapshot
+            .http_routes
+            .get(&key)
+            .and_then(|r| r.status.as_ref())
+            .map(|s| &s.parents[..]);
+        let generation = snapshot
+            .http_routes
+            .get(&key)
+            .and_then(|r| r.metadata.generation);
+        let stamped = parents
+            .into_iter()
+            .map(|(parent_ref, conds)| {
+                let before = previous.and_then(|p| {
+                    p.iter()
+                        .find(|e| {
+                            e.controller_name == options.controller_name
+                                && e.parent_ref == parent_ref
+                        })
+                        .map(|e| &e.conditions[..])
+                });
+                HttpRouteStatusParents {
+                    conditions: stamp(conds, generation, before, &options.now),
+                    controller_name: options.controller_name.clone(),
+                    parent_ref,
+                }
+            })
+            .collect();
+        status.http_routes.insert(key, stamped);
+    }
+    Output { config, status }
+}

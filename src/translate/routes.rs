@@ -1,0 +1,266 @@
+//! Route attachment (parentRefs × listeners) and the statuses it decides.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gateway_api::apis::experimental::gateways::{
+    Gateway, GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
+    GatewayStatusListenersSupportedKinds,
+};
+use gateway_api::apis::experimental::httproutes::HttpRouteStatusParentsParentRef;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::conditions::{Cond, stamp};
+use super::gateways::{self, GROUP, GatewayModel, HTTP_ROUTE};
+use super::hostnames::{Host, effective_hostnames};
+use super::rules::{self, CompiledMatch};
+use super::servers::ListenerId;
+use crate::snapshot::{ObjectRef, Snapshot};
+
+#[derive(Debug, Default)]
+pub struct Attachments {
+    /// What each listener serves: effective hostname → matches.
+    pub buckets: BTreeMap<ListenerId, Vec<(Host, Vec<CompiledMatch>)>>,
+    /// Our `status.parents` entries per route, before stamping.
+    pub parents: BTreeMap<ObjectRef, Vec<(HttpRouteStatusParentsParentRef, Vec<Cond>)>>,
+}
+
+pub fn attach(snapshot: &Snapshot, models: &mut [GatewayModel]) -> Attachments {
+    let index: BTreeMap<ObjectRef, usize> = models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.key.clone(), i))
+        .collect();
+    let mut out = Attachments::default();
+    let mut attached: BTreeMap<ListenerId, BTreeSet<ObjectRef>> = BTreeMap::new();
+    for (key, route) in &snapshot.http_routes {
+        let parents: Vec<_> = route
+            .spec
+            .parent_refs
+            .iter()
+            .flatten()
+            .filter(|p| {
+                p.group.as_deref().unwrap_or(GROUP) == GROUP
+                    && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
+            })
+            .filter_map(|p| {
+                let gw = ObjectRef::new(
+                    p.namespace.clone().unwrap_or_else(|| key.namespace.clone()),
+                    &p.name,
+                );
+                index.get(&gw).map(|&g| (p, g))
+            })
+            .collect();
+        if parents.is_empty() {
+            continue; // Not ours: leave its status to whoever owns its parents.
+        }
+        let compiled = rules::compile(snapshot, route);
+        let mut entries = Vec::new();
+        for (parent, g) in parents {
+            let parent_ref = HttpRouteStatusParentsParentRef {
+                group: Some(GROUP.into()),
+                kind: Some("Gateway".into()),
+                name: parent.name.clone(),
+                namespace: parent.namespace.clone(),
+                port: parent.port,
+                section_name: parent.section_name.clone(),
+            };
+            let accepted = match (&compiled.unsupported, &models[g].rejected) {
+                (Some(cond), _) => cond.clone(),
+                (None, Some(_)) => Cond::new(
+                    "Accepted",
+                    false,
+                    "NotAllowedByListeners",
+                    format!("Gateway {} is not accepted", models[g].key),
+                ),
+                (None, None) => {
+                    let listeners = candidate_listeners(
+                        snapshot,
+                        &models[g],
+                        key,
+                        parent.section_name.as_deref(),
+                        parent.port,
+                    );
+                    match listeners {
+                        Err(cond) => cond,
+                        Ok(found) => {
+                            for (l, hosts) in found {
+                                attached.entry((g, l)).or_default().insert(key.clone());
+                                let bucket = out.buckets.entry((g, l)).or_default();
+                                for host in hosts {
+                                    bucket.push((host, compiled.matches.clone()));
+                                }
+                            }
+                            Cond::ok("Accepted", "Accepted")
+                        }
+                    }
+                }
+            };
+            let mut conds = vec![accepted];
+            conds.push(
+                compiled
+                    .unresolved
+                    .clone()
+                    .unwrap_or_else(|| Cond::ok("ResolvedRefs", "ResolvedRefs")),
+            );
+            entries.push((parent_ref, conds));
+        }
+        out.parents.insert(key.clone(), entries);
+    }
+    for ((g, l), routes) in attached {
+        models[g].listeners[l].attached_routes = routes.len() as i32;
+    }
+    out
+}
+
+/// The listeners a parentRef selects that accept the route, with the
+/// route's effective hostnames on each; or the Accepted=False condition.
+fn candidate_listeners(
+    snapshot: &Snapshot,
+    gateway: &GatewayModel,
+    route: &ObjectRef,
+    section: Option<&str>,
+    port: Option<i32>,
+) -> Result<Vec<(usize, Vec<Host>)>, Cond> {
+    let route_hostnames: Vec<String> = snapshot.http_routes[route]
+        .spec
+        .hostnames
+        .clone()
+        .unwrap_or_default();
+    let selected: Vec<usize> = gateway
+        .listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| {
+            section.is_none_or(|s| s == l.name) && port.is_none_or(|p| p == i32::from(l.port))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if selected.is_empty() {
+        return Err(Cond::new(
+            "Accepted",
+            false,
+            "NoMatchingParent",
+            "no listener matches the parentRef's sectionName and port",
+        ));
+    }
+    let allowed: Vec<usize> = selected
+        .into_iter()
+        .filter(|&i| {
+            let l = &gateway.listeners[i];
+            l.usable()
+                && l.kinds.iter().any(|k| k == HTTP_ROUTE)
+                && gateways::namespace_allowed(snapshot, l, &gateway.key, &route.namespace)
+        })
+        .collect();
+    if allowed.is_empty() {
+        return Err(Cond::new(
+            "Accepted",
+            false,
+            "NotAllowedByListeners",
+            "no selected listener allows this route",
+        ));
+    }
+    let matched: Vec<(usize, Vec<Host>)> = allowed
+        .into_iter()
+        .filter_map(|i| {
+            effective_hostnames(&gateway.listeners[i].host, &route_hostnames).map(|h| (i, h))
+        })
+        .collect();
+    if matched.is_empty() {
+        return Err(Cond::new(
+            "Accepted",
+            false,
+            "NoMatchingListenerHostname",
+            "no hostname of this route matches a selected listener's hostname",
+        ));
+    }
+    Ok(matched)
+}
+
+pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> GatewayStatus {
+    let previous = gateway.status.as_ref();
+    let generation = gateway.metadata.generation;
+    let listeners: Vec<GatewayStatusListeners> = model
+        .listeners
+        .iter()
+        .map(|l| {
+            let problem = |t: &str| l.problems.iter().find(|c| c.type_ == t).cloned();
+            let programmed = l.usable() && model.rejected.is_none();
+            let conds = vec![
+                problem("Accepted").unwrap_or_else(|| Cond::ok("Accepted", "Accepted")),
+                problem("ResolvedRefs").unwrap_or_else(|| Cond::ok("ResolvedRefs", "ResolvedRefs")),
+                problem("Conflicted")
+                    .unwrap_or_else(|| Cond::new("Conflicted", false, "NoConflicts", "")),
+                if programmed {
+                    Cond::ok("Programmed", "Programmed")
+                } else {
+                    Cond::new(
+                        "Programmed",
+                        false,
+                        "Invalid",
+                        "listener is not valid; see its other conditions",
+                    )
+                },
+            ];
+            let before = previous
+                .and_then(|s| s.listeners.as_ref())
+                .and_then(|ls| ls.iter().find(|p| p.name == l.name))
+                .map(|p| &p.conditions[..]);
+            GatewayStatusListeners {
+                attached_routes: l.attached_routes,
+                conditions: stamp(conds, generation, before, now),
+                name: l.name.clone(),
+                supported_kinds: Some(
+                    l.kinds
+                        .iter()
+                        .map(|k| GatewayStatusListenersSupportedKinds {
+                            group: Some(GROUP.into()),
+                            kind: k.clone(),
+                        })
+                        .collect(),
+                ),
+            }
+        })
+        .collect();
+    let usable = model.listeners.iter().filter(|l| l.usable()).count();
+    let accepted = match &model.rejected {
+        Some(cond) => cond.clone(),
+        None if usable == model.listeners.len() => Cond::ok("Accepted", "Accepted"),
+        None => Cond::new(
+            "Accepted",
+            usable > 0,
+            "ListenersNotValid",
+            format!(
+                "{} of {} listeners are not valid",
+                model.listeners.len() - usable,
+                model.listeners.len()
+            ),
+        ),
+    };
+    let programmed = if accepted.status && usable > 0 {
+        Cond::ok("Programmed", "Programmed")
+    } else {
+        Cond::new(
+            "Programmed",
+            false,
+            "Invalid",
+            "no listener can be programmed",
+        )
+    };
+    let before = previous.and_then(|s| s.conditions.as_deref());
+    GatewayStatus {
+        addresses: (!model.binds.is_empty()).then(|| {
+            model
+                .binds
+                .iter()
+                .map(|ip| GatewayStatusAddresses {
+                    r#type: Some("IPAddress".into()),
+                    value: ip.to_string(),
+                })
+                .collect()
+        }),
+        attached_listener_sets: None,
+        conditions: Some(stamp(vec![accepted, programmed], generation, before, now)),
+        listeners: Some(listeners),
+    }
+}

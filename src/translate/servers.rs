@@ -1,0 +1,203 @@
+//! Listeners of every Gateway → Kengine servers, one per port and bind set.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+
+use super::conditions::Cond;
+use super::gateways::{GatewayModel, Protocol, conflict};
+use super::hostnames::Host;
+use super::layout::{self, PlannedListener};
+use super::rules::CompiledMatch;
+use crate::kengine::config::{
+    Apps, AutomaticHttps, CertificateSelection, Certificates, Config, HttpApp, PemCertificate,
+    Server, TlsApp, TlsConnectionPolicy, TlsMatch,
+};
+
+/// (gateway index, listener index) in translate's ordered Gateway list.
+pub type ListenerId = (usize, usize);
+
+#[derive(Debug, Clone)]
+pub struct ServerPlan {
+    pub port: u16,
+    /// Empty: every interface.
+    pub binds: Vec<IpAddr>,
+    pub members: Vec<ListenerId>,
+}
+
+/// Places every usable listener on a server. Gateways come oldest first, so
+/// a listener that collides with an earlier one is the one marked.
+pub fn assign(models: &mut [GatewayModel]) -> Vec<ServerPlan> {
+    let mut plans: Vec<ServerPlan> = Vec::new();
+    for g in 0..models.len() {
+        if models[g].rejected.is_some() {
+            continue;
+        }
+        for l in 0..models[g].listeners.len() {
+            let listener = &models[g].listeners[l];
+            if !listener.usable() {
+                continue;
+            }
+            let binds = models[g].binds.clone();
+            let mut problem = None;
+            let mut target = None;
+            for (i, plan) in plans
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.port == listener.port)
+            {
+                if plan.binds == binds {
+                    problem = plan
+                        .members
+                        .iter()
+                        .find_map(|&(pg, pl)| conflict(&models[pg].listeners[pl], listener));
+                    target = Some(i);
+                } else if plan.binds.is_empty()
+                    || binds.is_empty()
+                    || plan.binds.iter().any(|b| binds.contains(b))
+                {
+                    let (pg, _) = plan.members[0];
+                    problem = Some(Cond::new(
+                        "Accepted",
+                        false,
+                        "PortUnavailable",
+                        format!(
+                            "port {} is already bound on overlapping addresses by Gateway {}",
+                            listener.port, models[pg].key
+                        ),
+                    ));
+                }
+                if problem.is_some() {
+                    break;
+                }
+            }
+            match (problem, target) {
+                (Some(p), _) => models[g].listeners[l].problems.push(p),
+                (None, Some(i)) => plans[i].members.push((g, l)),
+                (None, None) => plans.push(ServerPlan {
+                    port: listener.port,
+                    binds,
+                    members: vec![(g, l)],
+                }),
+            }
+        }
+    }
+    plans
+}
+
+/// The Kengine config for every planned server.
+pub fn config(
+    plans: &[ServerPlan],
+    models: &[GatewayModel],
+    buckets: &BTreeMap<ListenerId, Vec<(Host, Vec<CompiledMatch>)>>,
+) -> Config {
+    let mut servers = BTreeMap::new();
+    let mut certificates: BTreeMap<String, PemCertificate> = BTreeMap::new();
+    for plan in plans {
+        let planned: Vec<PlannedListener> = plan
+            .members
+            .iter()
+            .map(|&(g, l)| PlannedListener {
+                id: format!("{}/{}", models[g].key, models[g].listeners[l].name),
+                host: models[g].listeners[l].host.clone(),
+                buckets: buckets.get(&(g, l)).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let (routes, named_routes) = layout::routes(&planned);
+        let https = plan
+            .members
+            .iter()
+            .any(|&(g, l)| models[g].listeners[l].protocol == Some(Protocol::Https));
+        let mut policies = Vec::new();
+        if https {
+            let mut members = plan.members.clone();
+            members.sort_by(|a, b| {
+                models[a.0].listeners[a.1]
+                    .host
+                    .specificity_cmp(&models[b.0].listeners[b.1].host)
+            });
+            for (g, l) in members {
+                let listener = &models[g].listeners[l];
+                let mut tags = Vec::new();
+                for pair in &listener.certificates {
+                    let tag = certificate_tag(&pair.certificate, &pair.key);
+                    certificates
+                        .entry(tag.clone())
+                        .or_insert_with(|| PemCertificate {
+                            certificate: pair.certificate.clone(),
+                            key: pair.key.clone(),
+                            tags: vec![tag.clone()],
+                        });
+                    tags.push(tag);
+                }
+                policies.push(TlsConnectionPolicy {
+                    matchers: sni(&listener.host).map(|sni| TlsMatch { sni }),
+                    certificate_selection: Some(CertificateSelection { any_tag: tags }),
+                });
+            }
+        }
+        let name = server_name(plan);
+        servers.insert(
+            name,
+            Server {
+                listen: listen_addresses(plan),
+                routes,
+                named_routes,
+                tls_connection_policies: policies,
+                automatic_https: Some(AutomaticHttps { disable: true }),
+            },
+        );
+    }
+    let tls = (!certificates.is_empty()).then(|| TlsApp {
+        certificates: Some(Certificates {
+            load_pem: certificates.into_values().collect(),
+        }),
+    });
+    let http = (!servers.is_empty()).then_some(HttpApp { servers });
+    Config {
+        admin: None,
+        apps: Apps { http, tls },
+    }
+}
+
+/// SNI patterns for a listener hostname. Kengine's SNI `*` covers one label,
+/// so a wildcard is spelled out for up to three labels; `None` matches any.
+fn sni(host: &Host) -> Option<Vec<String>> {
+    match host {
+        Host::Exact(h) => Some(vec![h.clone()]),
+        Host::Wildcard(s) => Some((1..=3).map(|n| format!("{}{s}", "*.".repeat(n))).collect()),
+        Host::Any => None,
+    }
+}
+
+fn certificate_tag(certificate: &str, key: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(certificate)
+        .chain_update(key)
+        .finalize();
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("cert-{hex}")
+}
+
+fn server_name(plan: &ServerPlan) -> String {
+    let mut name = format!("port-{}", plan.port);
+    for ip in &plan.binds {
+        name.push('-');
+        name.push_str(&ip.to_string());
+    }
+    name
+}
+
+fn listen_addresses(plan: &ServerPlan) -> Vec<String> {
+    if plan.binds.is_empty() {
+        return vec![format!(":{}", plan.port)];
+    }
+    plan.binds
+        .iter()
+        .map(|ip| match ip {
+            IpAddr::V4(v4) => format!("{v4}:{}", plan.port),
+            IpAddr::V6(v6) => format!("[{v6}]:{}", plan.port),
+        })
+        .collect()
+}
