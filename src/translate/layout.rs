@@ -103,6 +103,17 @@ pub fn routes(listeners: &[PlannedListener]) -> (Vec<Route>, BTreeMap<String, Ro
             Host::Any => routes.push(Route::handle(handlers)),
         }
     }
+    // Buckets that listener isolation made unreachable are left out.
+    let invoked: BTreeSet<&String> = leaves
+        .iter()
+        .flat_map(|(_, handlers)| handlers)
+        .chain(routes.iter().flat_map(|r| &r.handle))
+        .filter_map(|h| match h {
+            Handler::Invoke { name } => Some(name),
+            _ => None,
+        })
+        .collect();
+    named.retain(|name, _| invoked.contains(name));
     leaves.sort_by(|a, b| a.0.cmp(&b.0));
     let mut all = tree(&leaves);
     all.extend(routes);
