@@ -1,11 +1,18 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 use kengine_gateway::cli::{Cli, Command, LogFormat};
 use kengine_gateway::{echo, render, standalone};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            eprintln!("kengine-gateway: {}", one_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = init_logging(cli.log_format, &cli.log_level) {
         eprintln!("kengine-gateway: invalid --log-level: {e}");
         return ExitCode::from(2);
@@ -45,6 +52,19 @@ fn run_async(job: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// clap's multi-line usage errors, folded into one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:")
+        })
+        .map(|l| l.trim_start_matches("error: "))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Resolves on SIGINT or SIGTERM.

