@@ -138,7 +138,7 @@ fn log_status(status: &Status) {
                 .flatten()
                 .map(|c| {
                     if c.status == "True" {
-                        format!("{}", c.type_)
+                        c.type_.to_string()
                     } else {
                         format!("{}=False({}: {})", c.type_, c.reason, c.message)
                     }
