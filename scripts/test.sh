@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Run the whole local test suite:
+#   1. cargo test (unit, golden and data-plane integration tests; the
+#      integration tests load configs into a real Kengine/Caddy 2.8.4 binary,
+#      passed to them as KENGINE_GATEWAY_TEST_CADDY);
+#   2. ./scripts/quickstart.sh --check (the quickstart, end to end).
+# Both run even if the first fails; the exit status is nonzero if either failed.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+BIN="$("$REPO/scripts/ensure-kengine.sh")"
+cd "$REPO"
+export KENGINE_BIN="$BIN"
+export KENGINE_GATEWAY_TEST_CADDY="$BIN"
+echo "==> data plane for tests: $BIN" >&2
+
+LOCKED=()
+[[ -f Cargo.lock ]] && LOCKED=(--locked)
+
+failed=()
+
+echo "==> cargo test --all-targets ${LOCKED[*]:-}" >&2
+cargo test --all-targets ${LOCKED[@]+"${LOCKED[@]}"} -- --test-threads=2 || failed+=("cargo test")
+
+echo "==> ./scripts/quickstart.sh --check" >&2
+./scripts/quickstart.sh --check || failed+=("quickstart --check")
+
+if ((${#failed[@]})); then
+  echo "test.sh: FAILED: ${failed[*]}" >&2
+  exit 1
+fi
+echo "test.sh: all passed" >&2
