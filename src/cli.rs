@@ -109,4 +109,7 @@ pub struct EchoArgs {
     /// Namespace reported in responses.
     #[arg(long, default_value = "default", env = "NAMESPACE")]
     pub namespace: String,
+    /// Answer 400 to anything but cleartext HTTP/2 (h2c), like echo-basic's h2c port.
+    #[arg(long)]
+    pub h2c_only: bool,
 }

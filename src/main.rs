@@ -34,7 +34,13 @@ fn main() -> ExitCode {
                 name: args.name,
                 namespace: args.namespace,
             };
-            run_async(echo::run(args.listen, identity, shutdown_signal()))
+            let options = echo::Options::default().h2c_only(args.h2c_only);
+            run_async(echo::run_with(
+                args.listen,
+                identity,
+                options,
+                shutdown_signal(),
+            ))
         }
     }
 }

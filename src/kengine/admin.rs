@@ -76,9 +76,12 @@ impl AdminClient {
     /// seconds, so keep it generous.
     pub fn new(addr: AdminAddr, timeout: Duration) -> Result<Self, AdminError> {
         install_crypto_provider();
+        // No idle connections: a load that changes the admin settings restarts
+        // Kengine's admin server, and a pooled connection would then be reset.
         let builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5));
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(0);
         let (builder, base) = match &addr {
             AdminAddr::Tcp(hostport) => (builder, format!("http://{hostport}")),
             // On a socket Kengine allows the Host headers "" and loopback IPs only.

@@ -95,6 +95,9 @@ pub struct MatcherSet {
     /// Keyed by placeholder, e.g. `{http.request.host}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vars_regexp: Option<BTreeMap<String, RegexpMatcher>>,
+    /// Matches when none of these sets match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not: Option<Vec<MatcherSet>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -117,6 +120,10 @@ pub enum Handler {
     StaticResponse(StaticResponse),
     ReverseProxy(ReverseProxy),
     Headers(Headers),
+    /// Changes the request URI; a path without `?` keeps the query string.
+    Rewrite {
+        uri: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -130,9 +137,23 @@ pub struct StaticResponse {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReverseProxy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<HttpTransport>,
     pub upstreams: Vec<Upstream>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancing: Option<LoadBalancing>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpTransport {
+    /// Always `http`: the module name.
+    pub protocol: String,
+    /// e.g. `["h2c", "2"]` for cleartext HTTP/2 upstreams.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<String>,
+    /// Time to wait for the upstream's response headers (a Go duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -168,6 +189,10 @@ pub struct HeaderOps {
     pub set: Option<BTreeMap<String, Vec<String>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete: Option<Vec<String>>,
+    /// Response only: apply when the response is written, after the
+    /// upstream's headers are in, so `set` and `delete` win over them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -98,6 +98,16 @@ pub fn parse_into(text: &str, file: &Path, loaded: &mut Loaded) -> Result<(), Lo
     Ok(())
 }
 
+/// One already-parsed document as an object: `Ok(None)` for a kind we do
+/// not read. Other providers (and test harnesses) feed values through here.
+pub fn object_from_value(value: Value) -> Result<Option<Object>, String> {
+    match parse_object(value) {
+        Ok(o) => Ok(o),
+        Err(Unread(_)) => Ok(None),
+        Err(Invalid(message)) => Err(message),
+    }
+}
+
 enum Failure {
     Unread(String),
     Invalid(String),

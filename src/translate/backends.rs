@@ -21,6 +21,8 @@ pub struct Backend {
     pub weight: u32,
     /// `host:port` of every address to dial, sorted.
     pub dials: Vec<String>,
+    /// The Service port's appProtocol asks for cleartext HTTP/2.
+    pub h2c: bool,
 }
 
 /// A resolved backendRef, or why it cannot be used (a ResolvedRefs=False condition).
@@ -75,7 +77,12 @@ pub fn resolve(
     let dials = dials(snapshot, &key, service, port)
         .map_err(|why| not_found(format!("Service {target} {why}")))?;
     let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
-    Ok(Backend { weight, dials })
+    let h2c = service
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .any(|p| p.port == port && p.app_protocol.as_deref() == Some("kubernetes.io/h2c"));
+    Ok(Backend { weight, dials, h2c })
 }
 
 /// ClusterIP services are dialed at `clusterIP:port` so kube-proxy balances
@@ -125,9 +132,7 @@ fn dials(
                 .collect();
             dials.sort();
             dials.dedup();
-            if dials.is_empty() {
-                return Err("is headless and has no ready endpoints".into());
-            }
+            // No ready endpoints is not a broken reference: requests get 503.
             Ok(dials)
         }
     }
@@ -184,6 +189,7 @@ mod tests {
         let b = |w, n: usize| Backend {
             weight: w,
             dials: (0..n).map(|i| format!("10.0.0.{i}:80")).collect(),
+            h2c: false,
         };
         assert_eq!(
             upstream_weights(&[b(80, 1), b(20, 1)])

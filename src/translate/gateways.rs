@@ -49,10 +49,14 @@ pub struct ListenerModel {
 }
 
 impl ListenerModel {
-    /// Can routes attach and traffic flow? Some invalid refs only degrade
-    /// it, but an HTTPS listener needs at least one certificate.
-    pub fn usable(&self) -> bool {
+    /// May routes attach? Unresolved refs do not stop that.
+    pub fn accepts_routes(&self) -> bool {
         self.problems.iter().all(|c| c.type_ == "ResolvedRefs")
+    }
+
+    /// Can traffic flow? An HTTPS listener also needs a certificate.
+    pub fn usable(&self) -> bool {
+        self.accepts_routes()
             && (self.protocol != Some(Protocol::Https) || !self.certificates.is_empty())
     }
 }
@@ -70,13 +74,27 @@ pub struct GatewayModel {
 /// Builds the model of one Gateway of ours, before cross-Gateway conflicts.
 pub fn model(snapshot: &Snapshot, gateway: &Gateway) -> GatewayModel {
     let key = ObjectRef::of(gateway);
-    let (binds, rejected) = match bind_addresses(gateway) {
+    let (binds, mut rejected) = match bind_addresses(gateway) {
         Ok(binds) => (binds, None),
         Err(message) => (
             Vec::new(),
             Some(Cond::new("Accepted", false, "UnsupportedAddress", message)),
         ),
     };
+    if let Some(p) = gateway
+        .spec
+        .infrastructure
+        .as_ref()
+        .and_then(|i| i.parameters_ref.as_ref())
+    {
+        // KengineInstance fleets are not modelled yet, so no reference resolves.
+        rejected.get_or_insert(Cond::new(
+            "Accepted",
+            false,
+            "InvalidParameters",
+            format!("infrastructure.parametersRef {}/{} {:?} cannot be resolved: only kengine.khulnasoft.com/KengineInstance is supported, and not yet", p.group, p.kind, p.name),
+        ));
+    }
     let mut listeners: Vec<ListenerModel> = gateway
         .spec
         .listeners

@@ -3,6 +3,8 @@
 
 mod backends;
 mod conditions;
+mod dispatch;
+mod filters;
 mod gateways;
 pub mod hostnames;
 mod layout;

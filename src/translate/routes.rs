@@ -10,9 +10,9 @@ use gateway_api::apis::experimental::httproutes::HttpRouteStatusParentsParentRef
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{Cond, stamp};
-use super::gateways::{self, GROUP, GatewayModel, HTTP_ROUTE};
+use super::gateways::{self, GROUP, GatewayModel, HTTP_ROUTE, Protocol};
 use super::hostnames::{Host, effective_hostnames};
-use super::rules::{self, CompiledMatch};
+use super::rules::{self, CompiledMatch, ListenerContext};
 use super::servers::ListenerId;
 use crate::snapshot::{ObjectRef, Snapshot};
 
@@ -53,7 +53,16 @@ pub fn attach(snapshot: &Snapshot, models: &mut [GatewayModel]) -> Attachments {
         if parents.is_empty() {
             continue; // Not ours: leave its status to whoever owns its parents.
         }
-        let compiled = rules::compile(snapshot, route);
+        // Conditions do not depend on the listener; redirect defaults do.
+        let compiled = rules::compile(
+            snapshot,
+            route,
+            ListenerContext {
+                port: 0,
+                https: false,
+            },
+        );
+        let mut per_listener: BTreeMap<(u16, bool), Vec<CompiledMatch>> = BTreeMap::new();
         let mut entries = Vec::new();
         for (parent, g) in parents {
             let parent_ref = HttpRouteStatusParentsParentRef {
@@ -85,9 +94,18 @@ pub fn attach(snapshot: &Snapshot, models: &mut [GatewayModel]) -> Attachments {
                         Ok(found) => {
                             for (l, hosts) in found {
                                 attached.entry((g, l)).or_default().insert(key.clone());
+                                let listener = &models[g].listeners[l];
+                                let ctx = ListenerContext {
+                                    port: listener.port,
+                                    https: listener.protocol == Some(Protocol::Https),
+                                };
+                                let matches =
+                                    per_listener.entry((ctx.port, ctx.https)).or_insert_with(
+                                        || rules::compile(snapshot, route, ctx).matches,
+                                    );
                                 let bucket = out.buckets.entry((g, l)).or_default();
                                 for host in hosts {
-                                    bucket.push((host, compiled.matches.clone()));
+                                    bucket.push((host, matches.clone()));
                                 }
                             }
                             Cond::ok("Accepted", "Accepted")
@@ -147,7 +165,7 @@ fn candidate_listeners(
         .into_iter()
         .filter(|&i| {
             let l = &gateway.listeners[i];
-            l.usable()
+            l.accepts_routes()
                 && l.kinds.iter().any(|k| k == HTTP_ROUTE)
                 && gateways::namespace_allowed(snapshot, l, &gateway.key, &route.namespace)
         })

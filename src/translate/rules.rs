@@ -4,17 +4,16 @@
 use std::collections::BTreeMap;
 
 use gateway_api::apis::experimental::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersType,
-    HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
-    HttpRouteRulesMatchesPathType as PathType, HttpRouteRulesMatchesQueryParamsType,
+    HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesMatches,
+    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType as PathType,
+    HttpRouteRulesMatchesQueryParamsType,
 };
 
-use super::backends::{self, Backend, BackendRef};
+use super::backends::{self, BackendRef};
 use super::conditions::Cond;
-use crate::kengine::config::{
-    Handler, HeaderOps, Headers, LoadBalancing, MatcherSet, RegexpMatcher, ReverseProxy, Route,
-    SelectionPolicy, Upstream,
-};
+use super::dispatch::{self, Target, Upstreams};
+use super::filters::{self, PREFIX_CAPTURE};
+use crate::kengine::config::{Handler, MatcherSet, RegexpMatcher, Route};
 use crate::snapshot::{ObjectRef, Snapshot};
 
 /// Sorts ascending: the first key wins. Hostname specificity is handled by
@@ -31,6 +30,8 @@ pub struct Precedence {
     route: ObjectRef,
     rule: usize,
     match_index: usize,
+    /// A match split in two (see `filters::needs_prefix_split`) keeps its order.
+    part: u8,
 }
 
 /// One match of one rule, ready to sort among every route on a host.
@@ -50,18 +51,26 @@ pub struct CompiledRoute {
     pub unsupported: Option<Cond>,
 }
 
-pub fn compile(snapshot: &Snapshot, route: &HttpRoute) -> CompiledRoute {
+/// Where the route is being attached; redirects default to its port and scheme.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerContext {
+    pub port: u16,
+    pub https: bool,
+}
+
+pub fn compile(snapshot: &Snapshot, route: &HttpRoute, listener: ListenerContext) -> CompiledRoute {
     let key = ObjectRef::of(route);
     let created = route.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut out = CompiledRoute::default();
     for (rule_index, rule) in route.spec.rules.iter().flatten().enumerate() {
-        let handlers = match handlers(snapshot, &key, rule, &mut out.unresolved) {
+        let backend = match backend_handlers(snapshot, &key, rule, &mut out.unresolved) {
             Ok(h) => h,
             Err(cond) => {
                 out.unsupported.get_or_insert(cond);
                 continue;
             }
         };
+        let rule_filters = rule.filters.as_deref().unwrap_or_default();
         let default_match = [HttpRouteRulesMatches::default()];
         let matches = rule
             .matches
@@ -69,36 +78,90 @@ pub fn compile(snapshot: &Snapshot, route: &HttpRoute) -> CompiledRoute {
             .filter(|m| !m.is_empty())
             .unwrap_or(&default_match);
         for (match_index, m) in matches.iter().enumerate() {
-            let (matcher, mut precedence) = match matcher(m) {
-                Ok(x) => x,
+            let parts = match compile_match(m, rule_filters, listener, &backend) {
+                Ok(parts) => parts,
                 Err(cond) => {
                     out.unsupported.get_or_insert(cond);
                     continue;
                 }
             };
-            precedence.created = created;
-            precedence.route = key.clone();
-            precedence.rule = rule_index;
-            precedence.match_index = match_index;
-            let matchers = if matcher == MatcherSet::default() {
-                vec![]
-            } else {
-                vec![matcher]
-            };
-            out.matches.push(CompiledMatch {
-                precedence,
-                route: Route {
-                    matchers,
-                    handle: handlers.clone(),
-                    terminal: false,
-                },
-            });
+            for (part, (mut precedence, route)) in parts.into_iter().enumerate() {
+                precedence.created = created;
+                precedence.route = key.clone();
+                precedence.rule = rule_index;
+                precedence.match_index = match_index;
+                precedence.part = part as u8;
+                out.matches.push(CompiledMatch { precedence, route });
+            }
         }
     }
     out
 }
 
-fn matcher(m: &HttpRouteRulesMatches) -> Result<(MatcherSet, Precedence), Cond> {
+/// The Kengine route(s) of one match: usually one; two when a prefix
+/// replacement must tell "exactly the prefix" from "the prefix and more".
+fn compile_match(
+    m: &HttpRouteRulesMatches,
+    rule_filters: &[HttpRouteRulesFilters],
+    listener: ListenerContext,
+    backend: &[Handler],
+) -> Result<Vec<(Precedence, Route)>, Cond> {
+    let (matcher, precedence, prefix) = matcher(m, filters::uses_prefix(rule_filters))?;
+    let prefix = prefix.as_deref();
+    let variants: Vec<(MatcherSet, bool)> = match prefix {
+        Some(p) if filters::needs_prefix_split(rule_filters) => {
+            let escaped = escape(p.trim_end_matches('/'));
+            let with = |pattern: String| MatcherSet {
+                path_regexp: Some(RegexpMatcher {
+                    name: Some(PREFIX_CAPTURE.into()),
+                    pattern,
+                }),
+                ..matcher.clone()
+            };
+            vec![
+                (with(format!("^{escaped}/?$")), true),
+                (with(format!("^{escaped}(/.+)$")), false),
+            ]
+        }
+        _ => vec![(matcher, false)],
+    };
+    variants
+        .into_iter()
+        .map(|(set, prefix_exact)| {
+            let ctx = filters::Context {
+                port: listener.port,
+                https: listener.https,
+                prefix,
+                prefix_exact,
+            };
+            let (mut handle, answered) = filters::handlers(rule_filters, ctx)?;
+            if !answered {
+                handle.extend(backend.iter().cloned());
+            }
+            let matchers = if set == MatcherSet::default() {
+                vec![]
+            } else {
+                vec![set]
+            };
+            Ok((
+                precedence.clone(),
+                Route {
+                    matchers,
+                    handle,
+                    terminal: false,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The matcher set of one match, its precedence, and the PathPrefix value
+/// when it is one. `capture` names the path regexp so filters can read
+/// what followed the prefix.
+fn matcher(
+    m: &HttpRouteRulesMatches,
+    capture: bool,
+) -> Result<(MatcherSet, Precedence, Option<String>), Cond> {
     let mut set = MatcherSet::default();
     let (kind, value) = match &m.path {
         Some(p) => (
@@ -107,6 +170,8 @@ fn matcher(m: &HttpRouteRulesMatches) -> Result<(MatcherSet, Precedence), Cond> 
         ),
         None => (PathType::PathPrefix, "/".into()),
     };
+    let name = capture.then(|| PREFIX_CAPTURE.to_string());
+    let mut prefix = None;
     let path_kind = match kind {
         PathType::Exact => {
             set.path_regexp = Some(regexp(format!("^{}$", escape(&value))));
@@ -115,9 +180,13 @@ fn matcher(m: &HttpRouteRulesMatches) -> Result<(MatcherSet, Precedence), Cond> 
         PathType::PathPrefix => {
             // Segment-aware: `/foo` matches `/foo` and `/foo/x`, never `/foobar`.
             let trimmed = value.trim_end_matches('/');
-            if !trimmed.is_empty() {
-                set.path_regexp = Some(regexp(format!("^{}(/.*)?$", escape(trimmed))));
+            if !trimmed.is_empty() || capture {
+                set.path_regexp = Some(RegexpMatcher {
+                    name,
+                    pattern: format!("^{}(/.*)?$", escape(trimmed)),
+                });
             }
+            prefix = Some(value.clone());
             1
         }
         PathType::RegularExpression => {
@@ -157,19 +226,44 @@ fn matcher(m: &HttpRouteRulesMatches) -> Result<(MatcherSet, Precedence), Cond> 
             }
         }
     }
+    // `query` ANDs its keys; `vars_regexp` ORs its keys, so a second regexp
+    // is ANDed in as not(any(not(regexp))).
+    let mut regexps = Vec::new();
     for q in m.query_params.iter().flatten() {
-        let pattern = match q
+        match q
             .r#type
             .clone()
             .unwrap_or(HttpRouteRulesMatchesQueryParamsType::Exact)
         {
-            HttpRouteRulesMatchesQueryParamsType::Exact => format!("^{}$", escape(&q.value)),
-            HttpRouteRulesMatchesQueryParamsType::RegularExpression => q.value.clone(),
-        };
-        let placeholder = format!("{{http.request.uri.query.{}}}", q.name);
-        set.vars_regexp
-            .get_or_insert_with(BTreeMap::new)
-            .insert(placeholder, regexp(pattern));
+            // A `*` value is the query matcher's wildcard, so match it literally by regexp.
+            HttpRouteRulesMatchesQueryParamsType::Exact if q.value != "*" => {
+                set.query
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(q.name.clone(), vec![q.value.clone()]);
+            }
+            HttpRouteRulesMatchesQueryParamsType::Exact => {
+                regexps.push((q.name.clone(), format!("^{}$", escape(&q.value))))
+            }
+            HttpRouteRulesMatchesQueryParamsType::RegularExpression => {
+                regexps.push((q.name.clone(), q.value.clone()))
+            }
+        }
+    }
+    let query_regexp = |(name, pattern): (String, String)| MatcherSet {
+        vars_regexp: Some(BTreeMap::from([(
+            format!("{{http.request.uri.query.{name}}}"),
+            regexp(pattern),
+        )])),
+        ..Default::default()
+    };
+    if regexps.len() == 1 {
+        set.vars_regexp = query_regexp(regexps.remove(0)).vars_regexp;
+    } else if !regexps.is_empty() {
+        let negated = regexps.into_iter().map(|r| MatcherSet {
+            not: Some(vec![query_regexp(r)]),
+            ..Default::default()
+        });
+        set.not = Some(negated.collect());
     }
     let precedence = Precedence {
         path_kind,
@@ -181,25 +275,20 @@ fn matcher(m: &HttpRouteRulesMatches) -> Result<(MatcherSet, Precedence), Cond> 
         route: ObjectRef::new("", ""),
         rule: 0,
         match_index: 0,
+        part: 0,
     };
-    Ok((set, precedence))
+    Ok((set, precedence, prefix))
 }
 
-fn handlers(
+/// The handlers that send a request matching `rule` to its backends.
+fn backend_handlers(
     snapshot: &Snapshot,
     key: &ObjectRef,
     rule: &HttpRouteRules,
     unresolved: &mut Option<Cond>,
 ) -> Result<Vec<Handler>, Cond> {
-    let mut handle = Vec::new();
-    for filter in rule.filters.iter().flatten() {
-        handle.push(filter_handler(filter)?);
-    }
-    let mut live: Vec<Backend> = Vec::new();
+    let mut targets = Vec::new();
     for r in rule.backend_refs.iter().flatten() {
-        if r.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-            return Err(unsupported("filters on backendRefs are not supported yet"));
-        }
         let backend_ref = BackendRef {
             group: r.group.as_deref(),
             kind: r.kind.as_deref(),
@@ -208,91 +297,92 @@ fn handlers(
             port: r.port,
             weight: r.weight,
         };
-        match backends::resolve(snapshot, key, "HTTPRoute", &backend_ref) {
-            Ok(b) => live.push(b),
+        // backendRef filters have their own (identical) generated type.
+        let own_filters: Vec<HttpRouteRulesFilters> = r
+            .filters
+            .iter()
+            .flatten()
+            .map(|f| serde_json::to_value(f).and_then(serde_json::from_value))
+            .collect::<Result<_, _>>()
+            .map_err(|e| filters::unsupported(format!("backendRef filter: {e}")))?;
+        let ctx = filters::Context {
+            port: 0,
+            https: false,
+            prefix: None,
+            prefix_exact: false,
+        };
+        let (handlers, answered) = filters::handlers(&own_filters, ctx)?;
+        if answered {
+            return Err(filters::unsupported(
+                "a redirect is not allowed as a backendRef filter",
+            ));
+        }
+        let backend = match backends::resolve(snapshot, key, "HTTPRoute", &backend_ref) {
+            Ok(b) => Some(b),
             Err(cond) => {
                 unresolved.get_or_insert(cond);
+                None
             }
-        }
+        };
+        let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
+        targets.push(Target {
+            weight,
+            handlers,
+            backend,
+        });
     }
-    let upstreams = backends::upstream_weights(&live);
-    if upstreams.is_empty() {
-        // No usable backend (none given, all invalid, or all weight 0): the spec's 500.
-        handle.push(Handler::status(500));
-        return Ok(handle);
-    }
-    let load_balancing = (upstreams.len() > 1).then(|| LoadBalancing {
-        selection_policy: SelectionPolicy::WeightedRoundRobin {
-            weights: upstreams.iter().map(|u| u.1).collect(),
-        },
-    });
-    handle.push(Handler::ReverseProxy(ReverseProxy {
-        upstreams: upstreams
-            .into_iter()
-            .map(|(dial, _)| Upstream { dial })
-            .collect(),
-        load_balancing,
-    }));
-    Ok(handle)
+    let settings = Upstreams {
+        response_header_timeout: timeout(rule)?,
+    };
+    Ok(dispatch::handlers(&targets, &settings))
 }
 
-fn filter_handler(filter: &HttpRouteRulesFilters) -> Result<Handler, Cond> {
-    let ops = |add: Option<BTreeMap<String, Vec<String>>>,
-               set: Option<BTreeMap<String, Vec<String>>>,
-               delete: Option<Vec<String>>| HeaderOps { add, set, delete };
-    match filter.r#type {
-        HttpRouteRulesFiltersType::RequestHeaderModifier => {
-            let m = filter
-                .request_header_modifier
-                .as_ref()
-                .ok_or_else(|| unsupported("RequestHeaderModifier without settings"))?;
-            Ok(Handler::Headers(Headers {
-                request: Some(ops(
-                    m.add.as_ref().map(|v| {
-                        v.iter()
-                            .map(|h| (h.name.clone(), vec![h.value.clone()]))
-                            .collect()
-                    }),
-                    m.set.as_ref().map(|v| {
-                        v.iter()
-                            .map(|h| (h.name.clone(), vec![h.value.clone()]))
-                            .collect()
-                    }),
-                    m.remove.clone(),
-                )),
-                response: None,
-            }))
+/// Kengine cannot bound a whole request, only the wait for the upstream's
+/// response headers; both timeouts map to that, the shorter one winning.
+fn timeout(rule: &HttpRouteRules) -> Result<Option<String>, Cond> {
+    let Some(t) = &rule.timeouts else {
+        return Ok(None);
+    };
+    let mut shortest: Option<(u128, String)> = None;
+    for value in [&t.request, &t.backend_request].into_iter().flatten() {
+        let millis = duration_millis(value).ok_or_else(|| {
+            filters::unsupported(format!("timeout {value:?} is not a Gateway API duration"))
+        })?;
+        if millis > 0 && shortest.as_ref().is_none_or(|(m, _)| millis < *m) {
+            shortest = Some((millis, value.clone()));
         }
-        HttpRouteRulesFiltersType::ResponseHeaderModifier => {
-            let m = filter
-                .response_header_modifier
-                .as_ref()
-                .ok_or_else(|| unsupported("ResponseHeaderModifier without settings"))?;
-            Ok(Handler::Headers(Headers {
-                request: None,
-                response: Some(ops(
-                    m.add.as_ref().map(|v| {
-                        v.iter()
-                            .map(|h| (h.name.clone(), vec![h.value.clone()]))
-                            .collect()
-                    }),
-                    m.set.as_ref().map(|v| {
-                        v.iter()
-                            .map(|h| (h.name.clone(), vec![h.value.clone()]))
-                            .collect()
-                    }),
-                    m.remove.clone(),
-                )),
-            }))
-        }
-        ref other => Err(unsupported(&format!(
-            "filter {other:?} is not supported yet"
-        ))),
     }
+    Ok(shortest.map(|(_, v)| v))
 }
 
-fn unsupported(message: &str) -> Cond {
-    Cond::new("Accepted", false, "UnsupportedValue", message)
+/// GEP-2257 durations (`1h`, `30s`, `500ms`, `1m30s`), which Go also parses.
+fn duration_millis(value: &str) -> Option<u128> {
+    let mut total = 0u128;
+    let mut rest = value;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let n: u128 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else {
+            match rest.chars().next()? {
+                'h' => (3_600_000, 1),
+                'm' => (60_000, 1),
+                's' => (1_000, 1),
+                _ => return None,
+            }
+        };
+        total += n * unit;
+        rest = &rest[len..];
+    }
+    Some(total)
 }
 
 fn regexp(pattern: String) -> RegexpMatcher {
@@ -319,7 +409,8 @@ mod tests {
     use super::*;
 
     fn m(json: serde_json::Value) -> (MatcherSet, Precedence) {
-        matcher(&serde_json::from_value(json).unwrap()).unwrap()
+        let (set, precedence, _) = matcher(&serde_json::from_value(json).unwrap(), false).unwrap();
+        (set, precedence)
     }
 
     #[test]
@@ -359,5 +450,15 @@ mod tests {
         );
         assert_eq!(set.header_regexp.unwrap()["X"].pattern, "^\\*a$");
         assert_eq!(set.header.unwrap()["Y"], vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn parses_gateway_api_durations() {
+        assert_eq!(duration_millis("500ms"), Some(500));
+        assert_eq!(duration_millis("1m30s"), Some(90_000));
+        assert_eq!(duration_millis("1h"), Some(3_600_000));
+        assert_eq!(duration_millis("1.5s"), None);
+        assert_eq!(duration_millis(""), None);
+        assert_eq!(duration_millis("10"), None);
     }
 }

@@ -1,0 +1,216 @@
+//! From a rule's weighted backends to the handlers that pick one.
+//!
+//! The common case, plain backends, is one `reverse_proxy` with weighted
+//! round robin: deterministic and cheap. When backends differ in more than
+//! their address (per-backend filters, an invalid backend whose share must
+//! get 500, a different upstream protocol), each gets its own handler chain
+//! and a request picks one by the first two hex digits of its random
+//! `{http.request.uuid}`: 256 slots shared out by weight.
+
+use std::collections::BTreeMap;
+
+use super::backends::{Backend, upstream_weights};
+use crate::kengine::config::{
+    Handler, HttpTransport, LoadBalancing, MatcherSet, RegexpMatcher, ReverseProxy, Route,
+    SelectionPolicy, Upstream,
+};
+
+const SLOTS: u32 = 256;
+
+/// One backendRef of a rule, resolved.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub weight: u32,
+    /// Handlers that run for this backend only (its filters).
+    pub handlers: Vec<Handler>,
+    /// `None`: the ref is invalid and its share of requests gets 500.
+    pub backend: Option<Backend>,
+}
+
+/// Upstream settings shared by every backend of a rule.
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams {
+    /// Go duration: how long to wait for response headers (rule timeouts).
+    pub response_header_timeout: Option<String>,
+}
+
+pub fn handlers(targets: &[Target], settings: &Upstreams) -> Vec<Handler> {
+    let live: Vec<&Target> = targets.iter().filter(|t| t.weight > 0).collect();
+    let reachable = |t: &Target| t.backend.as_ref().is_some_and(|b| !b.dials.is_empty());
+    if !live.iter().any(|t| reachable(t)) {
+        // Nothing to send to. Invalid refs (or none, or all weight 0) are
+        // the spec's 500; a valid Service without endpoints is unavailable.
+        let unavailable =
+            live.iter().any(|t| t.backend.is_some()) && live.iter().all(|t| t.backend.is_some());
+        return vec![Handler::status(if unavailable { 503 } else { 500 })];
+    }
+    let h2c = |t: &Target| t.backend.as_ref().is_some_and(|b| b.h2c);
+    let uniform = live
+        .iter()
+        .all(|t| t.handlers.is_empty() && reachable(t) && h2c(t) == h2c(live[0]));
+    if uniform {
+        let backends: Vec<Backend> = live.iter().filter_map(|t| t.backend.clone()).collect();
+        return vec![proxy(&backends, settings)];
+    }
+    let slots = share(&live.iter().map(|t| t.weight).collect::<Vec<_>>());
+    let mut routes = Vec::new();
+    let mut start = 0;
+    for (i, (target, n)) in live.iter().zip(slots).enumerate() {
+        let mut handle = target.handlers.clone();
+        handle.push(match &target.backend {
+            Some(b) if b.dials.is_empty() => Handler::status(503),
+            Some(b) => proxy(std::slice::from_ref(b), settings),
+            None => Handler::status(500),
+        });
+        // The last target takes whatever is left, so every request lands somewhere.
+        let matchers = if i + 1 == live.len() {
+            vec![]
+        } else {
+            vec![MatcherSet {
+                vars_regexp: Some(BTreeMap::from([(
+                    "{http.request.uuid}".to_string(),
+                    RegexpMatcher {
+                        name: None,
+                        pattern: slot_regexp(start, start + n),
+                    },
+                )])),
+                ..Default::default()
+            }]
+        };
+        start += n;
+        routes.push(Route {
+            matchers,
+            handle,
+            terminal: false,
+        });
+    }
+    vec![Handler::Subroute { routes }]
+}
+
+fn proxy(backends: &[Backend], settings: &Upstreams) -> Handler {
+    let weights = upstream_weights(backends);
+    let load_balancing = (weights.len() > 1).then(|| LoadBalancing {
+        selection_policy: SelectionPolicy::WeightedRoundRobin {
+            weights: weights.iter().map(|w| w.1).collect(),
+        },
+    });
+    let h2c = backends.iter().any(|b| b.h2c);
+    let transport = (h2c || settings.response_header_timeout.is_some()).then(|| HttpTransport {
+        protocol: "http".into(),
+        versions: if h2c {
+            vec!["h2c".into(), "2".into()]
+        } else {
+            vec![]
+        },
+        response_header_timeout: settings.response_header_timeout.clone(),
+    });
+    Handler::ReverseProxy(ReverseProxy {
+        transport,
+        upstreams: weights
+            .into_iter()
+            .map(|(dial, _)| Upstream { dial })
+            .collect(),
+        load_balancing,
+    })
+}
+
+/// Shares [`SLOTS`] out in proportion to `weights` (largest remainder),
+/// every nonzero weight getting at least one slot.
+fn share(weights: &[u32]) -> Vec<u32> {
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    let mut slots: Vec<u32> = weights
+        .iter()
+        .map(|&w| ((u64::from(w) * u64::from(SLOTS)) / total) as u32)
+        .collect();
+    for (s, &w) in slots.iter_mut().zip(weights) {
+        if w > 0 && *s == 0 {
+            *s = 1;
+        }
+    }
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse((u64::from(weights[i]) * u64::from(SLOTS)) % total));
+    let mut used: u32 = slots.iter().sum();
+    let mut k = 0;
+    while used < SLOTS {
+        slots[order[k % order.len()]] += 1;
+        used += 1;
+        k += 1;
+    }
+    while used > SLOTS {
+        let i = (0..slots.len()).max_by_key(|&i| slots[i]).unwrap();
+        slots[i] -= 1;
+        used -= 1;
+    }
+    slots
+}
+
+/// A regexp matching UUIDs whose first byte (two hex digits) is in `lo..hi`.
+fn slot_regexp(lo: u32, hi: u32) -> String {
+    const HEX: &[u8] = b"0123456789abcdef";
+    let mut alternatives = Vec::new();
+    let mut full_rows = String::new();
+    for first in 0..16u32 {
+        let (row_lo, row_hi) = ((first * 16).max(lo), (first * 16 + 16).min(hi));
+        if row_lo >= row_hi {
+            continue;
+        }
+        if row_hi - row_lo == 16 {
+            full_rows.push(HEX[first as usize] as char);
+        } else {
+            let seconds: String = (row_lo..row_hi)
+                .map(|v| HEX[(v % 16) as usize] as char)
+                .collect();
+            alternatives.push(format!("{}[{seconds}]", HEX[first as usize] as char));
+        }
+    }
+    if !full_rows.is_empty() {
+        alternatives.insert(0, format!("[{full_rows}][0-9a-f]"));
+    }
+    format!("^(?:{})", alternatives.join("|"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_weights() {
+        assert_eq!(share(&[1, 1]), [128, 128]);
+        assert_eq!(share(&[80, 20]).iter().sum::<u32>(), 256);
+        assert_eq!(share(&[80, 20])[0], 205);
+        assert_eq!(share(&[1000, 1]), [255, 1]);
+        assert_eq!(share(&[70, 30, 0]).iter().sum::<u32>(), 256);
+    }
+
+    #[test]
+    fn slot_regexps_cover_exactly_their_range() {
+        let re = slot_regexp(0, 205);
+        assert_eq!(re, "^(?:[0123456789ab][0-9a-f]|c[0123456789abc])");
+        // Every first byte is matched by exactly one of the complementary patterns.
+        for v in 0..256u32 {
+            let s = format!("{v:02x}");
+            let in_first = matches_simple(&slot_regexp(0, 100), &s);
+            let in_second = matches_simple(&slot_regexp(100, 256), &s);
+            assert!(in_first ^ in_second, "{s}");
+            assert_eq!(in_first, v < 100, "{s}");
+        }
+    }
+
+    /// Enough of regexp semantics for the patterns `slot_regexp` makes.
+    fn matches_simple(re: &str, s: &str) -> bool {
+        let body = re.trim_start_matches("^(?:").trim_end_matches(')');
+        body.split('|').any(|alt| {
+            let (first, second) = if let Some(rest) = alt.strip_prefix('[') {
+                let (class, tail) = rest.split_once(']').unwrap();
+                (class.to_string(), tail.to_string())
+            } else {
+                (alt[..1].to_string(), alt[1..].to_string())
+            };
+            let second = second
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .replace("0-9a-f", "0123456789abcdef");
+            first.contains(&s[..1]) && second.contains(&s[1..2])
+        })
+    }
+}

@@ -1,0 +1,241 @@
+//! HTTPRoute filters → Kengine handlers.
+
+use std::collections::BTreeMap;
+
+use gateway_api::apis::experimental::httproutes::{
+    HttpRouteRulesFilters as Filter,
+    HttpRouteRulesFiltersRequestRedirectPathType as RedirectPathType,
+    HttpRouteRulesFiltersRequestRedirectScheme as Scheme, HttpRouteRulesFiltersType as Type,
+    HttpRouteRulesFiltersUrlRewritePathType as RewritePathType,
+};
+
+use super::conditions::Cond;
+use crate::kengine::config::{Handler, HeaderOps, Headers, StaticResponse};
+
+/// The placeholder holding what follows a PathPrefix match (named capture 1).
+pub const PREFIX_REST: &str = "{http.regexp.kg_path.1}";
+/// Name of the path regexp whose capture [`PREFIX_REST`] reads.
+pub const PREFIX_CAPTURE: &str = "kg_path";
+
+/// What filters need to know about where they run.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Listener port and whether it terminates TLS: the redirect defaults.
+    pub port: u16,
+    pub https: bool,
+    /// The PathPrefix value the request matched, when it matched one.
+    pub prefix: Option<&'a str>,
+    /// The request path is known to equal the prefix (nothing follows it).
+    pub prefix_exact: bool,
+}
+
+/// Handlers for a rule's filters, in order. `Ok(true)` in the second place
+/// means a filter answers the request itself (a redirect): no backend runs.
+pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool), Cond> {
+    let mut out = Vec::new();
+    for filter in filters {
+        match filter.r#type {
+            Type::RequestHeaderModifier => {
+                let m = filter
+                    .request_header_modifier
+                    .as_ref()
+                    .ok_or_else(|| missing("requestHeaderModifier"))?;
+                out.push(Handler::Headers(Headers {
+                    request: Some(ops(
+                        m.add.iter().flatten().map(|h| (&h.name, &h.value)),
+                        m.set.iter().flatten().map(|h| (&h.name, &h.value)),
+                        m.remove.clone(),
+                    )),
+                    response: None,
+                }));
+            }
+            Type::ResponseHeaderModifier => {
+                let m = filter
+                    .response_header_modifier
+                    .as_ref()
+                    .ok_or_else(|| missing("responseHeaderModifier"))?;
+                let response = ops(
+                    m.add.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.set.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.remove.clone(),
+                );
+                out.push(Handler::Headers(Headers {
+                    request: None,
+                    response: Some(HeaderOps {
+                        deferred: true,
+                        ..response
+                    }),
+                }));
+            }
+            Type::UrlRewrite => {
+                let m = filter
+                    .url_rewrite
+                    .as_ref()
+                    .ok_or_else(|| missing("urlRewrite"))?;
+                if let Some(path) = &m.path {
+                    let uri = match path.r#type {
+                        RewritePathType::ReplaceFullPath => {
+                            path.replace_full_path.clone().unwrap_or_else(|| "/".into())
+                        }
+                        RewritePathType::ReplacePrefixMatch => replaced_prefix(
+                            path.replace_prefix_match.as_deref().unwrap_or("/"),
+                            ctx,
+                        )?,
+                    };
+                    out.push(Handler::Rewrite { uri });
+                }
+                if let Some(host) = &m.hostname {
+                    let set = BTreeMap::from([("Host".to_string(), vec![host.clone()])]);
+                    out.push(Handler::Headers(Headers {
+                        request: Some(HeaderOps {
+                            set: Some(set),
+                            ..Default::default()
+                        }),
+                        response: None,
+                    }));
+                }
+            }
+            Type::RequestRedirect => {
+                let m = filter
+                    .request_redirect
+                    .as_ref()
+                    .ok_or_else(|| missing("requestRedirect"))?;
+                // Rewriting first lets `{http.request.uri}` carry the new path
+                // with the original query string.
+                if let Some(path) = &m.path {
+                    let uri = match path.r#type {
+                        RedirectPathType::ReplaceFullPath => {
+                            path.replace_full_path.clone().unwrap_or_else(|| "/".into())
+                        }
+                        RedirectPathType::ReplacePrefixMatch => replaced_prefix(
+                            path.replace_prefix_match.as_deref().unwrap_or("/"),
+                            ctx,
+                        )?,
+                    };
+                    out.push(Handler::Rewrite { uri });
+                }
+                let scheme = match m.scheme {
+                    Some(Scheme::Http) => "http",
+                    Some(Scheme::Https) => "https",
+                    None if ctx.https => "https",
+                    None => "http",
+                };
+                let port = match (m.port, &m.scheme) {
+                    (Some(p), _) => u16::try_from(p).ok(),
+                    // A new scheme implies its well-known port.
+                    (None, Some(_)) => None,
+                    (None, None) => Some(ctx.port),
+                };
+                let port = port.filter(|p| !matches!((scheme, p), ("http", 80) | ("https", 443)));
+                let host = m
+                    .hostname
+                    .clone()
+                    .unwrap_or_else(|| "{http.request.host}".into());
+                let location = match port {
+                    Some(p) => format!("{scheme}://{host}:{p}{{http.request.uri}}"),
+                    None => format!("{scheme}://{host}{{http.request.uri}}"),
+                };
+                let status = m.status_code.unwrap_or(302);
+                if ![301, 302, 303, 307, 308].contains(&status) {
+                    return Err(unsupported(format!(
+                        "redirect status code {status} is not supported"
+                    )));
+                }
+                out.push(Handler::StaticResponse(StaticResponse {
+                    status_code: status as u16,
+                    body: None,
+                    headers: Some(BTreeMap::from([("Location".to_string(), vec![location])])),
+                }));
+                return Ok((out, true));
+            }
+            Type::RequestMirror => {
+                return Err(unsupported(
+                    "RequestMirror is not supported: stock Kengine has no request mirroring handler",
+                ));
+            }
+            ref other => {
+                return Err(unsupported(format!(
+                    "filter {other:?} is not supported yet"
+                )));
+            }
+        }
+    }
+    Ok((out, false))
+}
+
+/// The new path for ReplacePrefixMatch: the replacement, then whatever
+/// followed the matched prefix (segment-aware).
+fn replaced_prefix(replacement: &str, ctx: Context) -> Result<String, Cond> {
+    if ctx.prefix.is_none() {
+        return Err(unsupported("ReplacePrefixMatch needs a PathPrefix match"));
+    }
+    let trimmed = replacement.trim_end_matches('/');
+    Ok(match (trimmed.is_empty(), ctx.prefix_exact) {
+        (_, true) if trimmed.is_empty() => "/".into(),
+        (_, true) => trimmed.into(),
+        _ => format!("{trimmed}{PREFIX_REST}"),
+    })
+}
+
+/// Does a ReplacePrefixMatch in these filters need the request path split
+/// into "exactly the prefix" and "prefix plus more"? Only when the
+/// replacement is `/`, where the two give different shapes.
+pub fn needs_prefix_split(filters: &[Filter]) -> bool {
+    filters.iter().any(|f| {
+        let redirect = f
+            .request_redirect
+            .as_ref()
+            .and_then(|r| r.path.as_ref())
+            .and_then(|p| p.replace_prefix_match.as_deref());
+        let rewrite = f
+            .url_rewrite
+            .as_ref()
+            .and_then(|r| r.path.as_ref())
+            .and_then(|p| p.replace_prefix_match.as_deref());
+        redirect
+            .or(rewrite)
+            .is_some_and(|r| r.trim_end_matches('/').is_empty())
+    })
+}
+
+/// Does any filter read the text after the matched prefix?
+pub fn uses_prefix(filters: &[Filter]) -> bool {
+    filters.iter().any(|f| {
+        f.request_redirect
+            .as_ref()
+            .and_then(|r| r.path.as_ref())
+            .is_some_and(|p| p.r#type == RedirectPathType::ReplacePrefixMatch)
+            || f.url_rewrite
+                .as_ref()
+                .and_then(|r| r.path.as_ref())
+                .is_some_and(|p| p.r#type == RewritePathType::ReplacePrefixMatch)
+    })
+}
+
+fn ops<'a>(
+    add: impl Iterator<Item = (&'a String, &'a String)>,
+    set: impl Iterator<Item = (&'a String, &'a String)>,
+    delete: Option<Vec<String>>,
+) -> HeaderOps {
+    let collect = |it: &mut dyn Iterator<Item = (&'a String, &'a String)>| {
+        let map: BTreeMap<String, Vec<String>> =
+            it.map(|(k, v)| (k.clone(), vec![v.clone()])).collect();
+        (!map.is_empty()).then_some(map)
+    };
+    let mut add = add;
+    let mut set = set;
+    HeaderOps {
+        add: collect(&mut add),
+        set: collect(&mut set),
+        delete: delete.filter(|d| !d.is_empty()),
+        deferred: false,
+    }
+}
+
+fn missing(field: &str) -> Cond {
+    unsupported(format!("filter has no {field} settings"))
+}
+
+pub fn unsupported(message: impl Into<String>) -> Cond {
+    Cond::new("Accepted", false, "UnsupportedValue", message)
+}
