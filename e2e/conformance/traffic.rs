@@ -27,6 +27,11 @@ fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
 
 pub async fn send(x: &Exchange<'_>) -> Result<Answer, String> {
     let req = &x.step["request"];
+    match s(req, "protocol") {
+        Some("h2") => return send_h2(x).await,
+        Some("websocket") => return websocket(x).await,
+        _ => {}
+    }
     let scheme = s(req, "scheme").unwrap_or("http");
     let path = s(req, "path").unwrap_or("/");
     let method = s(req, "method").unwrap_or("GET");
@@ -88,10 +93,15 @@ pub async fn send(x: &Exchange<'_>) -> Result<Answer, String> {
         .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or_default()))
         .collect();
     request = request.header("X-Echo-Set-Header", set.join(","));
-    let resp = request
-        .send()
-        .await
-        .map_err(|e| format!("{method} {url}: {e:#}"))?;
+    let resp = request.send().await.map_err(|e| {
+        let mut chain = format!("{method} {url}: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            chain.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        chain
+    })?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.text().await.unwrap_or_default();
@@ -317,4 +327,120 @@ pub fn check(x: &Exchange<'_>, a: &Answer) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// HTTP/2 over TLS with the TLS server name and `:authority` set apart,
+/// which reqwest cannot do: the misdirected-request test needs both.
+async fn send_h2(x: &Exchange<'_>) -> Result<Answer, String> {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls::pki_types::pem::PemObject;
+    let req = &x.step["request"];
+    let host = s(req, "host").unwrap_or("localhost");
+    let sni = s(req, "sni").unwrap_or(host).to_string();
+    let path = s(req, "path").unwrap_or("/");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(x.ca_pem) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(x.gateway)
+        .await
+        .map_err(|e| format!("connect {}: {e}", x.gateway))?;
+    let name = rustls::pki_types::ServerName::try_from(sni.clone()).map_err(|e| e.to_string())?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS to {sni}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("h2 handshake: {e}"))?;
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method(s(req, "method").unwrap_or("GET"))
+        .uri(format!("https://{host}{path}"))
+        .header("X-Echo-Set-Header", "")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("h2 request: {e}"))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let echo = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .filter(|v| v.get("pod").is_some());
+    Ok(Answer {
+        status,
+        headers,
+        echo,
+    })
+}
+
+/// A websocket round trip: every frame must come back unchanged. Success
+/// reads as a 200 with no echo body to check.
+async fn websocket(x: &Exchange<'_>) -> Result<Answer, String> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let req = &x.step["request"];
+    let path = s(req, "path").unwrap_or("/");
+    let mut request = format!("ws://{}{path}", x.gateway)
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    if let Some(origin) = s(req, "origin") {
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().map_err(|e| format!("{e}"))?);
+    }
+    let tcp = tokio::net::TcpStream::connect(x.gateway)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .map_err(|e| format!("websocket upgrade: {e}"))?;
+    for frame in req["websocketFrames"].as_array().into_iter().flatten() {
+        let message = match (frame.get("text"), frame.get("binary")) {
+            (Some(t), _) => Message::text(t.as_str().unwrap_or_default()),
+            (_, Some(b)) => Message::binary(
+                b.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_u64())
+                    .map(|v| v as u8)
+                    .collect::<Vec<u8>>(),
+            ),
+            _ => return Err(format!("frame {frame} is neither text nor binary")),
+        };
+        ws.send(message.clone()).await.map_err(|e| e.to_string())?;
+        let back = loop {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(m)) => break m,
+                other => return Err(format!("no echo of {frame}: {other:?}")),
+            }
+        };
+        if back != message {
+            return Err(format!("sent {message:?}, got back {back:?}"));
+        }
+    }
+    let _ = ws.close(None).await;
+    Ok(Answer {
+        status: 200,
+        headers: Default::default(),
+        echo: None,
+    })
 }

@@ -55,6 +55,9 @@ pub struct Server {
     pub tls_connection_policies: Vec<TlsConnectionPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub automatic_https: Option<AutomaticHttps>,
+    /// `h1`, `h2`, `h2c`, `h3`; Kengine's default would open UDP for HTTP/3.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocols: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -142,6 +145,21 @@ pub struct ReverseProxy {
     pub upstreams: Vec<Upstream>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancing: Option<LoadBalancing>,
+    /// Routes that replace an upstream response that matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handle_response: Vec<ResponseHandler>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseHandler {
+    #[serde(rename = "match")]
+    pub matcher: ResponseMatcher,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseMatcher {
+    pub status_code: Vec<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,7 +181,11 @@ pub struct Upstream {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadBalancing {
-    pub selection_policy: SelectionPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection_policy: Option<SelectionPolicy>,
+    /// Extra tries when an upstream cannot be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use super::backends::{Backend, upstream_weights};
 use crate::kengine::config::{
-    Handler, HttpTransport, LoadBalancing, MatcherSet, RegexpMatcher, ReverseProxy, Route,
-    SelectionPolicy, Upstream,
+    Handler, HttpTransport, LoadBalancing, MatcherSet, RegexpMatcher, ResponseHandler,
+    ResponseMatcher, ReverseProxy, Route, SelectionPolicy, Upstream,
 };
 
 const SLOTS: u32 = 256;
@@ -32,6 +32,14 @@ pub struct Target {
 pub struct Upstreams {
     /// Go duration: how long to wait for response headers (rule timeouts).
     pub response_header_timeout: Option<String>,
+    /// How often to try again, and on which response codes.
+    pub retry: Option<Retry>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Retry {
+    pub attempts: u32,
+    pub codes: Vec<u16>,
 }
 
 pub fn handlers(targets: &[Target], settings: &Upstreams) -> Vec<Handler> {
@@ -88,12 +96,25 @@ pub fn handlers(targets: &[Target], settings: &Upstreams) -> Vec<Handler> {
 }
 
 fn proxy(backends: &[Backend], settings: &Upstreams) -> Handler {
+    let attempts = settings.retry.as_ref().map_or(0, |r| r.attempts);
+    proxy_with_retries(backends, settings, attempts)
+}
+
+/// Kengine retries only upstreams it cannot reach. Retrying on a response
+/// code nests a proxy in `handle_response` per attempt left: the request is
+/// sent again when the answer matches. (Bodies are not buffered, so this is
+/// for requests without one, as Gateway API retries usually are.)
+fn proxy_with_retries(backends: &[Backend], settings: &Upstreams, attempts_left: u32) -> Handler {
     let weights = upstream_weights(backends);
-    let load_balancing = (weights.len() > 1).then(|| LoadBalancing {
-        selection_policy: SelectionPolicy::WeightedRoundRobin {
-            weights: weights.iter().map(|w| w.1).collect(),
-        },
+    let selection_policy = (weights.len() > 1).then(|| SelectionPolicy::WeightedRoundRobin {
+        weights: weights.iter().map(|w| w.1).collect(),
     });
+    let retries = (attempts_left > 0).then_some(attempts_left);
+    let load_balancing =
+        (selection_policy.is_some() || retries.is_some()).then_some(LoadBalancing {
+            selection_policy,
+            retries,
+        });
     let h2c = backends.iter().any(|b| b.h2c);
     let transport = (h2c || settings.response_header_timeout.is_some()).then(|| HttpTransport {
         protocol: "http".into(),
@@ -104,6 +125,20 @@ fn proxy(backends: &[Backend], settings: &Upstreams) -> Handler {
         },
         response_header_timeout: settings.response_header_timeout.clone(),
     });
+    let codes = settings
+        .retry
+        .as_ref()
+        .map(|r| r.codes.clone())
+        .unwrap_or_default();
+    let handle_response = if attempts_left > 0 && !codes.is_empty() {
+        let again = proxy_with_retries(backends, settings, attempts_left - 1);
+        vec![ResponseHandler {
+            matcher: ResponseMatcher { status_code: codes },
+            routes: vec![Route::handle(vec![again])],
+        }]
+    } else {
+        vec![]
+    };
     Handler::ReverseProxy(ReverseProxy {
         transport,
         upstreams: weights
@@ -111,6 +146,7 @@ fn proxy(backends: &[Backend], settings: &Upstreams) -> Handler {
             .map(|(dial, _)| Upstream { dial })
             .collect(),
         load_balancing,
+        handle_response,
     })
 }
 

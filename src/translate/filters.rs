@@ -10,7 +10,9 @@ use gateway_api::apis::experimental::httproutes::{
 };
 
 use super::conditions::Cond;
-use crate::kengine::config::{Handler, HeaderOps, Headers, StaticResponse};
+use crate::kengine::config::{
+    Handler, HeaderOps, Headers, MatcherSet, RegexpMatcher, Route, StaticResponse,
+};
 
 /// The placeholder holding what follows a PathPrefix match (named capture 1).
 pub const PREFIX_REST: &str = "{http.regexp.kg_path.1}";
@@ -148,6 +150,10 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                 }));
                 return Ok((out, true));
             }
+            Type::Cors => {
+                let c = filter.cors.as_ref().ok_or_else(|| missing("cors"))?;
+                out.push(cors(c));
+            }
             Type::RequestMirror => {
                 return Err(unsupported(
                     "RequestMirror is not supported: stock Kengine has no request mirroring handler",
@@ -161,6 +167,121 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
         }
     }
     Ok((out, false))
+}
+
+/// CORS from stock handlers: a preflight is answered here, with the
+/// allowed origin, methods and headers echoed where the filter allows any;
+/// other requests from an allowed origin get the response headers.
+fn cors(c: &gateway_api::apis::experimental::httproutes::HttpRouteRulesFiltersCors) -> Handler {
+    let origins = c.allow_origins.clone().unwrap_or_default();
+    let any =
+        |list: &Option<Vec<String>>| list.as_ref().is_some_and(|l| l.iter().any(|v| v == "*"));
+    let credentials = c.allow_credentials == Some(true);
+    let origin_pattern = if origins.iter().any(|o| o == "*") {
+        ".+".to_string()
+    } else {
+        origins
+            .iter()
+            .map(|o| origin_regexp(o))
+            .collect::<Vec<_>>()
+            .join("|")
+    };
+    let allowed_origin = MatcherSet {
+        header_regexp: Some(BTreeMap::from([(
+            "Origin".to_string(),
+            RegexpMatcher {
+                name: None,
+                pattern: format!("^(?:{origin_pattern})$"),
+            },
+        )])),
+        ..Default::default()
+    };
+    let preflight = MatcherSet {
+        method: Some(vec!["OPTIONS".into()]),
+        header: Some(BTreeMap::from([(
+            "Access-Control-Request-Method".to_string(),
+            vec!["*".to_string()],
+        )])),
+        ..Default::default()
+    };
+    let header = |name: &str, value: String| (name.to_string(), vec![value]);
+    let mut common = BTreeMap::from([header(
+        "Access-Control-Allow-Origin",
+        "{http.request.header.Origin}".into(),
+    )]);
+    if credentials {
+        common.extend([header("Access-Control-Allow-Credentials", "true".into())]);
+    }
+    if let Some(expose) = c.expose_headers.as_ref().filter(|e| !e.is_empty()) {
+        common.extend([header("Access-Control-Expose-Headers", expose.join(", "))]);
+    }
+    let mut answer = common.clone();
+    let methods = if any(&c.allow_methods) {
+        "{http.request.header.Access-Control-Request-Method}".to_string()
+    } else {
+        c.allow_methods.clone().unwrap_or_default().join(", ")
+    };
+    answer.extend([header("Access-Control-Allow-Methods", methods)]);
+    if any(&c.allow_headers) {
+        answer.extend([header(
+            "Access-Control-Allow-Headers",
+            "{http.request.header.Access-Control-Request-Headers}".into(),
+        )]);
+    } else if let Some(h) = c.allow_headers.as_ref().filter(|h| !h.is_empty()) {
+        answer.extend([header("Access-Control-Allow-Headers", h.join(", "))]);
+    }
+    if let Some(age) = c.max_age {
+        answer.extend([header("Access-Control-Max-Age", age.to_string())]);
+    }
+    let respond = |headers: Option<BTreeMap<String, Vec<String>>>| {
+        Handler::StaticResponse(StaticResponse {
+            status_code: 204,
+            body: None,
+            headers,
+        })
+    };
+    let both = |a: &MatcherSet, b: &MatcherSet| MatcherSet {
+        method: a.method.clone().or(b.method.clone()),
+        header: a.header.clone().or(b.header.clone()),
+        header_regexp: a.header_regexp.clone().or(b.header_regexp.clone()),
+        ..Default::default()
+    };
+    Handler::Subroute {
+        routes: vec![
+            Route {
+                matchers: vec![both(&preflight, &allowed_origin)],
+                handle: vec![respond(Some(answer))],
+                terminal: false,
+            },
+            // A preflight from an origin that is not allowed gets no CORS headers.
+            Route {
+                matchers: vec![preflight],
+                handle: vec![respond(None)],
+                terminal: false,
+            },
+            Route {
+                matchers: vec![allowed_origin],
+                handle: vec![Handler::Headers(Headers {
+                    request: None,
+                    response: Some(HeaderOps {
+                        set: Some(common),
+                        deferred: true,
+                        ..Default::default()
+                    }),
+                })],
+                terminal: false,
+            },
+        ],
+    }
+}
+
+/// `https://*.example.com` matches any number of labels in place of `*`.
+fn origin_regexp(origin: &str) -> String {
+    origin
+        .split('*')
+        .map(super::rules::escape)
+        .collect::<Vec<_>>()
+        .join("[^/]+")
 }
 
 /// The new path for ReplacePrefixMatch: the replacement, then whatever

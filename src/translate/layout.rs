@@ -34,8 +34,9 @@ pub struct PlannedListener {
     pub buckets: Vec<(Host, Vec<CompiledMatch>)>,
 }
 
-/// Routes and named routes of one server.
-pub fn routes(listeners: &[PlannedListener]) -> (Vec<Route>, BTreeMap<String, Route>) {
+/// Routes and named routes of one server. On a TLS server a request whose
+/// Host belongs to another listener than its SNI does is answered 421.
+pub fn routes(listeners: &[PlannedListener], tls: bool) -> (Vec<Route>, BTreeMap<String, Route>) {
     let mut named = BTreeMap::new();
     // listener index → (bucket host, route name), most specific host first.
     let mut chains: Vec<Vec<(Host, String)>> = Vec::new();
@@ -80,7 +81,11 @@ pub fn routes(listeners: &[PlannedListener]) -> (Vec<Route>, BTreeMap<String, Ro
             .filter(|(_, l)| l.host.covers(pattern))
             .min_by(|a, b| a.1.host.specificity_cmp(&b.1.host))
             .map(|(i, _)| i);
-        let handlers = chain_handlers(winner.map(|i| &chains[i][..]).unwrap_or_default(), pattern);
+        let mut handlers =
+            chain_handlers(winner.map(|i| &chains[i][..]).unwrap_or_default(), pattern);
+        if let (true, Some(w)) = (tls && listeners.len() > 1, winner) {
+            handlers.insert(0, misdirected_guard(listeners, w));
+        }
         match pattern {
             Host::Exact(h) => leaves.push((h.clone(), handlers)),
             Host::Wildcard(suffix) => routes.push(Route {
@@ -121,6 +126,51 @@ pub fn routes(listeners: &[PlannedListener]) -> (Vec<Route>, BTreeMap<String, Ro
         all.push(Route::handle(vec![Handler::status(404)]));
     }
     (all, named)
+}
+
+/// Answers 421 unless the TLS server name picks `winner` too: the SNI must
+/// match its hostname and no more specific listener's.
+fn misdirected_guard(listeners: &[PlannedListener], winner: usize) -> Handler {
+    let sni = |host: &Host| {
+        let pattern = match host {
+            Host::Exact(h) => format!("^(?i){}$", super::rules::escape(h)),
+            Host::Wildcard(suffix) => Host::wildcard_regexp(suffix),
+            Host::Any => "".into(),
+        };
+        MatcherSet {
+            vars_regexp: Some(
+                [(
+                    "{http.request.tls.server_name}".to_string(),
+                    RegexpMatcher {
+                        name: None,
+                        pattern,
+                    },
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        }
+    };
+    let own = &listeners[winner].host;
+    let mut mismatch = Vec::new();
+    if *own != Host::Any {
+        mismatch.push(MatcherSet {
+            not: Some(vec![sni(own)]),
+            ..Default::default()
+        });
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        if i != winner && own.covers(&l.host) {
+            mismatch.push(sni(&l.host));
+        }
+    }
+    Handler::Subroute {
+        routes: vec![Route {
+            matchers: mismatch,
+            handle: vec![Handler::status(421)],
+            terminal: false,
+        }],
+    }
 }
 
 /// Invoke every bucket of the winning listener that covers `pattern`, most
@@ -203,7 +253,7 @@ mod tests {
     fn exact_hosts_form_a_shallow_tree() {
         let hosts: Vec<String> = (0..100).map(|i| format!("h{i:03}.example.com")).collect();
         let refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
-        let (routes, named) = routes(&[listener("ns/gw/http", None, &refs)]);
+        let (routes, named) = routes(&[listener("ns/gw/http", None, &refs)], false);
         assert_eq!(named.len(), 100);
         // FAN_OUT buckets, then the catch-all listener's route (it has no catch-all bucket).
         assert_eq!(routes.len(), FAN_OUT + 1);
@@ -230,7 +280,7 @@ mod tests {
                 &["*.foo.example.com"],
             ),
         ];
-        let (routes, _) = routes(&ls);
+        let (routes, _) = routes(&ls, false);
         let leaf = routes
             .iter()
             .find(|r| r.matchers.first().and_then(|m| m.host.as_ref()).is_some())
@@ -259,7 +309,7 @@ mod tests {
             listener("ns/gw/any", None, &["*"]),
             listener("ns/gw/x", Some("x.com"), &[]),
         ];
-        let (routes, _) = routes(&ls);
+        let (routes, _) = routes(&ls, false);
         assert_eq!(
             routes[0].matchers[0].host.as_deref(),
             Some(&["x.com".to_string()][..])

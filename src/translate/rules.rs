@@ -11,7 +11,7 @@ use gateway_api::apis::experimental::httproutes::{
 
 use super::backends::{self, BackendRef};
 use super::conditions::Cond;
-use super::dispatch::{self, Target, Upstreams};
+use super::dispatch::{self, Retry, Target, Upstreams};
 use super::filters::{self, PREFIX_CAPTURE};
 use crate::kengine::config::{Handler, MatcherSet, RegexpMatcher, Route};
 use crate::snapshot::{ObjectRef, Snapshot};
@@ -331,8 +331,19 @@ fn backend_handlers(
             backend,
         });
     }
+    let retry = rule.retry.as_ref().map(|r| Retry {
+        // Each attempt nests a proxy in the config; more than a few is no retry policy.
+        attempts: r.attempts.unwrap_or(1).clamp(0, 5) as u32,
+        codes: r
+            .codes
+            .iter()
+            .flatten()
+            .filter_map(|c| u16::try_from(*c).ok())
+            .collect(),
+    });
     let settings = Upstreams {
         response_header_timeout: timeout(rule)?,
+        retry,
     };
     Ok(dispatch::handlers(&targets, &settings))
 }

@@ -104,11 +104,11 @@ pub fn config(
                 buckets: buckets.get(&(g, l)).cloned().unwrap_or_default(),
             })
             .collect();
-        let (routes, named_routes) = layout::routes(&planned);
         let https = plan
             .members
             .iter()
             .any(|&(g, l)| models[g].listeners[l].protocol == Some(Protocol::Https));
+        let (routes, named_routes) = layout::routes(&planned, https);
         let mut policies = Vec::new();
         if https {
             let mut members = plan.members.clone();
@@ -146,6 +146,12 @@ pub fn config(
                 named_routes,
                 tls_connection_policies: policies,
                 automatic_https: Some(AutomaticHttps { disable: true }),
+                // Cleartext HTTP/2 (h2c) on HTTP listeners; no HTTP/3 (it needs UDP).
+                protocols: if https {
+                    vec!["h1".into(), "h2".into()]
+                } else {
+                    vec!["h1".into(), "h2".into(), "h2c".into()]
+                },
             },
         );
     }
