@@ -3,6 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::cli::{RenderArgs, RenderOutput, TranslateArgs};
+use crate::providers::addresses;
 use crate::providers::files::{self, LoadError};
 use crate::sinks::status;
 use crate::snapshot::Snapshot;
@@ -16,6 +17,7 @@ pub fn render(args: &RenderArgs) -> Result<String, LoadError> {
     let options = options(
         &args.translate,
         Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        &snapshot,
     );
     let output = translate::translate(&snapshot, &options);
     Ok(match args.output {
@@ -36,10 +38,13 @@ pub fn load(paths: &[std::path::PathBuf]) -> Result<Snapshot, LoadError> {
     Ok(Snapshot::from_objects(loaded.objects))
 }
 
-pub fn options(args: &TranslateArgs, now: Time) -> Options {
+/// Translation options for local use: addresses are probed on this host,
+/// since binding one it lacks would make Kengine refuse the whole config.
+pub fn options(args: &TranslateArgs, now: Time, snapshot: &Snapshot) -> Options {
     Options {
         controller_name: args.controller_name.clone(),
         flavor: args.flavor,
         now,
+        usable_addresses: Some(addresses::usable(snapshot)),
     }
 }

@@ -78,7 +78,7 @@ impl State {
         let mut snapshot = snapshot;
         carry_status(&mut snapshot, self.status.as_ref());
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let options = render::options(&args.translate, now.clone());
+        let options = render::options(&args.translate, now.clone(), &snapshot);
         let mut output = translate::translate(&snapshot, &options);
         match pusher.push(&output.config).await {
             Ok(Pushed::Loaded) => {

@@ -27,12 +27,17 @@ use backends::{Addresses, Backends};
 use cluster::Cluster;
 use kengine_gateway::kengine::Flavor;
 use kengine_gateway::kengine::process::KengineProcess;
+use kengine_gateway::providers::addresses;
 use kengine_gateway::sinks::pusher::Pusher;
 use kengine_gateway::sinks::status;
 use kengine_gateway::translate::{self, Options};
 
 const CONTROLLER: &str = "kengine.khulnasoft.com/gateway-controller";
 const CLASS: &str = "kengine-conformance";
+const USABLE_PLACEHOLDER: &str = "PLACEHOLDER_USABLE_ADDRS";
+const UNUSABLE_PLACEHOLDER: &str = "PLACEHOLDER_UNUSABLE_ADDRS";
+/// TEST-NET-1: never assigned to this host, so it cannot be bound.
+const UNUSABLE_ADDRESS: &str = "192.0.2.1";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/conformance")
@@ -155,6 +160,8 @@ struct Test<'a> {
     addresses: &'a mut Addresses,
     ca: &'a Ca,
     generations: Vec<(Value, i64)>,
+    /// The usable static address pool (one address), made on first use.
+    usable: Option<String>,
 }
 
 async fn run(case: &Value, ca: &Ca, addresses: &mut Addresses) -> Outcome {
@@ -219,6 +226,7 @@ async fn run(case: &Value, ca: &Ca, addresses: &mut Addresses) -> Outcome {
         addresses,
         ca,
         generations: Vec::new(),
+        usable: None,
     };
     for doc in docs {
         let doc = test.prepare(doc);
@@ -285,10 +293,6 @@ fn unsupported(step: &Value) -> Option<String> {
     if step.get("mirroredTo").is_some() {
         return Some("mirroring is not supported (no stock Kengine handler)".into());
     }
-    let text = step.to_string();
-    if text.contains("PLACEHOLDER_USABLE_ADDRS") || text.contains("PLACEHOLDER_UNUSABLE_ADDRS") {
-        return Some("static address pools are not configured for the replay".into());
-    }
     None
 }
 
@@ -310,6 +314,13 @@ impl Test<'_> {
     fn prepare(&mut self, mut doc: Value) -> Value {
         if doc["kind"] == "Gateway" {
             let key = cluster::key_of(&doc);
+            if let Some(list) = doc["spec"]["addresses"]
+                .as_array()
+                .filter(|l| !l.is_empty())
+                .cloned()
+            {
+                doc["spec"]["addresses"] = json!(self.static_addresses(&list));
+            }
             let has_value = doc["spec"]["addresses"]
                 .as_array()
                 .into_iter()
@@ -327,6 +338,42 @@ impl Test<'_> {
         doc
     }
 
+    /// The suite's Applier rule for `spec.addresses`: keep entries of the
+    /// fake invalid type, expand the usable/unusable placeholders into the
+    /// configured pools, drop everything else.
+    fn static_addresses(&mut self, list: &[Value]) -> Vec<Value> {
+        let mut out: Vec<Value> = list
+            .iter()
+            .filter(|a| a["type"] == "test/fake-invalid-type")
+            .cloned()
+            .collect();
+        let has = |p: &str| list.iter().any(|a| a["value"] == p);
+        if has(UNUSABLE_PLACEHOLDER) {
+            out.push(json!({"type": "IPAddress", "value": UNUSABLE_ADDRESS}));
+        }
+        if has(USABLE_PLACEHOLDER) {
+            out.push(json!({"type": "IPAddress", "value": self.usable_address()}));
+        }
+        out
+    }
+
+    fn usable_address(&mut self) -> String {
+        let addresses = &mut *self.addresses;
+        self.usable
+            .get_or_insert_with(|| addresses.take(backends::GATEWAY_BLOCK).to_string())
+            .clone()
+    }
+
+    /// Pool placeholders in a status check stand for the pools' values.
+    fn substitute(&mut self, step: &Value) -> Value {
+        let usable = self.usable_address();
+        let text = step
+            .to_string()
+            .replace(USABLE_PLACEHOLDER, &usable)
+            .replace(UNUSABLE_PLACEHOLDER, UNUSABLE_ADDRESS);
+        serde_json::from_str(&text).unwrap()
+    }
+
     /// Translate, push, and store status: one reconcile.
     async fn sync(&mut self) -> Result<(), String> {
         let snapshot = self.cluster.snapshot()?;
@@ -334,6 +381,7 @@ impl Test<'_> {
             controller_name: CONTROLLER.into(),
             flavor: Flavor::Caddy,
             now: Time(k8s_openapi::jiff::Timestamp::now()),
+            usable_addresses: Some(addresses::usable(&snapshot)),
         };
         let mut output = translate::translate(&snapshot, &options);
         if let Err(e) = self.pusher.push(&output.config).await {
@@ -361,7 +409,10 @@ impl Test<'_> {
             "accepted" => checks::accepted(&self.cluster, body, CONTROLLER),
             "routeCondition" => checks::route_condition(&self.cluster, body),
             "routeNotAccepted" => checks::route_not_accepted(&self.cluster, body),
-            "gatewayStatus" => checks::gateway_status(&self.cluster, body),
+            "gatewayStatus" => {
+                let body = self.substitute(body);
+                checks::gateway_status(&self.cluster, &body)
+            }
             "gatewayClassStatus" => checks::gateway_class_status(&self.cluster, body, CLASS),
             "namespacesReady" => self.namespaces_ready(body),
             "generationBumped" => {

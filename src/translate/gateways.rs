@@ -1,7 +1,7 @@
 //! Gateways and their listeners: validation, certificates, bind addresses
 //! and conflicts. Produces the listener models routes attach to.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use gateway_api::apis::experimental::gateways::{
@@ -69,10 +69,17 @@ pub struct GatewayModel {
     pub listeners: Vec<ListenerModel>,
     /// A problem that stops the whole Gateway (Accepted=False).
     pub rejected: Option<Cond>,
+    /// Requested addresses this host cannot bind (Programmed=False).
+    pub unusable: Vec<IpAddr>,
 }
 
 /// Builds the model of one Gateway of ours, before cross-Gateway conflicts.
-pub fn model(snapshot: &Snapshot, gateway: &Gateway) -> GatewayModel {
+/// `usable` is the set of bindable addresses when the caller knows it.
+pub fn model(
+    snapshot: &Snapshot,
+    gateway: &Gateway,
+    usable: Option<&BTreeSet<IpAddr>>,
+) -> GatewayModel {
     let key = ObjectRef::of(gateway);
     let (binds, mut rejected) = match bind_addresses(gateway) {
         Ok(binds) => (binds, None),
@@ -102,11 +109,17 @@ pub fn model(snapshot: &Snapshot, gateway: &Gateway) -> GatewayModel {
         .map(|l| listener(snapshot, &key, l))
         .collect();
     mark_conflicts_within(&mut listeners);
+    // Binding an address the host lacks would make Kengine refuse the whole
+    // config, so such addresses are left out and reported instead.
+    let (binds, unusable): (Vec<IpAddr>, Vec<IpAddr>) = binds
+        .into_iter()
+        .partition(|ip| usable.is_none_or(|u| u.contains(ip)));
     GatewayModel {
         key,
         binds,
         listeners,
         rejected,
+        unusable,
     }
 }
 

@@ -14,7 +14,8 @@ mod rules;
 mod servers;
 mod tls;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use gateway_api::apis::experimental::gatewayclasses::{
     GatewayClassStatus, GatewayClassStatusSupportedFeatures,
@@ -35,6 +36,9 @@ pub struct Options {
     pub flavor: Flavor,
     /// Stamped as `lastTransitionTime` on conditions that changed.
     pub now: Time,
+    /// The static Gateway addresses that can be bound here, when known
+    /// (standalone probes them; in a cluster the load balancer decides).
+    pub usable_addresses: Option<BTreeSet<IpAddr>>,
 }
 
 /// Everything translate decides.
@@ -99,7 +103,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
         .collect();
     let mut models: Vec<gateways::GatewayModel> = gateways
         .iter()
-        .map(|g| gateways::model(snapshot, g))
+        .map(|g| gateways::model(snapshot, g, options.usable_addresses.as_ref()))
         .collect();
     let plan = servers::assign(&mut models);
     let attachments = routes::attach(snapshot, &mut models);

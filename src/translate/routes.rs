@@ -255,7 +255,15 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
             ),
         ),
     };
-    let programmed = if accepted.status && usable > 0 {
+    let programmed = if !model.unusable.is_empty() {
+        let list: Vec<String> = model.unusable.iter().map(ToString::to_string).collect();
+        Cond::new(
+            "Programmed",
+            false,
+            "AddressNotUsable",
+            format!("cannot bind {}", list.join(", ")),
+        )
+    } else if accepted.status && usable > 0 {
         Cond::ok("Programmed", "Programmed")
     } else {
         Cond::new(

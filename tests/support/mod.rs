@@ -91,6 +91,7 @@ pub fn translate_yaml(yaml: &str) -> Output {
         controller_name: DEFAULT_CONTROLLER_NAME.into(),
         flavor: Flavor::Caddy,
         now: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        usable_addresses: None,
     };
     translate::translate(&snapshot, &options)
 }
