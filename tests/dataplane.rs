@@ -301,3 +301,30 @@ spec: {{parentRefs: [{{name: gw, sectionName: b}}], rules: [{{backendRefs: [{{na
         "b must not be served cert a"
     );
 }
+
+/// Every golden config is one Kengine accepts (`caddy validate` provisions
+/// every module without binding anything).
+#[test]
+fn golden_configs_are_valid_kengine_configs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root).unwrap() {
+        let config = entry.unwrap().path().join("config.json");
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(caddy_bin())
+            .args(["validate", "--config"])
+            .arg(&config)
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            config.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 6, "only {checked} golden configs");
+}
