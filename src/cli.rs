@@ -46,6 +46,68 @@ pub enum Command {
     Standalone(StandaloneArgs),
     /// Run a small HTTP echo backend (for the quickstart and tests).
     Echo(EchoArgs),
+    /// Run the Kubernetes controller: watch Gateway API objects, push configs
+    /// to Kengine pods, write status.
+    Controller(ControllerArgs),
+    /// Print the KengineInstance CustomResourceDefinition (YAML).
+    Crd,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ControllerArgs {
+    /// Only GatewayClasses with this `spec.controllerName` are served.
+    #[arg(long, default_value = DEFAULT_CONTROLLER_NAME, env = "KENGINE_GATEWAY_CONTROLLER_NAME")]
+    pub controller_name: String,
+    /// Watch namespaced objects in this namespace only (default: all namespaces).
+    #[arg(long, value_name = "NS", env = "KENGINE_GATEWAY_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Which build of the data plane the fleets run.
+    #[arg(long, value_enum, default_value_t = Flavor::Kengine)]
+    pub flavor: Flavor,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:9090",
+        env = "KENGINE_GATEWAY_METRICS_ADDR"
+    )]
+    pub metrics_addr: SocketAddr,
+    /// Address of the `/healthz` and `/readyz` endpoints.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8081",
+        env = "KENGINE_GATEWAY_HEALTH_ADDR"
+    )]
+    pub health_addr: SocketAddr,
+    /// Elect a leader through a Lease; only the leader pushes and writes status.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "KENGINE_GATEWAY_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        default_value = "kengine-gateway-leader",
+        env = "KENGINE_GATEWAY_LEASE_NAME"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the pod's own namespace, else `default`).
+    #[arg(long, value_name = "NS", env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: the pod name or host name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Pods pushed to at once.
+    #[arg(long, default_value_t = 16)]
+    pub push_concurrency: usize,
+    /// Quiet period that coalesces a burst of changes into one reconcile.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub debounce_ms: u64,
+    /// Full resync period: failed pushes are retried at least this often.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub resync_seconds: u64,
+    /// Only ConfigMaps with this label selector are watched (CA bundles).
+    #[arg(long, default_value = "kengine.khulnasoft.com/watch=true")]
+    pub configmap_selector: String,
 }
 
 /// Options shared by every command that translates Gateway API objects.

@@ -4,6 +4,8 @@
 //! [`sinks`]. The commands in [`cli`] wire those stages together.
 
 pub mod cli;
+pub mod controller;
+pub mod crd;
 pub mod echo;
 pub mod kengine;
 pub mod providers;

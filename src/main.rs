@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use kengine_gateway::cli::{Cli, Command, LogFormat};
-use kengine_gateway::{echo, render, standalone};
+use kengine_gateway::{controller, echo, render, standalone};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -29,6 +29,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Standalone(args) => run_async(standalone::run(args, shutdown_signal())),
+        Command::Controller(args) => run_async(controller::run(args, shutdown_signal())),
+        Command::Crd => {
+            print!("{}", kengine_gateway::crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
         Command::Echo(args) => {
             let identity = echo::Identity {
                 name: args.name,

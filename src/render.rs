@@ -46,5 +46,7 @@ pub fn options(args: &TranslateArgs, now: Time, snapshot: &Snapshot) -> Options 
         flavor: args.flavor,
         now,
         usable_addresses: Some(addresses::usable(snapshot)),
+        fleets: translate::FleetMode::Local,
+        missing_kinds: Default::default(),
     }
 }

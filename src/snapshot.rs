@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
+use crate::crd::KengineInstance;
+
 /// Namespace and name of a namespaced object. Orders by namespace, then name,
 /// which is also the spec's tie-breaker order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,6 +58,7 @@ pub enum Object {
     EndpointSlice(EndpointSlice),
     Secret(Secret),
     ConfigMap(ConfigMap),
+    KengineInstance(KengineInstance),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -71,6 +74,7 @@ pub struct Snapshot {
     pub endpoint_slices: BTreeMap<ObjectRef, EndpointSlice>,
     pub secrets: BTreeMap<ObjectRef, Secret>,
     pub config_maps: BTreeMap<ObjectRef, ConfigMap>,
+    pub kengine_instances: BTreeMap<ObjectRef, KengineInstance>,
 }
 
 impl Snapshot {
@@ -100,6 +104,7 @@ impl Snapshot {
             Object::EndpointSlice(o) => put(&mut self.endpoint_slices, o),
             Object::Secret(o) => put(&mut self.secrets, o),
             Object::ConfigMap(o) => put(&mut self.config_maps, o),
+            Object::KengineInstance(o) => put(&mut self.kengine_instances, o),
         }
     }
 

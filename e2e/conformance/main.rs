@@ -392,6 +392,7 @@ impl Test<'_> {
             flavor: Flavor::Caddy,
             now: Time(k8s_openapi::jiff::Timestamp::now()),
             usable_addresses: Some(addresses::usable(&snapshot)),
+            ..Default::default()
         };
         let mut output = translate::translate(&snapshot, &options);
         if let Err(e) = self.pusher.push(&output.config).await {

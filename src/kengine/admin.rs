@@ -55,6 +55,15 @@ pub enum AdminError {
     Transport(#[from] reqwest::Error),
 }
 
+/// TLS material for a remote admin API.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteTls<'a> {
+    pub ca_pem: &'a [u8],
+    /// Client certificate chain followed by its private key, PEM.
+    pub identity_pem: &'a [u8],
+    pub server_name: Option<&'a str>,
+}
+
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     http: reqwest::Client,
@@ -94,6 +103,48 @@ impl AdminClient {
         })
     }
 
+    /// An admin API on a remote pod: `https` with the given CA and client
+    /// identity (PEM certificate chain and key), or plain `http` without.
+    /// `server_name`, when set, is what the server certificate is checked
+    /// against instead of the IP.
+    pub fn remote(
+        addr: std::net::SocketAddr,
+        tls: Option<RemoteTls<'_>>,
+        timeout: Duration,
+    ) -> Result<Self, AdminError> {
+        install_crypto_provider();
+        let builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(0);
+        let (builder, base) = match tls {
+            None => (builder, format!("http://{addr}")),
+            Some(tls) => {
+                let ca = reqwest::Certificate::from_pem(tls.ca_pem)?;
+                let identity = reqwest::Identity::from_pem(tls.identity_pem)?;
+                let host = tls
+                    .server_name
+                    .map(str::to_string)
+                    .unwrap_or_else(|| addr.ip().to_string());
+                let builder = builder
+                    .tls_certs_only([ca])
+                    .identity(identity)
+                    .resolve(&host, addr);
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
+                (builder, format!("https://{host}:{}", addr.port()))
+            }
+        };
+        Ok(AdminClient {
+            http: builder.build()?,
+            base,
+            addr: AdminAddr::Tcp(addr.to_string()),
+        })
+    }
+
     pub fn addr(&self) -> &AdminAddr {
         &self.addr
     }
@@ -109,6 +160,22 @@ impl AdminClient {
             .send()
             .await?;
         check(resp).await.map(drop)
+    }
+
+    /// `GET /config/admin`: the admin settings Kengine runs with (`null` when
+    /// they come from its defaults or environment).
+    pub async fn admin_config(&self) -> Result<serde_json::Value, AdminError> {
+        let resp = self
+            .http
+            .get(format!("{}/config/admin", self.base))
+            .send()
+            .await?;
+        match check(resp).await {
+            Ok(body) => Ok(serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)),
+            // A config without an `admin` section cannot be traversed into.
+            Err(AdminError::Rejected { .. }) => Ok(serde_json::Value::Null),
+            Err(e) => Err(e),
+        }
     }
 
     /// `GET /config/`: the config Kengine is running.

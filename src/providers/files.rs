@@ -146,6 +146,7 @@ fn parse_object(mut value: Value) -> Result<Option<Object>, Failure> {
         ("", "Secret") => Object::Secret(typed(value, &kind)?),
         ("", "ConfigMap") => Object::ConfigMap(typed(value, &kind)?),
         ("discovery.k8s.io", "EndpointSlice") => Object::EndpointSlice(typed(value, &kind)?),
+        (crate::crd::GROUP, crate::crd::KIND) => Object::KengineInstance(typed(value, &kind)?),
         _ => {
             let name = value
                 .pointer("/metadata/name")

@@ -1,4 +1,6 @@
 //! Sinks act on translate's output: push configs, publish status.
 
+pub mod fleet;
 pub mod pusher;
 pub mod status;
+pub mod status_writer;

@@ -1,6 +1,7 @@
 //! Status as objects: merges computed status into the input objects, for
 //! `render --output status` and `standalone --status-file`.
 
+use gateway_api::apis::experimental::gateways::GatewayStatus;
 use gateway_api::apis::experimental::httproutes::HttpRouteStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
@@ -55,19 +56,40 @@ pub fn objects(
 /// Marks every Gateway not programmed, e.g. when Kengine rejected the config.
 pub fn mark_not_programmed(status: &mut Status, message: &str, now: &Time) {
     for gateway in status.gateways.values_mut() {
-        for c in gateway
-            .conditions
-            .iter_mut()
-            .flatten()
-            .filter(|c| c.type_ == "Programmed")
-        {
-            if c.status == "True" {
-                c.last_transition_time = now.clone();
-            }
-            c.status = "False".into();
-            c.reason = "Invalid".into();
-            c.message = message.to_string();
+        not_programmed(gateway, "Invalid", message, None, now);
+    }
+}
+
+/// Overrides a Gateway's `Programmed` condition with what really happened
+/// to its config (`reason` as the spec names them: Invalid, Pending...).
+/// `previous` is the status the object has now, so a condition that was
+/// already False keeps its `lastTransitionTime`.
+pub fn not_programmed(
+    gateway: &mut GatewayStatus,
+    reason: &str,
+    message: &str,
+    previous: Option<&GatewayStatus>,
+    now: &Time,
+) {
+    let since = previous
+        .and_then(|p| p.conditions.as_ref())
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.type_ == "Programmed" && c.status == "False")
+        })
+        .map(|c| c.last_transition_time.clone());
+    for c in gateway
+        .conditions
+        .iter_mut()
+        .flatten()
+        .filter(|c| c.type_ == "Programmed")
+    {
+        if c.status == "True" {
+            c.last_transition_time = since.clone().unwrap_or_else(|| now.clone());
         }
+        c.status = "False".into();
+        c.reason = reason.into();
+        c.message = message.to_string();
     }
 }
 

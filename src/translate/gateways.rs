@@ -71,6 +71,8 @@ pub struct GatewayModel {
     pub rejected: Option<Cond>,
     /// Requested addresses this host cannot bind (Programmed=False).
     pub unusable: Vec<IpAddr>,
+    /// The fleet that serves this Gateway.
+    pub fleet: ObjectRef,
 }
 
 /// Builds the model of one Gateway of ours, before cross-Gateway conflicts.
@@ -79,6 +81,7 @@ pub fn model(
     snapshot: &Snapshot,
     gateway: &Gateway,
     usable: Option<&BTreeSet<IpAddr>>,
+    fleets: super::FleetMode,
 ) -> GatewayModel {
     let key = ObjectRef::of(gateway);
     let (binds, mut rejected) = match bind_addresses(gateway) {
@@ -88,20 +91,13 @@ pub fn model(
             Some(Cond::new("Accepted", false, "UnsupportedAddress", message)),
         ),
     };
-    if let Some(p) = gateway
-        .spec
-        .infrastructure
-        .as_ref()
-        .and_then(|i| i.parameters_ref.as_ref())
-    {
-        // KengineInstance fleets are not modelled yet, so no reference resolves.
-        rejected.get_or_insert(Cond::new(
-            "Accepted",
-            false,
-            "InvalidParameters",
-            format!("infrastructure.parametersRef {}/{} {:?} cannot be resolved: only kengine.khulnasoft.com/KengineInstance is supported, and not yet", p.group, p.kind, p.name),
-        ));
-    }
+    let fleet = match super::fleets::fleet_of(snapshot, gateway, fleets) {
+        Ok(f) => f,
+        Err(cond) => {
+            rejected.get_or_insert(cond);
+            ObjectRef::new(&key.namespace, &key.name)
+        }
+    };
     let mut listeners: Vec<ListenerModel> = gateway
         .spec
         .listeners
@@ -120,6 +116,7 @@ pub fn model(
         listeners,
         rejected,
         unusable,
+        fleet,
     }
 }
 

@@ -5,6 +5,7 @@ mod backends;
 mod conditions;
 mod dispatch;
 mod filters;
+pub mod fleets;
 mod gateways;
 pub mod hostnames;
 mod layout;
@@ -39,13 +40,68 @@ pub struct Options {
     /// The static Gateway addresses that can be bound here, when known
     /// (standalone probes them; in a cluster the load balancer decides).
     pub usable_addresses: Option<BTreeSet<IpAddr>>,
+    pub fleets: FleetMode,
+    /// Gateway API kinds whose CRDs the cluster lacks; reported on our
+    /// GatewayClasses, and their features left out of `supportedFeatures`.
+    pub missing_kinds: BTreeSet<String>,
+}
+
+impl Default for Options {
+    /// Our default controller name, the Kengine flavor, the Unix epoch as
+    /// "now", every address usable, one local fleet.
+    fn default() -> Self {
+        Options {
+            controller_name: crate::cli::DEFAULT_CONTROLLER_NAME.into(),
+            flavor: Flavor::default(),
+            now: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            usable_addresses: None,
+            fleets: FleetMode::Local,
+            missing_kinds: BTreeSet::new(),
+        }
+    }
+}
+
+/// Stamps conditions of other objects (KengineInstance) the way ours are:
+/// `(type, status, reason, message)`, keeping unchanged transition times.
+pub fn stamp_conditions(
+    conds: Vec<(&'static str, bool, &'static str, String)>,
+    generation: Option<i64>,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    now: &Time,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let conds = conds
+        .into_iter()
+        .map(|(t, s, r, m)| Cond::new(t, s, r, m))
+        .collect();
+    stamp(conds, generation, Some(previous), now)
+}
+
+/// Where Gateways are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FleetMode {
+    /// Every Gateway on one local Kengine (`render`, `standalone`).
+    #[default]
+    Local,
+    /// Each Gateway on the KengineInstance that serves it (the controller).
+    Instances,
+}
+
+/// One fleet's share of the output.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fleet {
+    pub config: Config,
+    /// The Gateways it serves.
+    pub gateways: Vec<ObjectRef>,
 }
 
 /// Everything translate decides.
 #[derive(Debug, Clone, Default)]
 pub struct Output {
-    /// One config serving every accepted Gateway of ours.
+    /// One config serving every accepted Gateway of ours (`FleetMode::Local`).
     pub config: Config,
+    /// The config of each fleet, keyed by KengineInstance (or
+    /// `fleets::local()`); every fleet a Gateway of ours maps to is present.
+    pub fleets: BTreeMap<ObjectRef, Fleet>,
     pub status: Status,
 }
 
@@ -102,10 +158,26 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
         .collect();
     for name in &ours {
         let class = &snapshot.gateway_classes[*name];
-        let conds = vec![
-            Cond::ok("Accepted", "Accepted"),
-            Cond::ok("SupportedVersion", "SupportedVersion"),
-        ];
+        let missing: Vec<&str> = options.missing_kinds.iter().map(String::as_str).collect();
+        let accepted = match fleets::class_instance(snapshot, class) {
+            Ok(_) if missing.is_empty() => Cond::ok("Accepted", "Accepted"),
+            Ok(_) => Cond::new(
+                "Accepted",
+                true,
+                "Accepted",
+                format!(
+                    "CRDs not installed, so their features are unavailable: {}",
+                    missing.join(", ")
+                ),
+            ),
+            Err(why) => Cond::new(
+                "Accepted",
+                false,
+                "InvalidParameters",
+                format!("parametersRef: {why}"),
+            ),
+        };
+        let conds = vec![accepted, Cond::ok("SupportedVersion", "SupportedVersion")];
         let previous = class.status.as_ref().and_then(|s| s.conditions.as_deref());
         status.gateway_classes.insert(
             (*name).clone(),
@@ -119,6 +191,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
                 supported_features: Some(
                     SUPPORTED_FEATURES
                         .iter()
+                        .filter(|f| !missing.contains(f))
                         .map(|f| GatewayClassStatusSupportedFeatures {
                             name: f.to_string(),
                         })
@@ -134,12 +207,37 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
         .collect();
     let mut models: Vec<gateways::GatewayModel> = gateways
         .iter()
-        .map(|g| gateways::model(snapshot, g, options.usable_addresses.as_ref()))
+        .map(|g| {
+            gateways::model(
+                snapshot,
+                g,
+                options.usable_addresses.as_ref(),
+                options.fleets,
+            )
+        })
         .collect();
     let plan = servers::assign(&mut models);
     let attachments = routes::attach(snapshot, &mut models);
 
-    let config = servers::config(&plan, &models, &attachments.buckets);
+    let mut fleets: BTreeMap<ObjectRef, Fleet> = BTreeMap::new();
+    for model in &models {
+        fleets
+            .entry(model.fleet.clone())
+            .or_default()
+            .gateways
+            .push(model.key.clone());
+    }
+    for (key, fleet) in &mut fleets {
+        let plans: Vec<_> = plan.iter().filter(|p| &p.fleet == key).cloned().collect();
+        fleet.config = servers::config(&plans, &models, &attachments.buckets);
+    }
+    let config = match options.fleets {
+        FleetMode::Local => fleets
+            .get(&fleets::local())
+            .map(|f| f.config.clone())
+            .unwrap_or_default(),
+        FleetMode::Instances => Config::default(),
+    };
     for (gateway, model) in gateways.iter().zip(&models) {
         status.gateways.insert(
             model.key.clone(),
@@ -176,5 +274,9 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
             .collect();
         status.http_routes.insert(key, stamped);
     }
-    Output { config, status }
+    Output {
+        config,
+        fleets,
+        status,
+    }
 }

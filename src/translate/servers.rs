@@ -14,12 +14,15 @@ use crate::kengine::config::{
     Apps, AutomaticHttps, CertificateSelection, Certificates, Config, HttpApp, PemCertificate,
     Server, TlsApp, TlsConnectionPolicy, TlsMatch,
 };
+use crate::snapshot::ObjectRef;
 
 /// (gateway index, listener index) in translate's ordered Gateway list.
 pub type ListenerId = (usize, usize);
 
 #[derive(Debug, Clone)]
 pub struct ServerPlan {
+    /// The KengineInstance (or the local Kengine) the server runs on.
+    pub fleet: ObjectRef,
     pub port: u16,
     /// Empty: every interface.
     pub binds: Vec<IpAddr>,
@@ -45,7 +48,7 @@ pub fn assign(models: &mut [GatewayModel]) -> Vec<ServerPlan> {
             for (i, plan) in plans
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| p.port == listener.port)
+                .filter(|(_, p)| p.port == listener.port && p.fleet == models[g].fleet)
             {
                 if plan.binds == binds {
                     problem = plan
@@ -76,6 +79,7 @@ pub fn assign(models: &mut [GatewayModel]) -> Vec<ServerPlan> {
                 (Some(p), _) => models[g].listeners[l].problems.push(p),
                 (None, Some(i)) => plans[i].members.push((g, l)),
                 (None, None) => plans.push(ServerPlan {
+                    fleet: models[g].fleet.clone(),
                     port: listener.port,
                     binds,
                     members: vec![(g, l)],

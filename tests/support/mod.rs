@@ -2,6 +2,8 @@
 //! and in-process echo backends on loopback addresses.
 #![allow(dead_code)]
 
+pub mod kubelet;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -91,7 +93,7 @@ pub fn translate_yaml(yaml: &str) -> Output {
         controller_name: DEFAULT_CONTROLLER_NAME.into(),
         flavor: Flavor::Caddy,
         now: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-        usable_addresses: None,
+        ..Default::default()
     };
     translate::translate(&snapshot, &options)
 }

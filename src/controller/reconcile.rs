@@ -1,0 +1,350 @@
+//! One reconcile pass: snapshot → translate → push every fleet → status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway_api::apis::experimental::gateways::GatewayStatusAddresses;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use super::metrics::{FleetLabel, Metrics, PodLabel, ResultLabel};
+use super::targets::Clients;
+use crate::cli::ControllerArgs;
+use crate::crd::{KengineInstanceStatus, PodConfigStatus};
+use crate::kengine::Flavor;
+use crate::providers::kubernetes::{Served, Watches};
+use crate::sinks::fleet::{FleetPusher, PodResult, config_hash};
+use crate::sinks::status;
+use crate::sinks::status_writer::StatusWriter;
+use crate::snapshot::{ObjectRef, Snapshot};
+use crate::translate::{self, FleetMode, Options};
+
+pub struct Reconciler {
+    client: Client,
+    controller_name: String,
+    flavor: Flavor,
+    concurrency: usize,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    writer: Option<StatusWriter>,
+    missing: BTreeSet<String>,
+    pushers: BTreeMap<ObjectRef, FleetPusher>,
+    clients: Clients,
+    /// Last error reported per pod, so an Event is emitted once per problem.
+    reported: BTreeMap<String, String>,
+}
+
+/// What happened to one fleet's config.
+struct FleetOutcome {
+    /// Why its Gateways are not Programmed, if they are not: (reason, message).
+    not_programmed: Option<(&'static str, String)>,
+    addresses: Vec<String>,
+    results: Vec<PodResult>,
+    plain_http: bool,
+}
+
+impl Reconciler {
+    pub fn new(client: Client, args: &ControllerArgs, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter {
+            controller: "kengine-gateway".into(),
+            instance: args.identity.clone(),
+        };
+        Reconciler {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            controller_name: args.controller_name.clone(),
+            flavor: args.flavor,
+            concurrency: args.push_concurrency,
+            metrics,
+            writer: None,
+            missing: BTreeSet::new(),
+            pushers: BTreeMap::new(),
+            clients: Clients::default(),
+            reported: BTreeMap::new(),
+        }
+    }
+
+    pub fn set_served(&mut self, served: &Served) {
+        self.missing = served.missing.clone();
+        self.writer = Some(StatusWriter::new(
+            self.client.clone(),
+            self.controller_name.clone(),
+            &served.resources,
+        ));
+    }
+
+    pub async fn reconcile(&mut self, watches: &Watches) {
+        let started = Instant::now();
+        self.metrics.reconciles.inc();
+        let snapshot = watches.snapshot();
+        let pods: Vec<Pod> = watches
+            .values("Pod")
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect();
+        // Whole seconds, as the API server stores them, so unchanged status compares equal.
+        let now = Time(
+            k8s_openapi::jiff::Timestamp::from_second(
+                k8s_openapi::jiff::Timestamp::now().as_second(),
+            )
+            .unwrap_or_default(),
+        );
+        let options = Options {
+            controller_name: self.controller_name.clone(),
+            flavor: self.flavor,
+            now: now.clone(),
+            usable_addresses: None,
+            fleets: FleetMode::Instances,
+            missing_kinds: self.missing.clone(),
+        };
+        let mut output = translate::translate(&snapshot, &options);
+
+        let mut live_pods = Vec::new();
+        let mut instance_status = Vec::new();
+        for (key, fleet) in &output.fleets {
+            let outcome = self
+                .push(&snapshot, &pods, key, &fleet.config, &mut live_pods)
+                .await;
+            for gw in &fleet.gateways {
+                let previous = snapshot.gateways.get(gw).and_then(|g| g.status.as_ref());
+                let Some(gs) = output.status.gateways.get_mut(gw) else {
+                    continue;
+                };
+                if gs.addresses.is_none() && !outcome.addresses.is_empty() {
+                    gs.addresses = Some(
+                        outcome
+                            .addresses
+                            .iter()
+                            .map(|a| GatewayStatusAddresses {
+                                r#type: Some("IPAddress".into()),
+                                value: a.clone(),
+                            })
+                            .collect(),
+                    );
+                }
+                if let Some((reason, message)) = &outcome.not_programmed {
+                    status::not_programmed(gs, reason, message, previous, &now);
+                }
+            }
+            self.report(&snapshot, &fleet.gateways, &outcome.results)
+                .await;
+            if snapshot.kengine_instances.contains_key(key) {
+                instance_status
+                    .push((key.clone(), instance(&snapshot, key, fleet, &outcome, &now)));
+            }
+        }
+        self.pushers.retain(|k, _| output.fleets.contains_key(k));
+        for pusher in self.pushers.values_mut() {
+            pusher.retain(&live_pods);
+        }
+        self.clients.retain(&live_pods);
+
+        if let Some(writer) = &self.writer {
+            let writes = writer.write(&snapshot, &output.status).await;
+            let instances = writer.write_instances(&snapshot, &instance_status).await;
+            tracing::debug!(fleets = output.fleets.len(), ?writes, ?instances, elapsed = ?started.elapsed(), "reconciled");
+            for (result, n) in [
+                ("written", writes.written + instances.written),
+                ("unchanged", writes.unchanged + instances.unchanged),
+                ("failed", writes.failed + instances.failed),
+            ] {
+                self.metrics
+                    .status_writes
+                    .get_or_create(&ResultLabel {
+                        result: result.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        self.metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn push(
+        &mut self,
+        snapshot: &Snapshot,
+        pods: &[Pod],
+        key: &ObjectRef,
+        config: &crate::kengine::config::Config,
+        live: &mut Vec<String>,
+    ) -> FleetOutcome {
+        let targets = self
+            .clients
+            .fleet(snapshot, pods, key, Duration::from_secs(60));
+        live.extend(targets.pods.iter().map(|p| p.uid.clone()));
+        self.metrics
+            .config_bytes
+            .get_or_create(&FleetLabel {
+                fleet: key.to_string(),
+            })
+            .set(config.to_json().len() as i64);
+        let pusher = self.pushers.entry(key.clone()).or_default();
+        let (results, counts) = pusher.push(&targets.pods, config, self.concurrency).await;
+        if counts.loaded > 0 {
+            tracing::info!(fleet = %key, pods = counts.loaded, "config loaded");
+        }
+        if let Some(problem) = &targets.problem {
+            tracing::debug!(fleet = %key, "{problem}");
+        }
+        for r in &results {
+            let result = if r.error.is_some() { "failed" } else { "ok" };
+            self.metrics
+                .pushes
+                .get_or_create(&PodLabel {
+                    fleet: key.to_string(),
+                    pod: r.name.clone(),
+                    result: result.into(),
+                })
+                .inc();
+        }
+        let failures: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.error.as_ref().map(|e| format!("pod {}: {e}", r.name)))
+            .collect();
+        let not_programmed = match (
+            &targets.problem,
+            targets.pods.is_empty(),
+            failures.is_empty(),
+        ) {
+            (Some(problem), _, _) => Some(("Invalid", problem.clone())),
+            (None, true, _) => Some((
+                "Pending",
+                format!("KengineInstance {key} has no ready pods yet"),
+            )),
+            (None, false, false) => Some(("Invalid", failures.join("; "))),
+            (None, false, true) => None,
+        };
+        FleetOutcome {
+            not_programmed,
+            addresses: targets.addresses,
+            results,
+            plain_http: targets.plain_http,
+        }
+    }
+
+    /// A Warning Event on each Gateway of the fleet when a pod's push fails
+    /// with a new error.
+    async fn report(&mut self, snapshot: &Snapshot, gateways: &[ObjectRef], results: &[PodResult]) {
+        for r in results {
+            let Some(error) = &r.error else {
+                self.reported.remove(&r.name);
+                continue;
+            };
+            if self.reported.get(&r.name) == Some(error) {
+                continue;
+            }
+            self.reported.insert(r.name.clone(), error.clone());
+            let reason = if error.contains("rejected") {
+                "ConfigRejected"
+            } else {
+                "PushFailed"
+            };
+            for gw in gateways {
+                let Some(gateway) = snapshot.gateways.get(gw) else {
+                    continue;
+                };
+                let reference = kube::Resource::object_ref(gateway, &());
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: reason.into(),
+                    note: Some(format!("pod {}: {error}", r.name)),
+                    action: "PushConfig".into(),
+                    secondary: None,
+                };
+                if let Err(e) = self.recorder.publish(&event, &reference).await {
+                    tracing::warn!("publishing event: {e}");
+                }
+            }
+            tracing::warn!(pod = r.name, "{error}");
+        }
+    }
+}
+
+/// The KengineInstance's status after this pass.
+fn instance(
+    snapshot: &Snapshot,
+    key: &ObjectRef,
+    fleet: &translate::Fleet,
+    outcome: &FleetOutcome,
+    now: &Time,
+) -> KengineInstanceStatus {
+    let current = snapshot.kengine_instances.get(key);
+    let previous = current
+        .and_then(|i| i.status.as_ref())
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let generation = current.and_then(|i| i.metadata.generation);
+    let hash = config_hash(&fleet.config);
+    let loaded = outcome
+        .results
+        .iter()
+        .filter(|r| r.error.is_none() && r.loaded.as_deref() == Some(hash.as_str()))
+        .count();
+    let failed = outcome.results.iter().filter(|r| r.error.is_some()).count();
+    let message = outcome
+        .not_programmed
+        .as_ref()
+        .map(|(_, m)| m.clone())
+        .unwrap_or_default();
+    let mut conditions = vec![
+        condition(
+            "Ready",
+            outcome.not_programmed.is_none(),
+            if outcome.not_programmed.is_none() {
+                "AllPodsLoaded"
+            } else {
+                "NotReady"
+            },
+            &message,
+        ),
+        condition("Progressing", false, "Settled", ""),
+        condition(
+            "Degraded",
+            failed > 0,
+            if failed > 0 {
+                "PushFailed"
+            } else {
+                "NoFailures"
+            },
+            if failed > 0 { &message } else { "" },
+        ),
+    ];
+    if outcome.plain_http {
+        conditions.push(condition(
+            "PlainHttpAdmin",
+            true,
+            "PlainHttpAllowed",
+            "allowPlainHttp is set: the admin API and the TLS keys in configs travel unencrypted",
+        ));
+    }
+    let conditions = crate::translate::stamp_conditions(conditions, generation, &previous, now);
+    KengineInstanceStatus {
+        conditions,
+        observed_generation: generation,
+        ready_replicas: loaded as i32,
+        addresses: outcome.addresses.clone(),
+        gateways: fleet.gateways.iter().map(ToString::to_string).collect(),
+        pods: outcome
+            .results
+            .iter()
+            .map(|r| PodConfigStatus {
+                name: r.name.clone(),
+                config_hash: r.loaded.clone(),
+                message: r.error.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn condition(
+    type_: &'static str,
+    status: bool,
+    reason: &'static str,
+    message: &str,
+) -> (&'static str, bool, &'static str, String) {
+    (type_, status, reason, message.to_string())
+}
