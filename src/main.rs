@@ -5,6 +5,7 @@ use kengine_gateway::cli::{Cli, Command, LogFormat};
 use kengine_gateway::{controller, echo, render, standalone};
 
 fn main() -> ExitCode {
+    kengine_gateway::kengine::admin::install_crypto_provider();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version

@@ -303,6 +303,45 @@ async fn controller_end_to_end() {
         condition(&parent["conditions"], "Accepted").unwrap()["status"],
         "True"
     );
+    // Status is what `render --output status` computes for the same objects,
+    // but for Programmed (which follows pushes) and the addresses.
+    let rendered = render_status(c, &[&class, &gateway, &route, &svc, &ki, &ns]).await;
+    let conds = |v: &Value| -> Vec<(String, String, String)> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["type"] != "Programmed")
+            .map(|c| {
+                (
+                    c["type"].to_string(),
+                    c["status"].to_string(),
+                    c["reason"].to_string(),
+                )
+            })
+            .collect()
+    };
+    let want_route =
+        &rendered.http_routes[&kengine_gateway::snapshot::ObjectRef::new(NS, "web")][0];
+    assert_eq!(
+        conds(&parent["conditions"]),
+        conds(&serde_json::to_value(&want_route.conditions).unwrap())
+    );
+    let want_gw = serde_json::to_value(
+        &rendered.gateways[&kengine_gateway::snapshot::ObjectRef::new(NS, "gw")],
+    )
+    .unwrap();
+    assert_eq!(
+        conds(&g["status"]["conditions"]),
+        conds(&want_gw["conditions"])
+    );
+    assert_eq!(
+        conds(&listener["conditions"]),
+        conds(&want_gw["listeners"][0]["conditions"])
+    );
+    assert_eq!(
+        listener["attachedRoutes"],
+        want_gw["listeners"][0]["attachedRoutes"]
+    );
     let gw_addr: SocketAddr = "127.0.41.1:18095".parse().unwrap();
     assert_eq!(get_pod(gw_addr).await, (200, Some("v1".into())));
     let leaders = eventually("exactly one leader", Duration::from_secs(30), async || {
@@ -520,6 +559,30 @@ async fn controller_end_to_end() {
     )
     .await;
     drop(follower);
+}
+
+/// Translates what the API holds, as `render` would.
+async fn render_status(
+    c: &kube::Client,
+    kinds: &[&ApiResource],
+) -> kengine_gateway::translate::Status {
+    let mut objects = Vec::new();
+    for ar in kinds {
+        for o in Api::<DynamicObject>::all_with(c.clone(), ar)
+            .list(&Default::default())
+            .await
+            .unwrap()
+        {
+            let mut v = serde_json::to_value(o).unwrap();
+            v["apiVersion"] = ar.api_version.clone().into();
+            v["kind"] = ar.kind.clone().into();
+            if let Some(object) = kengine_gateway::providers::files::object_from_value(v).unwrap() {
+                objects.push(object);
+            }
+        }
+    }
+    let snapshot = kengine_gateway::snapshot::Snapshot::from_objects(objects);
+    kengine_gateway::translate::translate(&snapshot, &Default::default()).status
 }
 
 /// One request on a fresh connection: a reload closes idle keep-alive

@@ -113,6 +113,9 @@ impl KubeApiEmulator {
 
     /// A kube client for the emulator.
     pub async fn client(&self) -> kube::Client {
+        // Test builds enable two rustls providers (a dev-dependency brings
+        // aws-lc-rs), so the process-wide default must be chosen explicitly.
+        kengine_gateway::kengine::admin::install_crypto_provider();
         kube::Client::try_from(self.config().await).expect("kube client")
     }
 }

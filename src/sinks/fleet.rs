@@ -134,28 +134,17 @@ async fn push_one(
     body: &[u8],
     admin: Option<serde_json::Value>,
 ) -> Result<serde_json::Value, String> {
-    let admin = match admin {
-        Some(a) => a,
-        None => client.admin_config().await.map_err(|e| e.to_string())?,
-    };
-    let mut config: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    if admin.is_null() {
-        config.remove("admin");
-    } else {
-        config.insert("admin".into(), admin.clone());
-    }
-    let bytes = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
     let mut delay = Duration::from_millis(200);
-    for attempt in 1..=4 {
-        match client.load(bytes.clone()).await {
-            Ok(()) => return Ok(admin),
+    let mut admin = admin;
+    for attempt in 1..=ATTEMPTS {
+        match load(client, body, &mut admin).await {
+            Ok(()) => return Ok(admin.unwrap_or_default()),
             Err(AdminError::Rejected { status, body }) => {
                 return Err(format!(
                     "kengine rejected the config (HTTP {status}): {body}"
                 ));
             }
-            Err(e) if attempt == 4 => return Err(e.to_string()),
+            Err(e) if attempt == ATTEMPTS => return Err(e.to_string()),
             Err(_) => {
                 tokio::time::sleep(delay).await;
                 delay *= 2;
@@ -163,4 +152,174 @@ async fn push_one(
         }
     }
     unreachable!("the last attempt returns")
+}
+
+const ATTEMPTS: u32 = 4;
+
+async fn load(
+    client: &AdminClient,
+    body: &[u8],
+    admin: &mut Option<serde_json::Value>,
+) -> Result<(), AdminError> {
+    let settings = match admin {
+        Some(a) => a.clone(),
+        None => admin.insert(client.admin_config().await?).clone(),
+    };
+    let mut config: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(body).expect("our own config parses");
+    if settings.is_null() {
+        config.remove("admin");
+    } else {
+        config.insert("admin".into(), settings);
+    }
+    client
+        .load(serde_json::to_vec(&config).expect("JSON values serialize"))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+
+    /// A stand-in admin API: the first `drop_first` loads lose their
+    /// connection, then every load answers `status`. Counts load requests.
+    async fn admin(drop_first: usize, status: u16) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let loads = Arc::new(AtomicUsize::new(0));
+        let counter = loads.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let counter = counter.clone();
+                            async move {
+                                if req.uri().path() == "/config/admin" {
+                                    return Ok::<_, String>(hyper::Response::new(Full::new(
+                                        Bytes::from("null"),
+                                    )));
+                                }
+                                let n = counter.fetch_add(1, Ordering::SeqCst);
+                                if n < drop_first {
+                                    // An error from the service drops the connection unanswered.
+                                    return Err("dropped".to_string());
+                                }
+                                let body = if status == 200 {
+                                    "".to_string()
+                                } else {
+                                    r#"{"error":"bad config"}"#.to_string()
+                                };
+                                Ok(hyper::Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from(body)))
+                                    .unwrap())
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (addr, loads)
+    }
+
+    fn target(addr: SocketAddr, uid: &str) -> PodTarget {
+        PodTarget {
+            uid: uid.into(),
+            name: format!("pod-{uid}"),
+            client: AdminClient::remote(addr, None, Duration::from_secs(5)).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn pushes_only_what_changed_and_reports_each_pod() {
+        let (ok, ok_loads) = admin(0, 200).await;
+        let (bad, bad_loads) = admin(0, 400).await;
+        let mut pusher = FleetPusher::default();
+        let pods = [target(ok, "a"), target(bad, "b")];
+        let config = Config::default();
+        let (results, counts) = pusher.push(&pods, &config, 4).await;
+        assert_eq!(
+            counts,
+            PushCounts {
+                loaded: 1,
+                unchanged: 0,
+                failed: 1
+            }
+        );
+        assert_eq!(results[0].error, None);
+        assert!(
+            results[1].error.as_deref().unwrap().contains("bad config"),
+            "{results:?}"
+        );
+        assert_eq!(
+            bad_loads.load(Ordering::SeqCst),
+            1,
+            "a rejection is not retried"
+        );
+        let (_, counts) = pusher.push(&pods, &config, 4).await;
+        assert_eq!(
+            counts,
+            PushCounts {
+                loaded: 0,
+                unchanged: 1,
+                failed: 1
+            },
+            "the loaded pod is not pushed again"
+        );
+        assert_eq!(ok_loads.load(Ordering::SeqCst), 1);
+        pusher.retain(&[]);
+        let (_, counts) = pusher.push(&pods[..1], &config, 4).await;
+        assert_eq!(
+            counts.loaded, 1,
+            "a pod that went away and came back is pushed again"
+        );
+    }
+
+    #[tokio::test]
+    async fn transport_errors_are_retried_and_a_dead_pod_does_not_block_others() {
+        let (flaky, loads) = admin(2, 200).await;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut pusher = FleetPusher::default();
+        let (results, counts) = pusher
+            .push(
+                &[target(closed, "gone"), target(flaky, "flaky")],
+                &Config::default(),
+                2,
+            )
+            .await;
+        assert_eq!(
+            counts,
+            PushCounts {
+                loaded: 1,
+                unchanged: 0,
+                failed: 1
+            },
+            "{results:?}"
+        );
+        assert!(
+            results[0].error.as_deref().unwrap().contains("unreachable"),
+            "{results:?}"
+        );
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            3,
+            "two dropped attempts, then a load"
+        );
+    }
 }

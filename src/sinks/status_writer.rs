@@ -183,3 +183,134 @@ impl StatusWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use gateway_api::apis::experimental::gateways::{Gateway, GatewayStatus};
+    use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteStatusParents};
+    use kube::Resource;
+
+    use super::*;
+    use crate::snapshot::Object;
+
+    const OURS: &str = "kengine.khulnasoft.com/gateway-controller";
+
+    fn objects() -> (Gateway, HttpRoute) {
+        let gw: Gateway = serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "default"},
+            "spec": {"gatewayClassName": "c", "listeners": []}
+        }))
+        .unwrap();
+        let route: HttpRoute = serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "r", "namespace": "default"},
+            "spec": {"parentRefs": [{"name": "gw"}, {"name": "theirs"}]},
+            "status": {"parents": [{"parentRef": {"name": "theirs"}, "controllerName": "example.com/other",
+                "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}]}
+        }))
+        .unwrap();
+        (gw, route)
+    }
+
+    fn computed() -> Status {
+        let condition = json!([{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "observedGeneration": 1, "lastTransitionTime": "2025-01-01T00:00:00Z"}]);
+        let mut status = Status::default();
+        status.gateways.insert(
+            ObjectRef::new("default", "gw"),
+            serde_json::from_value::<GatewayStatus>(json!({"conditions": condition})).unwrap(),
+        );
+        let parent: HttpRouteStatusParents = serde_json::from_value(json!({
+            "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"},
+            "controllerName": OURS, "conditions": condition}))
+        .unwrap();
+        status
+            .http_routes
+            .insert(ObjectRef::new("default", "r"), vec![parent]);
+        status
+    }
+
+    async fn read(client: &Client) -> Snapshot {
+        let gw = Api::<Gateway>::namespaced(client.clone(), "default")
+            .get("gw")
+            .await
+            .unwrap();
+        let route = Api::<HttpRoute>::namespaced(client.clone(), "default")
+            .get("r")
+            .await
+            .unwrap();
+        Snapshot::from_objects([Object::Gateway(gw), Object::HttpRoute(route)])
+    }
+
+    #[tokio::test]
+    async fn writes_our_status_once_and_keeps_other_controllers_entries() {
+        let (gw, route) = objects();
+        let client = kube_fake_client::ClientBuilder::new()
+            .with_resource::<Gateway>()
+            .with_resource::<HttpRoute>()
+            .with_status_subresource::<Gateway>()
+            .with_status_subresource::<HttpRoute>()
+            .with_object(gw)
+            .with_object(route)
+            .build()
+            .await
+            .unwrap();
+        let resources = [
+            ApiResource::erase::<Gateway>(&()),
+            ApiResource::erase::<HttpRoute>(&()),
+        ];
+        let writer = StatusWriter::new(client.clone(), OURS.into(), &resources);
+        let status = computed();
+
+        let writes = writer.write(&read(&client).await, &status).await;
+        assert_eq!(
+            writes,
+            Writes {
+                written: 2,
+                unchanged: 0,
+                failed: 0
+            }
+        );
+        let after = read(&client).await;
+        assert_eq!(
+            after.gateways[&ObjectRef::new("default", "gw")]
+                .status
+                .as_ref(),
+            status.gateways.values().next()
+        );
+        let parents = &after.http_routes[&ObjectRef::new("default", "r")]
+            .status
+            .as_ref()
+            .unwrap()
+            .parents;
+        let controllers: Vec<&str> = parents.iter().map(|p| p.controller_name.as_str()).collect();
+        assert_eq!(
+            controllers,
+            ["example.com/other", OURS],
+            "the other controller's entry is untouched"
+        );
+
+        let again = writer.write(&after, &status).await;
+        assert_eq!(
+            again,
+            Writes {
+                written: 0,
+                unchanged: 2,
+                failed: 0
+            },
+            "no write when nothing changed"
+        );
+
+        // A write based on a stale read fails (and is redone next pass) rather
+        // than overwriting a concurrent change.
+        let mut stale = after.clone();
+        let route = stale
+            .http_routes
+            .get_mut(&ObjectRef::new("default", "r"))
+            .unwrap();
+        route.meta_mut().resource_version = Some("1".into());
+        route.status = None;
+        let conflict = writer.write(&stale, &status).await;
+        assert_eq!(conflict.failed, 1, "{conflict:?}");
+    }
+}

@@ -86,3 +86,101 @@ fn instance(
 fn invalid(message: String) -> Cond {
     Cond::new("Accepted", false, "InvalidParameters", message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Object;
+
+    fn snapshot(docs: serde_json::Value) -> Snapshot {
+        let objects = docs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| crate::providers::files::object_from_value(v.clone()).unwrap())
+            .collect::<Vec<Object>>();
+        Snapshot::from_objects(objects)
+    }
+
+    fn gateway(infra: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "apps"},
+            "spec": {"gatewayClassName": "c", "listeners": [], "infrastructure": infra}})
+    }
+
+    fn instance(ns: &str, name: &str) -> serde_json::Value {
+        serde_json::json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
+            "metadata": {"name": name, "namespace": ns}, "spec": {"mode": "External", "external": {"selector": {"a": "b"}}}})
+    }
+
+    fn class(params: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+            "metadata": {"name": "c"}, "spec": {"controllerName": "x", "parametersRef": params}})
+    }
+
+    fn fleet(docs: serde_json::Value, mode: FleetMode) -> Result<ObjectRef, Cond> {
+        let s = snapshot(docs);
+        fleet_of(&s, &s.gateways[&ObjectRef::new("apps", "gw")], mode)
+    }
+
+    #[test]
+    fn gateway_parameters_ref_wins_then_class_then_own_instance() {
+        let own = serde_json::json!({"parametersRef": {"group": GROUP, "kind": KIND, "name": "dedicated"}});
+        let shared = serde_json::json!({"group": GROUP, "kind": KIND, "name": "shared", "namespace": "infra"});
+        let all = serde_json::json!([
+            gateway(own),
+            class(shared.clone()),
+            instance("apps", "dedicated"),
+            instance("infra", "shared")
+        ]);
+        assert_eq!(
+            fleet(all, FleetMode::Instances),
+            Ok(ObjectRef::new("apps", "dedicated"))
+        );
+        let by_class = serde_json::json!([
+            gateway(serde_json::Value::Null),
+            class(shared),
+            instance("infra", "shared")
+        ]);
+        assert_eq!(
+            fleet(by_class.clone(), FleetMode::Instances),
+            Ok(ObjectRef::new("infra", "shared"))
+        );
+        assert_eq!(fleet(by_class, FleetMode::Local), Ok(local()));
+        let alone = serde_json::json!([
+            gateway(serde_json::Value::Null),
+            class(serde_json::Value::Null)
+        ]);
+        assert_eq!(
+            fleet(alone, FleetMode::Instances),
+            Ok(ObjectRef::new("apps", "gw")),
+            "the per-Gateway instance"
+        );
+    }
+
+    #[test]
+    fn invalid_parameters_refs_are_reported() {
+        let missing =
+            serde_json::json!({"parametersRef": {"group": GROUP, "kind": KIND, "name": "nope"}});
+        let err = fleet(serde_json::json!([gateway(missing)]), FleetMode::Instances).unwrap_err();
+        assert_eq!(
+            (err.type_, err.status, err.reason),
+            ("Accepted", false, "InvalidParameters")
+        );
+        assert!(
+            err.message.contains("apps/nope not found"),
+            "{}",
+            err.message
+        );
+        let wrong = serde_json::json!({"parametersRef": {"group": "example.com", "kind": "Thing", "name": "x"}});
+        assert!(fleet(serde_json::json!([gateway(wrong)]), FleetMode::Local).is_err());
+        let s = snapshot(serde_json::json!([class(
+            serde_json::json!({"group": GROUP, "kind": KIND, "name": "x"})
+        )]));
+        assert!(
+            class_instance(&s, &s.gateway_classes["c"])
+                .unwrap_err()
+                .contains("needs a namespace")
+        );
+    }
+}
