@@ -37,7 +37,9 @@ impl FakePod {
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "spec": {"containers": [{"name": "kengine", "image": "caddy:2.8.4"}]}
+            // Bound to a node that does not exist: on a real cluster no kubelet
+            // runs it or touches its status; this fake kubelet does.
+            "spec": {"nodeName": "kengine-e2e-fake-node", "containers": [{"name": "kengine", "image": "caddy:2.8.4"}]}
         });
         api.create(
             &PostParams::default(),
