@@ -49,11 +49,15 @@ pub async fn discover(client: &Client) -> Result<Served, kube::Error> {
         .filter(&[GATEWAY_GROUP, KENGINE_GROUP])
         .run()
         .await?;
+    // The most stable version that serves the kind: v1.1.0 CRDs prefer v1
+    // for the group but serve ReferenceGrant only as v1beta1.
     let find = |group: &str, kind: &str| {
         discovery
             .groups()
-            .find(|g| g.name() == group)
-            .and_then(|g| g.recommended_kind(kind))
+            .find(|g| g.name() == group)?
+            .resources_by_stability()
+            .into_iter()
+            .find(|(ar, _)| ar.kind == kind && !ar.plural.contains('/'))
             .map(|(ar, _)| ar)
     };
     let mut resources = Vec::new();
