@@ -51,6 +51,9 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Print the KengineInstance CustomResourceDefinition (YAML).
     Crd,
+    /// Serve Kengine's unix-socket admin API on a mutual-TLS port (the
+    /// sidecar in each managed Kengine pod).
+    AdminProxy(AdminProxyArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -174,4 +177,47 @@ pub struct EchoArgs {
     /// Answer 400 to anything but cleartext HTTP/2 (h2c), like echo-basic's h2c port.
     #[arg(long)]
     pub h2c_only: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AdminProxyArgs {
+    /// Address of the mutual-TLS admin port.
+    #[arg(long, value_name = "ADDR", env = "KENGINE_GATEWAY_ADMIN_LISTEN")]
+    pub listen: SocketAddr,
+    /// Kengine's admin unix socket, where requests are forwarded.
+    #[arg(long, value_name = "PATH", env = "KENGINE_GATEWAY_ADMIN_SOCKET")]
+    pub socket: PathBuf,
+    /// Server certificate chain (PEM); re-read when it changes.
+    #[arg(long, value_name = "FILE", env = "KENGINE_GATEWAY_ADMIN_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// The server certificate's private key (PEM); re-read when it changes.
+    #[arg(long, value_name = "FILE", env = "KENGINE_GATEWAY_ADMIN_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// CA certificates (PEM) client certificates must chain to; re-read when it changes.
+    #[arg(long, value_name = "FILE", env = "KENGINE_GATEWAY_ADMIN_CLIENT_CA")]
+    pub client_ca: PathBuf,
+    /// The identity a client certificate must name, as a DNS SAN or its subject CN.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "KENGINE_GATEWAY_ADMIN_CLIENT_NAME",
+        value_parser = clap::builder::NonEmptyStringValueParser::new()
+    )]
+    pub client_name: String,
+    /// Address of the plain-HTTP `/healthz` and `/readyz` (ready after the first `/load`).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:2020",
+        env = "KENGINE_GATEWAY_HEALTH_ADDR"
+    )]
+    pub health_addr: SocketAddr,
+    /// How often the certificate, key and CA files are checked for changes.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub reload_interval: u64,
 }

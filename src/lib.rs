@@ -3,6 +3,7 @@
 //! Data flows one way: [`providers`] → [`snapshot`] → [`translate`] (pure) →
 //! [`sinks`]. The commands in [`cli`] wire those stages together.
 
+pub mod admin_proxy;
 pub mod cli;
 pub mod controller;
 pub mod crd;

@@ -21,7 +21,7 @@ pub fn render(args: &RenderArgs) -> Result<String, LoadError> {
     );
     let output = translate::translate(&snapshot, &options);
     Ok(match args.output {
-        RenderOutput::Config => output.config.to_json_pretty() + "\n",
+        RenderOutput::Config => output.config().to_json_pretty() + "\n",
         RenderOutput::Status => status::yaml_stream(&status::objects(
             &snapshot,
             &output.status,

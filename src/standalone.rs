@@ -80,9 +80,9 @@ impl State {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let options = render::options(&args.translate, now.clone(), &snapshot);
         let mut output = translate::translate(&snapshot, &options);
-        match pusher.push(&output.config).await {
+        match pusher.push(output.config()).await {
             Ok(Pushed::Loaded) => {
-                tracing::info!(bytes = output.config.to_json().len(), "config loaded")
+                tracing::info!(bytes = output.config().to_json().len(), "config loaded")
             }
             Ok(Pushed::Unchanged) => tracing::info!("config unchanged; nothing pushed"),
             Err(e) => {

@@ -54,7 +54,10 @@ spec:
     let k = kengine().await;
     let mut pusher = Pusher::new(k.process.admin().clone());
     assert_eq!(
-        pusher.push(&translate_yaml(&yaml).config).await.unwrap(),
+        pusher
+            .push(&translate_yaml(&yaml).config().clone())
+            .await
+            .unwrap(),
         Pushed::Loaded
     );
     let gw: SocketAddr = "127.0.10.1:18080".parse().unwrap();
@@ -103,7 +106,7 @@ spec:
     );
     let k = kengine().await;
     Pusher::new(k.process.admin().clone())
-        .push(&translate_yaml(&yaml).config)
+        .push(&translate_yaml(&yaml).config().clone())
         .await
         .unwrap();
     let gw: SocketAddr = "127.0.11.1:18080".parse().unwrap();
@@ -132,13 +135,16 @@ async fn unchanged_config_does_not_reload() {
         service("v1", v1),
         v1.port()
     );
-    let config = translate_yaml(&yaml).config;
+    let config = translate_yaml(&yaml).config().clone();
     let k = kengine().await;
     let mut pusher = Pusher::new(k.process.admin().clone());
     assert_eq!(pusher.push(&config).await.unwrap(), Pushed::Loaded);
     // A second translation of the same input is byte-identical: nothing is sent.
     assert_eq!(
-        pusher.push(&translate_yaml(&yaml).config).await.unwrap(),
+        pusher
+            .push(&translate_yaml(&yaml).config().clone())
+            .await
+            .unwrap(),
         Pushed::Unchanged
     );
     let loads = |log: &str| log.matches("\"load complete\"").count();
@@ -160,7 +166,7 @@ async fn rejected_config_keeps_the_last_good_one_serving() {
         service("v1", v1),
         v1.port()
     );
-    let good = translate_yaml(&yaml).config;
+    let good = translate_yaml(&yaml).config().clone();
     let k = kengine().await;
     let mut pusher = Pusher::new(k.process.admin().clone());
     pusher.push(&good).await.unwrap();
@@ -262,7 +268,7 @@ spec: {{parentRefs: [{{name: gw, sectionName: b}}], rules: [{{backendRefs: [{{na
     );
     let k = kengine().await;
     Pusher::new(k.process.admin().clone())
-        .push(&translate_yaml(&yaml).config)
+        .push(&translate_yaml(&yaml).config().clone())
         .await
         .unwrap();
     let addr: SocketAddr = "127.0.14.1:18443".parse().unwrap();

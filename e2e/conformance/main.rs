@@ -395,7 +395,7 @@ impl Test<'_> {
             ..Default::default()
         };
         let mut output = translate::translate(&snapshot, &options);
-        if let Err(e) = self.pusher.push(&output.config).await {
+        if let Err(e) = self.pusher.push(output.config()).await {
             status::mark_not_programmed(&mut output.status, &e.to_string(), &options.now);
             return Err(format!("kengine rejected the config: {e}"));
         }

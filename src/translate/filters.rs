@@ -75,15 +75,13 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                     .as_ref()
                     .ok_or_else(|| missing("urlRewrite"))?;
                 if let Some(path) = &m.path {
-                    let uri = match path.r#type {
-                        RewritePathType::ReplaceFullPath => {
-                            path.replace_full_path.clone().unwrap_or_else(|| "/".into())
-                        }
-                        RewritePathType::ReplacePrefixMatch => replaced_prefix(
-                            path.replace_prefix_match.as_deref().unwrap_or("/"),
-                            ctx,
-                        )?,
-                    };
+                    let full = path.r#type == RewritePathType::ReplaceFullPath;
+                    let uri = new_path(
+                        full,
+                        &path.replace_full_path,
+                        &path.replace_prefix_match,
+                        ctx,
+                    )?;
                     out.push(Handler::Rewrite { uri });
                 }
                 if let Some(host) = &m.hostname {
@@ -105,15 +103,13 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                 // Rewriting first lets `{http.request.uri}` carry the new path
                 // with the original query string.
                 if let Some(path) = &m.path {
-                    let uri = match path.r#type {
-                        RedirectPathType::ReplaceFullPath => {
-                            path.replace_full_path.clone().unwrap_or_else(|| "/".into())
-                        }
-                        RedirectPathType::ReplacePrefixMatch => replaced_prefix(
-                            path.replace_prefix_match.as_deref().unwrap_or("/"),
-                            ctx,
-                        )?,
-                    };
+                    let full = path.r#type == RedirectPathType::ReplaceFullPath;
+                    let uri = new_path(
+                        full,
+                        &path.replace_full_path,
+                        &path.replace_prefix_match,
+                        ctx,
+                    )?;
                     out.push(Handler::Rewrite { uri });
                 }
                 let scheme = match m.scheme {
@@ -282,6 +278,21 @@ fn origin_regexp(origin: &str) -> String {
         .map(super::rules::escape)
         .collect::<Vec<_>>()
         .join("[^/]+")
+}
+
+/// The path a rewrite or redirect asks for: ReplaceFullPath or
+/// ReplacePrefixMatch (the two filters have separate generated types).
+fn new_path(
+    full: bool,
+    full_path: &Option<String>,
+    prefix: &Option<String>,
+    ctx: Context,
+) -> Result<String, Cond> {
+    if full {
+        Ok(full_path.clone().unwrap_or_else(|| "/".into()))
+    } else {
+        replaced_prefix(prefix.as_deref().unwrap_or("/"), ctx)
+    }
 }
 
 /// The new path for ReplacePrefixMatch: the replacement, then whatever

@@ -26,30 +26,33 @@ const FAN_OUT: usize = 4;
 
 /// A listener as the layout sees it: its hostname and its route buckets.
 #[derive(Debug, Clone)]
-pub struct PlannedListener {
+pub struct PlannedListener<'a> {
     /// Unique and stable: `namespace/gateway/listener`.
     pub id: String,
     pub host: Host,
-    /// Effective hostname → every match attached under it.
-    pub buckets: Vec<(Host, Vec<CompiledMatch>)>,
+    /// Effective hostname → every match attached under it (borrowed from
+    /// the attachments: the matches are copied once, into the routes).
+    pub buckets: std::borrow::Cow<'a, [(Host, Vec<CompiledMatch>)]>,
 }
 
 /// Routes and named routes of one server. On a TLS server a request whose
 /// Host belongs to another listener than its SNI does is answered 421.
-pub fn routes(listeners: &[PlannedListener], tls: bool) -> (Vec<Route>, BTreeMap<String, Route>) {
+pub fn routes(
+    listeners: &[PlannedListener<'_>],
+    tls: bool,
+) -> (Vec<Route>, BTreeMap<String, Route>) {
     let mut named = BTreeMap::new();
-    // listener index → (bucket host, route name), most specific host first.
-    let mut chains: Vec<Vec<(Host, String)>> = Vec::new();
+    let mut chains: Vec<Chain> = Vec::new();
     for listener in listeners {
         let mut merged: BTreeMap<String, (Host, Vec<CompiledMatch>)> = BTreeMap::new();
-        for (host, matches) in &listener.buckets {
+        for (host, matches) in listener.buckets.iter() {
             merged
                 .entry(host.to_string())
                 .or_insert_with(|| (host.clone(), Vec::new()))
                 .1
                 .extend(matches.iter().cloned());
         }
-        let mut chain = Vec::new();
+        let mut chain = Chain::default();
         for (label, (host, mut matches)) in merged {
             matches.sort_by(|a, b| a.precedence.cmp(&b.precedence));
             let name = format!("{}|{label}", listener.id);
@@ -57,9 +60,14 @@ pub fn routes(listeners: &[PlannedListener], tls: bool) -> (Vec<Route>, BTreeMap
                 routes: matches.into_iter().map(|m| m.route).collect(),
             };
             named.insert(name.clone(), Route::handle(vec![sub]));
-            chain.push((host, name));
+            match host {
+                Host::Exact(h) => {
+                    chain.exact.insert(h, name);
+                }
+                other => chain.others.push((other, name)),
+            }
         }
-        chain.sort_by(|a, b| a.0.specificity_cmp(&b.0));
+        chain.others.sort_by(|a, b| a.0.specificity_cmp(&b.0));
         chains.push(chain);
     }
 
@@ -81,8 +89,10 @@ pub fn routes(listeners: &[PlannedListener], tls: bool) -> (Vec<Route>, BTreeMap
             .filter(|(_, l)| l.host.covers(pattern))
             .min_by(|a, b| a.1.host.specificity_cmp(&b.1.host))
             .map(|(i, _)| i);
-        let mut handlers =
-            chain_handlers(winner.map(|i| &chains[i][..]).unwrap_or_default(), pattern);
+        let mut handlers = match winner {
+            Some(i) => chains[i].handlers(pattern),
+            None => vec![Handler::status(404)],
+        };
         if let (true, Some(w)) = (tls && listeners.len() > 1, winner) {
             handlers.insert(0, misdirected_guard(listeners, w));
         }
@@ -130,7 +140,7 @@ pub fn routes(listeners: &[PlannedListener], tls: bool) -> (Vec<Route>, BTreeMap
 
 /// Answers 421 unless the TLS server name picks `winner` too: the SNI must
 /// match its hostname and no more specific listener's.
-fn misdirected_guard(listeners: &[PlannedListener], winner: usize) -> Handler {
+fn misdirected_guard(listeners: &[PlannedListener<'_>], winner: usize) -> Handler {
     let sni = |host: &Host| {
         let pattern = match host {
             Host::Exact(h) => format!("^(?i){}$", super::rules::escape(h)),
@@ -173,15 +183,35 @@ fn misdirected_guard(listeners: &[PlannedListener], winner: usize) -> Handler {
     }
 }
 
-/// Invoke every bucket of the winning listener that covers `pattern`, most
-/// specific first; a request no rule matched ends in 404.
-fn chain_handlers(chain: &[(Host, String)], pattern: &Host) -> Vec<Handler> {
-    chain
-        .iter()
-        .filter(|(host, _)| host.covers(pattern))
-        .map(|(_, name)| Handler::Invoke { name: name.clone() })
-        .chain(std::iter::once(Handler::status(404)))
-        .collect()
+/// A listener's buckets: exact hostnames by name, the rest (wildcards,
+/// then the catch-all) most specific first. Looking exact ones up by name
+/// keeps the layout linear in the number of hostnames.
+#[derive(Default)]
+struct Chain {
+    exact: BTreeMap<String, String>,
+    others: Vec<(Host, String)>,
+}
+
+impl Chain {
+    /// Invoke every bucket that covers `pattern`, most specific first; a
+    /// request no rule matched ends in 404.
+    fn handlers(&self, pattern: &Host) -> Vec<Handler> {
+        let exact = match pattern {
+            Host::Exact(h) => self.exact.get(h),
+            _ => None,
+        };
+        exact
+            .into_iter()
+            .chain(
+                self.others
+                    .iter()
+                    .filter(|(host, _)| host.covers(pattern))
+                    .map(|(_, name)| name),
+            )
+            .map(|name| Handler::Invoke { name: name.clone() })
+            .chain(std::iter::once(Handler::status(404)))
+            .collect()
+    }
 }
 
 /// Sorted exact hosts → a host-matcher tree of fan-out [`FAN_OUT`].
@@ -222,7 +252,7 @@ fn host_route(hosts: Vec<String>, handle: Vec<Handler>) -> Route {
 mod tests {
     use super::*;
 
-    fn listener(id: &str, host: Option<&str>, buckets: &[&str]) -> PlannedListener {
+    fn listener(id: &str, host: Option<&str>, buckets: &[&str]) -> PlannedListener<'static> {
         PlannedListener {
             id: id.into(),
             host: Host::from_option(host),
@@ -234,7 +264,8 @@ mod tests {
                         vec![],
                     )
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
         }
     }
 

@@ -97,12 +97,22 @@ pub struct Fleet {
 /// Everything translate decides.
 #[derive(Debug, Clone, Default)]
 pub struct Output {
-    /// One config serving every accepted Gateway of ours (`FleetMode::Local`).
-    pub config: Config,
     /// The config of each fleet, keyed by KengineInstance (or
     /// `fleets::local()`); every fleet a Gateway of ours maps to is present.
     pub fleets: BTreeMap<ObjectRef, Fleet>,
     pub status: Status,
+}
+
+impl Output {
+    /// The one config serving every accepted Gateway of ours, in
+    /// `FleetMode::Local` (empty when there is none).
+    pub fn config(&self) -> &Config {
+        static EMPTY: std::sync::LazyLock<Config> = std::sync::LazyLock::new(Config::default);
+        self.fleets
+            .get(&fleets::local())
+            .map(|f| &f.config)
+            .unwrap_or(&EMPTY)
+    }
 }
 
 /// Computed status of the objects we own status for. Route entries are only
@@ -231,13 +241,6 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
         let plans: Vec<_> = plan.iter().filter(|p| &p.fleet == key).cloned().collect();
         fleet.config = servers::config(&plans, &models, &attachments.buckets);
     }
-    let config = match options.fleets {
-        FleetMode::Local => fleets
-            .get(&fleets::local())
-            .map(|f| f.config.clone())
-            .unwrap_or_default(),
-        FleetMode::Instances => Config::default(),
-    };
     for (gateway, model) in gateways.iter().zip(&models) {
         status.gateways.insert(
             model.key.clone(),
@@ -274,9 +277,5 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
             .collect();
         status.http_routes.insert(key, stamped);
     }
-    Output {
-        config,
-        fleets,
-        status,
-    }
+    Output { fleets, status }
 }

@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use sha2::{Digest, Sha256};
-
 use super::conditions::Cond;
 use super::gateways::{GatewayModel, Protocol, conflict};
 use super::hostnames::Host;
@@ -105,7 +103,10 @@ pub fn config(
             .map(|&(g, l)| PlannedListener {
                 id: format!("{}/{}", models[g].key, models[g].listeners[l].name),
                 host: models[g].listeners[l].host.clone(),
-                buckets: buckets.get(&(g, l)).cloned().unwrap_or_default(),
+                buckets: buckets
+                    .get(&(g, l))
+                    .map(|b| std::borrow::Cow::Borrowed(&b[..]))
+                    .unwrap_or_default(),
             })
             .collect();
         let https = plan
@@ -182,12 +183,10 @@ fn sni(host: &Host) -> Option<Vec<String>> {
 }
 
 fn certificate_tag(certificate: &str, key: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(certificate)
-        .chain_update(key)
-        .finalize();
-    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    format!("cert-{hex}")
+    format!(
+        "cert-{}",
+        crate::sinks::fleet::short_hash(format!("{certificate}{key}").as_bytes())
+    )
 }
 
 fn server_name(plan: &ServerPlan) -> String {
