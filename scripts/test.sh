@@ -3,8 +3,9 @@
 #   1. cargo test (unit, golden and data-plane integration tests; the
 #      integration tests load configs into a real Kengine/Caddy 2.8.4 binary,
 #      passed to them as KENGINE_GATEWAY_TEST_CADDY);
-#   2. ./scripts/quickstart.sh --check (the quickstart, end to end).
-# Both run even if the first fails; the exit status is nonzero if either failed.
+#   2. ./scripts/quickstart.sh --check (the quickstart, end to end);
+#   3. ./scripts/chart-test.sh (helm lint/template, manifest and CRD schema checks).
+# All run even if one fails; the exit status is nonzero if any failed.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +26,9 @@ cargo test --all-targets ${LOCKED[@]+"${LOCKED[@]}"} -- --test-threads=2 || fail
 
 echo "==> ./scripts/quickstart.sh --check" >&2
 ./scripts/quickstart.sh --check || failed+=("quickstart --check")
+
+echo "==> ./scripts/chart-test.sh" >&2
+./scripts/chart-test.sh || failed+=("chart-test")
 
 if ((${#failed[@]})); then
   echo "test.sh: FAILED: ${failed[*]}" >&2
