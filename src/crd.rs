@@ -62,6 +62,10 @@ pub struct ExternalSpec {
     /// Mutual TLS for the admin API. Required unless `allowPlainHttp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_tls: Option<AdminTls>,
+    /// A Service in front of the pods. Gateways report its LoadBalancer
+    /// ingress addresses, else its ClusterIP; without it, the pod IPs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     /// Talk plain HTTP to the admin API. The admin API can change anything
     /// Kengine does, and pushed configs carry TLS private keys: the instance
     /// reports a `PlainHttpAdmin` warning condition while this is set.

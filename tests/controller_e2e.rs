@@ -252,12 +252,16 @@ async fn controller_end_to_end() {
             "spec": {"clusterIP": addr.ip().to_string(), "ports": [{"port": addr.port()}]}}))
         .await;
     }
+    // The Service in front of the fleet: Gateways report its address.
+    apply(c, &svc, true, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge", "namespace": NS},
+        "spec": {"clusterIP": "127.0.42.1", "selector": {"app": "kengine"}, "ports": [{"port": 18095}]}}))
+    .await;
     let admin: SocketAddr = "127.0.41.1:2019".parse().unwrap();
     let mut pod =
         FakePod::start(c.clone(), NS, "kengine-0", admin, json!({"app": "kengine"})).await;
     apply(c, &ki, true, json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
         "metadata": {"name": "fleet", "namespace": NS},
-        "spec": {"mode": "External", "external": {"selector": {"app": "kengine"}, "adminPort": 2019, "allowPlainHttp": true}}}))
+        "spec": {"mode": "External", "external": {"selector": {"app": "kengine"}, "adminPort": 2019, "allowPlainHttp": true, "service": "edge"}}}))
     .await;
     apply(c, &class, false, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": "kengine-e2e"},
         "spec": {"controllerName": "kengine.khulnasoft.com/gateway-controller",
@@ -288,9 +292,24 @@ async fn controller_end_to_end() {
     })
     .await;
     assert_eq!(
-        g["status"]["addresses"][0]["value"], "127.0.41.1",
-        "addresses come from the fleet's pods"
+        g["status"]["addresses"][0]["value"], "127.0.42.1",
+        "the fleet Service's ClusterIP"
     );
+    // A LoadBalancer ingress address takes over.
+    let lb = json!({"status": {"loadBalancer": {"ingress": [{"ip": "127.0.42.9"}]}}});
+    api(c, &svc, true)
+        .patch_status("edge", &PatchParams::default(), &Patch::Merge(lb))
+        .await
+        .unwrap();
+    eventually(
+        "the LoadBalancer address in Gateway status",
+        Duration::from_secs(20),
+        async || {
+            let g = get(c, &gateway, true, "gw").await;
+            (g["status"]["addresses"][0]["value"] == "127.0.42.9").then_some(())
+        },
+    )
+    .await;
     let listener = &g["status"]["listeners"][0];
     assert_eq!(listener["attachedRoutes"], 1);
     let r = get(c, &route, true, "web").await;

@@ -41,7 +41,7 @@ pub struct Reconciler {
 struct FleetOutcome {
     /// Why its Gateways are not Programmed, if they are not: (reason, message).
     not_programmed: Option<(&'static str, String)>,
-    addresses: Vec<String>,
+    addresses: Vec<(&'static str, String)>,
     results: Vec<PodResult>,
     plain_http: bool,
 }
@@ -118,9 +118,9 @@ impl Reconciler {
                         outcome
                             .addresses
                             .iter()
-                            .map(|a| GatewayStatusAddresses {
-                                r#type: Some("IPAddress".into()),
-                                value: a.clone(),
+                            .map(|(t, v)| GatewayStatusAddresses {
+                                r#type: Some(t.to_string()),
+                                value: v.clone(),
                             })
                             .collect(),
                     );
@@ -326,7 +326,7 @@ fn instance(
         conditions,
         observed_generation: generation,
         ready_replicas: loaded as i32,
-        addresses: outcome.addresses.clone(),
+        addresses: outcome.addresses.iter().map(|(_, v)| v.clone()).collect(),
         gateways: fleet.gateways.iter().map(ToString::to_string).collect(),
         pods: outcome
             .results

@@ -16,8 +16,9 @@ use crate::snapshot::{ObjectRef, Snapshot};
 #[derive(Default)]
 pub struct Fleet {
     pub pods: Vec<PodTarget>,
-    /// Addresses the fleet's traffic reaches it at.
-    pub addresses: Vec<String>,
+    /// Addresses the fleet's traffic reaches it at: (type, value), the
+    /// type as Gateway status names it (IPAddress or Hostname).
+    pub addresses: Vec<(&'static str, String)>,
     pub problem: Option<String>,
     pub plain_http: bool,
 }
@@ -83,6 +84,9 @@ impl Clients {
             plain_http: tls.is_none(),
             ..Fleet::default()
         };
+        if let Some(name) = &ext.service {
+            fleet.addresses = service_addresses(snapshot, &ObjectRef::new(&key.namespace, name));
+        }
         for pod in pods
             .iter()
             .filter(|p| selected(p, &key.namespace, &ext.selector) && ready(p))
@@ -134,7 +138,9 @@ impl Clients {
                     }
                 }
             };
-            fleet.addresses.push(ip.to_string());
+            if ext.service.is_none() {
+                fleet.addresses.push(("IPAddress", ip.to_string()));
+            }
             fleet.pods.push(PodTarget {
                 uid,
                 name: pod.metadata.name.clone().unwrap_or_default(),
@@ -195,6 +201,37 @@ fn material(
             field(client_secret, "tls.key")?
         ),
     })
+}
+
+/// A Service's LoadBalancer ingress addresses, else its ClusterIP.
+fn service_addresses(snapshot: &Snapshot, key: &ObjectRef) -> Vec<(&'static str, String)> {
+    let Some(service) = snapshot.services.get(key) else {
+        return Vec::new();
+    };
+    let ingress: Vec<(&'static str, String)> = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| match (&i.ip, &i.hostname) {
+            (Some(ip), _) => Some(("IPAddress", ip.clone())),
+            (None, Some(host)) => Some(("Hostname", host.clone())),
+            _ => None,
+        })
+        .collect();
+    if !ingress.is_empty() {
+        return ingress;
+    }
+    let cluster_ip = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .filter(|ip| !ip.is_empty() && ip != "None");
+    cluster_ip
+        .map(|ip| vec![("IPAddress", ip)])
+        .unwrap_or_default()
 }
 
 fn selected(
