@@ -10,10 +10,10 @@
 //! 2. Wildcard hostnames follow, most specific first, each one regexp.
 //! 3. A catch-all comes last, then a 404.
 //!
-//! Each leaf invokes the *named routes* of the hostname buckets that apply to
-//! it, most specific first: the spec orders rules by hostname before path, and
-//! a rule list shared by many hosts (a wildcard or catch-all route) is stored
-//! once and reached by name. Listener isolation is decided here: a host only
+//! Each leaf runs the hostname buckets that apply to it, most specific first
+//! (the spec orders rules by hostname before path): a bucket used by one
+//! host inline, a rule list shared by many hosts (a wildcard or catch-all
+//! route) stored once as a *named route* and reached with `invoke`. Listener isolation is decided here: a host only
 //! ever reaches the buckets of its most specific listener.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -118,17 +118,36 @@ pub fn routes(
             Host::Any => routes.push(Route::handle(handlers)),
         }
     }
-    // Buckets that listener isolation made unreachable are left out.
-    let invoked: BTreeSet<&String> = leaves
+    // A bucket invoked from one place only is inlined there: `invoke`
+    // compiles its route on every request. Buckets that listener isolation
+    // made unreachable are left out.
+    let mut uses: BTreeMap<String, usize> = BTreeMap::new();
+    for h in leaves
         .iter()
         .flat_map(|(_, handlers)| handlers)
         .chain(routes.iter().flat_map(|r| &r.handle))
-        .filter_map(|h| match h {
-            Handler::Invoke { name } => Some(name),
-            _ => None,
-        })
-        .collect();
-    named.retain(|name, _| invoked.contains(name));
+    {
+        if let Handler::Invoke { name } = h {
+            *uses.entry(name.clone()).or_default() += 1;
+        }
+    }
+    let mut inline = |handlers: &mut Vec<Handler>| {
+        for h in handlers.iter_mut() {
+            if let Handler::Invoke { name } = h
+                && uses.get(name) == Some(&1)
+                && let Some(mut route) = named.remove(name)
+            {
+                *h = route.handle.remove(0);
+            }
+        }
+    };
+    for (_, handlers) in &mut leaves {
+        inline(handlers);
+    }
+    for route in &mut routes {
+        inline(&mut route.handle);
+    }
+    named.retain(|name, _| uses.contains_key(name));
     leaves.sort_by(|a, b| a.0.cmp(&b.0));
     let mut all = tree(&leaves);
     all.extend(routes);
@@ -285,12 +304,23 @@ mod tests {
         let hosts: Vec<String> = (0..100).map(|i| format!("h{i:03}.example.com")).collect();
         let refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
         let (routes, named) = routes(&[listener("ns/gw/http", None, &refs)], false);
-        assert_eq!(named.len(), 100);
+        assert!(
+            named.is_empty(),
+            "buckets used once are inlined, not invoked"
+        );
         // FAN_OUT buckets, then the catch-all listener's route (it has no catch-all bucket).
         assert_eq!(routes.len(), FAN_OUT + 1);
         let mut depth = 0;
         let mut level = &routes[..FAN_OUT];
+        // Descend while the routes still dispatch on the host.
         while let Some(Handler::Subroute { routes }) = level[0].handle.first() {
+            if level.len() == 1
+                || routes
+                    .first()
+                    .is_none_or(|r| r.matchers.first().is_none_or(|m| m.host.is_none()))
+            {
+                break;
+            }
             depth += 1;
             level = routes;
         }
@@ -316,20 +346,20 @@ mod tests {
             .iter()
             .find(|r| r.matchers.first().and_then(|m| m.host.as_ref()).is_some())
             .unwrap();
-        assert_eq!(
-            invoked(leaf),
-            [
-                "ns/gw/any|a.example.com",
-                "ns/gw/any|*.example.com",
-                "ns/gw/any|*"
-            ]
-        );
+        // Its own bucket is inlined; the shared ones are invoked.
+        assert!(matches!(leaf.handle[0], Handler::Subroute { .. }));
+        assert_eq!(invoked(leaf), ["ns/gw/any|*.example.com", "ns/gw/any|*"]);
         let wild: Vec<_> = routes
             .iter()
             .filter(|r| r.matchers.first().is_some_and(|m| m.vars_regexp.is_some()))
             .collect();
         // *.foo.example.com belongs to the foo listener alone: no fall-through to the other listener.
-        assert_eq!(invoked(wild[0]), ["ns/gw/foo|*.foo.example.com"]);
+        // (its one bucket is inlined, then the 404).
+        assert!(invoked(wild[0]).is_empty());
+        assert!(matches!(
+            wild[0].handle[..],
+            [Handler::Subroute { .. }, Handler::StaticResponse(_)]
+        ));
         assert_eq!(invoked(wild[1]), ["ns/gw/any|*.example.com", "ns/gw/any|*"]);
         assert_eq!(invoked(routes.last().unwrap()), ["ns/gw/any|*"]);
     }
