@@ -13,8 +13,9 @@
 //! Each leaf runs the hostname buckets that apply to it, most specific first
 //! (the spec orders rules by hostname before path): a bucket used by one
 //! host inline, a rule list shared by many hosts (a wildcard or catch-all
-//! route) stored once as a *named route* and reached with `invoke`. Listener isolation is decided here: a host only
-//! ever reaches the buckets of its most specific listener.
+//! route) stored once as a *named route* and reached with `invoke`.
+//! Listener isolation is decided here: a host only ever reaches the buckets
+//! of its most specific listener.
 
 use std::collections::{BTreeMap, BTreeSet};
 
