@@ -17,14 +17,12 @@ use std::process::{Child, Command, Stdio};
 
 /// Gateway API v1.6.1 experimental-channel CRDs (copied into e2e/gateway-api).
 pub fn gateway_api_crds() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("e2e/gateway-api/v1.6.1/config/crd/experimental")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/gateway-api/v1.6.1/config/crd/experimental")
 }
 
 /// Gateway API v1.1.0 experimental-channel CRDs.
 pub fn gateway_api_v1_1_crds() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("e2e/gateway-api/v1.1.0/config/crd/experimental")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/gateway-api/v1.1.0/config/crd/experimental")
 }
 
 /// How to start the emulator.
