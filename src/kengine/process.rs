@@ -1,7 +1,7 @@
 //! A local Kengine (or Caddy) process with its admin API on a private unix
 //! socket: what `standalone --kengine` and the integration tests run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ pub struct KengineProcess {
     child: Child,
     admin: AdminClient,
     // Holds the socket, the autosave dir and the log; removed on drop.
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl KengineProcess {
@@ -48,7 +48,11 @@ impl KengineProcess {
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         let admin = AdminClient::new(admin_addr, Duration::from_secs(60))?;
-        let mut process = KengineProcess { child, admin, dir };
+        let mut process = KengineProcess {
+            child,
+            admin,
+            _dir: dir,
+        };
         process.wait_ready(Duration::from_secs(20)).await?;
         Ok(process)
     }
@@ -77,10 +81,7 @@ impl KengineProcess {
         self.admin.addr()
     }
 
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-
+    /// The process id, while it runs.
     pub fn id(&self) -> Option<u32> {
         self.child.id()
     }

@@ -2,7 +2,7 @@
 //! `render --output status` and `standalone --status-file`.
 
 use gateway_api::apis::experimental::gateways::GatewayStatus;
-use gateway_api::apis::experimental::httproutes::HttpRouteStatus;
+use gateway_api::apis::experimental::httproutes::{HttpRouteStatus, HttpRouteStatusParents};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
@@ -34,15 +34,7 @@ pub fn objects(
     for (key, route) in &snapshot.http_routes {
         let mut route = route.clone();
         if let Some(ours) = status.http_routes.get(key) {
-            let mut parents: Vec<_> = route
-                .status
-                .take()
-                .map(|s| s.parents)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|p| p.controller_name != controller_name)
-                .collect();
-            parents.extend(ours.iter().cloned());
+            let parents = merged_parents(route.status.as_ref(), ours, controller_name);
             route.status = Some(HttpRouteStatus { parents });
         }
         out.push(json(&route));
@@ -51,6 +43,20 @@ pub fn objects(
     out.extend(snapshot.reference_grants.values().map(json));
     out.extend(snapshot.backend_tls_policies.values().map(json));
     out
+}
+
+/// A route's `status.parents` with our entries replaced by `ours` and every
+/// other controller's entry kept as it is.
+pub fn merged_parents(
+    current: Option<&HttpRouteStatus>,
+    ours: &[HttpRouteStatusParents],
+    controller_name: &str,
+) -> Vec<HttpRouteStatusParents> {
+    let others = current
+        .into_iter()
+        .flat_map(|s| &s.parents)
+        .filter(|p| p.controller_name != controller_name);
+    others.chain(ours).cloned().collect()
 }
 
 /// Marks every Gateway not programmed, e.g. when Kengine rejected the config.

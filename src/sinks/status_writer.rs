@@ -16,6 +16,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
 use crate::crd::KengineInstanceStatus;
+use crate::sinks::status;
 use crate::snapshot::{ObjectRef, Snapshot};
 use crate::translate::Status;
 
@@ -81,18 +82,8 @@ impl StatusWriter {
             let Some(route) = snapshot.http_routes.get(key) else {
                 continue;
             };
-            let current = route
-                .status
-                .as_ref()
-                .map(|s| s.parents.clone())
-                .unwrap_or_default();
-            let mut parents: Vec<_> = current
-                .iter()
-                .filter(|p| p.controller_name != self.controller)
-                .cloned()
-                .collect();
-            parents.extend(ours.iter().cloned());
-            if parents == current {
+            let parents = status::merged_parents(route.status.as_ref(), ours, &self.controller);
+            if route.status.as_ref().map(|s| &s.parents) == Some(&parents) {
                 writes.unchanged += 1;
                 continue;
             }
