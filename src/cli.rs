@@ -1,5 +1,6 @@
 //! Command-line interface: one binary, one subcommand per job.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -111,6 +112,63 @@ pub struct ControllerArgs {
     /// Only ConfigMaps with this label selector are watched (CA bundles).
     #[arg(long, default_value = "kengine.khulnasoft.com/watch=true")]
     pub configmap_selector: String,
+    /// Run managed fleets (KengineInstance modes Deployment and DaemonSet)
+    /// and create per-Gateway instances; `false` serves External instances only.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "KENGINE_GATEWAY_MANAGE_FLEETS")]
+    pub manage_fleets: bool,
+    /// Kengine image of managed fleets that name none.
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_KENGINE_IMAGE, env = "KENGINE_GATEWAY_KENGINE_IMAGE")]
+    pub kengine_image: String,
+    /// Image of the admin-proxy sidecar in managed pods (the operator's own image).
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_PROXY_IMAGE, env = "KENGINE_GATEWAY_ADMIN_PROXY_IMAGE")]
+    pub admin_proxy_image: String,
+    /// The operator's namespace: with `--operator-pod-labels`, the only
+    /// client the managed pods' NetworkPolicy lets reach their admin port.
+    #[arg(
+        long,
+        value_name = "NS",
+        default_value = "kengine-gateway-system",
+        env = "KENGINE_GATEWAY_OPERATOR_NAMESPACE"
+    )]
+    pub operator_namespace: String,
+    /// Labels of the operator's pods, as `key=value,key=value`.
+    #[arg(
+        long,
+        value_name = "LABELS",
+        default_value = "app.kubernetes.io/name=kengine-gateway,app.kubernetes.io/component=controller",
+        value_parser = parse_labels
+    )]
+    pub operator_pod_labels: BTreeMap<String, String>,
+    /// Lifetime of the admin server and client certificates of managed
+    /// fleets; they are renewed when a third of it remains.
+    #[arg(long, value_name = "SECONDS", default_value_t = 90 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub admin_cert_lifetime: u64,
+    /// Lifetime of each managed fleet's admin CA.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10 * 365 * 24 * 3600, value_parser = clap::value_parser!(u64).range(3600..))]
+    pub admin_ca_lifetime: u64,
+}
+
+/// Kengine image of managed fleets, built from `Containerfile.kengine`.
+pub const DEFAULT_KENGINE_IMAGE: &str = "khulnasoft/kengine:v2.8.4";
+/// The operator image, which also runs the admin-proxy sidecar.
+pub const DEFAULT_PROXY_IMAGE: &str =
+    concat!("khulnasoft/kengine-gateway:", env!("CARGO_PKG_VERSION"));
+
+fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(format!("{pair:?} is not key=value")),
+        })
+        .collect::<Result<_, _>>()
+        .and_then(|m: BTreeMap<_, _>| {
+            if m.is_empty() {
+                Err("at least one label is required".into())
+            } else {
+                Ok(m)
+            }
+        })
 }
 
 /// Options shared by every command that translates Gateway API objects.

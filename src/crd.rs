@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -23,7 +25,8 @@ pub const KIND: &str = "KengineInstance";
     category = "kengine",
     derive = "PartialEq",
     derive = "Default",
-    validation = "self.mode != 'External' || has(self.external)",
+    validation = Rule::new("self.spec.mode == 'External' ? has(self.spec.external) : !has(self.spec.external)").message("spec.external is required with mode External and forbidden otherwise"),
+    validation = Rule::new("!has(self.spec.replicas) || self.spec.mode == 'Deployment'").message("replicas applies to mode Deployment only"),
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Pods","type":"integer","jsonPath":".status.readyReplicas"}"#,
@@ -31,12 +34,54 @@ pub const KIND: &str = "KengineInstance";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KengineInstanceSpec {
-    /// How the fleet runs. `External`: pods someone else runs, found by
-    /// `external.selector`; the operator only pushes config to them.
-    /// `Deployment` and `DaemonSet` (managed fleets) are not implemented yet.
+    /// How the fleet runs. `Deployment` (default) and `DaemonSet`: the
+    /// operator runs the Kengine pods, their Service, admin-TLS Secrets,
+    /// NetworkPolicy and PodDisruptionBudget. `External`: pods someone else
+    /// runs, found by `external.selector`; the operator only pushes config.
     #[serde(default)]
     pub mode: Mode,
-    /// Required with mode `External`.
+    /// Pods of a `Deployment` fleet (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
+    /// The Kengine image (default: the operator's `--kengine-image`). It must
+    /// provide every module in `modules`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Compute resources of the Kengine container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node labels the Kengine pods must run on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the Kengine pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity of the Kengine pods (default: prefer spreading across nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// The Service in front of the pods. Its ports are the union of the
+    /// listener ports of the Gateways the fleet serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceOptions>,
+    /// Extra Kengine modules the image provides (for example `layer4`).
+    /// Recorded for features that need them; no translated feature uses
+    /// one yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<String>,
+    /// How Kengine reaches backends. `ClusterIP` (default): each Service's
+    /// cluster IP, so pod churn never reloads Kengine (headless Services
+    /// always use their ready endpoints). `Endpoints` (dial every ready
+    /// endpoint) is not implemented yet: the instance reports
+    /// `Degraded=True`, reason `UnsupportedUpstreamMode`, and uses ClusterIP.
+    #[serde(default)]
+    pub upstream_mode: UpstreamMode,
+    /// The PodDisruptionBudget of a `Deployment` fleet (default:
+    /// `maxUnavailable: 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budget: Option<DisruptionBudget>,
+    /// Required with mode `External`, forbidden otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalSpec>,
 }
@@ -47,6 +92,71 @@ pub enum Mode {
     Deployment,
     DaemonSet,
     External,
+}
+
+impl Mode {
+    /// The operator runs this fleet's pods.
+    pub fn managed(self) -> bool {
+        self != Mode::External
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UpstreamMode {
+    #[default]
+    ClusterIP,
+    Endpoints,
+}
+
+/// Options of the fleet's Service.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.loadBalancerClass) || self.type == 'LoadBalancer'", "message": "loadBalancerClass needs type LoadBalancer"},
+    {"rule": "!has(self.externalTrafficPolicy) || self.type != 'ClusterIP'", "message": "externalTrafficPolicy needs type NodePort or LoadBalancer"}
+]))]
+pub struct ServiceOptions {
+    /// `LoadBalancer` (default), `NodePort` or `ClusterIP`.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Annotations of the Service (for example a cloud load balancer's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// `Cluster` or `Local` (keeps client source addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<TrafficPolicy>,
+    /// The load balancer implementation, for type `LoadBalancer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_class: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    LoadBalancer,
+    NodePort,
+    ClusterIP,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TrafficPolicy {
+    Cluster,
+    Local,
+}
+
+/// At most one of the two; both absent means `maxUnavailable: 1`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.minAvailable) && has(self.maxUnavailable))", "message": "set minAvailable or maxUnavailable, not both"}
+]))]
+pub struct DisruptionBudget {
+    /// Pods (or a percentage, `50%`) that must stay available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_available: Option<IntOrString>,
+    /// Pods (or a percentage) that may be unavailable at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
 }
 
 /// Bring-your-own Kengine: where its pods are and how to reach their admin API.

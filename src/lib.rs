@@ -9,6 +9,7 @@ pub mod controller;
 pub mod crd;
 pub mod echo;
 pub mod kengine;
+pub mod operator;
 pub mod providers;
 pub mod render;
 pub mod sinks;

@@ -6,208 +6,21 @@
 
 mod support;
 
-#[path = "../e2e/apiserver/harness.rs"]
-mod apiserver_harness;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 use serde_json::{Value, json};
+use support::cluster::{Controller, api, apply, cluster, condition, eventually, get, resource};
 use support::kubelet::FakePod;
 use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kengine-gateway");
 const NS: &str = "e2e";
 const GW: &str = "gateway.networking.k8s.io";
-
-/// The API the suite runs against.
-struct Cluster {
-    client: kube::Client,
-    kubeconfig: PathBuf,
-    _emulator: Option<apiserver_harness::KubeApiEmulator>,
-}
-
-async fn cluster() -> Cluster {
-    if std::env::var("KENGINE_GATEWAY_E2E_CLUSTER").as_deref() == Ok("1") {
-        let kubeconfig =
-            PathBuf::from(std::env::var("KUBECONFIG").expect("KUBECONFIG for a real cluster"));
-        let client = kube::Client::try_default().await.expect("cluster client");
-        return Cluster {
-            client,
-            kubeconfig,
-            _emulator: None,
-        };
-    }
-    let emulator =
-        apiserver_harness::KubeApiEmulator::start_with(apiserver_harness::EmulatorOptions {
-            crds: vec![
-                apiserver_harness::gateway_api_crds(),
-                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/crds")),
-            ],
-            ..Default::default()
-        });
-    let client = emulator.client().await;
-    Cluster {
-        client,
-        kubeconfig: emulator.kubeconfig.clone(),
-        _emulator: Some(emulator),
-    }
-}
-
-fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: if group.is_empty() {
-            version.into()
-        } else {
-            format!("{group}/{version}")
-        },
-        kind: kind.into(),
-        plural: plural.into(),
-    }
-}
-
-fn api(client: &kube::Client, ar: &ApiResource, namespaced: bool) -> Api<DynamicObject> {
-    if namespaced {
-        Api::namespaced_with(client.clone(), NS, ar)
-    } else {
-        Api::all_with(client.clone(), ar)
-    }
-}
-
-/// Creates or replaces an object (server-side apply).
-async fn apply(client: &kube::Client, ar: &ApiResource, namespaced: bool, object: Value) {
-    let name = object["metadata"]["name"].as_str().unwrap().to_string();
-    let params = PatchParams::apply("e2e-test").force();
-    api(client, ar, namespaced)
-        .patch(&name, &params, &Patch::Apply(object))
-        .await
-        .unwrap_or_else(|e| panic!("apply {name}: {e}"));
-}
-
-async fn get(client: &kube::Client, ar: &ApiResource, namespaced: bool, name: &str) -> Value {
-    serde_json::to_value(api(client, ar, namespaced).get(name).await.unwrap()).unwrap()
-}
-
-/// Polls `check` until it gives `Some`, or fails the test after `limit`.
-async fn eventually<T, F: AsyncFnMut() -> Option<T>>(
-    what: &str,
-    limit: Duration,
-    mut check: F,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn condition<'a>(conditions: &'a Value, type_: &str) -> Option<&'a Value> {
-    conditions.as_array()?.iter().find(|c| c["type"] == type_)
-}
-
-struct Controller {
-    child: Child,
-    metrics: SocketAddr,
-    log: PathBuf,
-}
-
-impl Controller {
-    fn start(kubeconfig: &PathBuf, identity: &str, dir: &std::path::Path) -> Self {
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-        };
-        let (metrics, health) = (free(), free());
-        let log = dir.join(format!("controller-{identity}.log"));
-        let child = Command::new(BIN)
-            .args([
-                "controller",
-                "--identity",
-                identity,
-                "--lease-namespace",
-                "default",
-                "--debounce-ms",
-                "50",
-            ])
-            .args([
-                "--metrics-addr",
-                &metrics.to_string(),
-                "--health-addr",
-                &health.to_string(),
-            ])
-            .env("KUBECONFIG", kubeconfig)
-            .env("KENGINE_GATEWAY_LOG", "info,kengine_gateway=debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Controller {
-            child,
-            metrics,
-            log,
-        }
-    }
-
-    async fn metric(&self, name: &str) -> Option<f64> {
-        let text = http()
-            .get(format!("http://{}/metrics", self.metrics))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .reduce(|a, b| a + b)
-    }
-
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // A failed run shows what the controller said.
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log
-                .lines()
-                .filter(|l| !l.contains("kube_client"))
-                .rev()
-                .take(40)
-                .collect();
-            eprintln!(
-                "--- controller log {} (last lines, newest first) ---\n{}",
-                self.log.display(),
-                tail.join("\n")
-            );
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn controller_end_to_end() {
@@ -239,7 +52,7 @@ async fn controller_end_to_end() {
     apply(
         c,
         &ns,
-        false,
+        None,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
     )
     .await;
@@ -248,26 +61,26 @@ async fn controller_end_to_end() {
     let v1 = echo("127.0.40.2", "v1").await;
     let v2 = echo("127.0.40.3", "v2").await;
     for (name, addr) in [("v1", v1), ("v2", v2)] {
-        apply(c, &svc, true, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+        apply(c, &svc, Some(NS), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
             "spec": {"clusterIP": addr.ip().to_string(), "ports": [{"port": addr.port()}]}}))
         .await;
     }
     // The Service in front of the fleet: Gateways report its address.
-    apply(c, &svc, true, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge", "namespace": NS},
+    apply(c, &svc, Some(NS), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge", "namespace": NS},
         "spec": {"clusterIP": "127.0.42.1", "selector": {"app": "kengine"}, "ports": [{"port": 18095}]}}))
     .await;
     let admin: SocketAddr = "127.0.41.1:2019".parse().unwrap();
     let mut pod =
         FakePod::start(c.clone(), NS, "kengine-0", admin, json!({"app": "kengine"})).await;
-    apply(c, &ki, true, json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
+    apply(c, &ki, Some(NS), json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
         "metadata": {"name": "fleet", "namespace": NS},
         "spec": {"mode": "External", "external": {"selector": {"app": "kengine"}, "adminPort": 2019, "allowPlainHttp": true, "service": "edge"}}}))
     .await;
-    apply(c, &class, false, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": "kengine-e2e"},
+    apply(c, &class, None, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": "kengine-e2e"},
         "spec": {"controllerName": "kengine.khulnasoft.com/gateway-controller",
                  "parametersRef": {"group": "kengine.khulnasoft.com", "kind": "KengineInstance", "name": "fleet", "namespace": NS}}}))
     .await;
-    apply(c, &gateway, true, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "gw", "namespace": NS},
+    apply(c, &gateway, Some(NS), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "gw", "namespace": NS},
         "spec": {"gatewayClassName": "kengine-e2e", "listeners": [{"name": "http", "protocol": "HTTP", "port": 18095}]}}))
     .await;
     let route_to = |weights: (u16, u16)| {
@@ -276,13 +89,13 @@ async fn controller_end_to_end() {
                 {"name": "v1", "port": v1.port(), "weight": weights.0},
                 {"name": "v2", "port": v2.port(), "weight": weights.1}]}]}})
     };
-    apply(c, &route, true, route_to((1, 0))).await;
+    apply(c, &route, Some(NS), route_to((1, 0))).await;
 
     // Two replicas: one leads.
-    let a = Controller::start(&cluster.kubeconfig, "a", &dir);
-    let b = Controller::start(&cluster.kubeconfig, "b", &dir);
+    let a = Controller::start(&cluster.kubeconfig, "a", &dir, &[]);
+    let b = Controller::start(&cluster.kubeconfig, "b", &dir, &[]);
     let programmed = async |c: &kube::Client| {
-        let g = get(c, &gateway, true, "gw").await;
+        let g = get(c, &gateway, Some(NS), "gw").await;
         let ok = condition(&g["status"]["conditions"], "Programmed")
             .is_some_and(|p| p["status"] == "True");
         ok.then_some(g)
@@ -297,7 +110,7 @@ async fn controller_end_to_end() {
     );
     // A LoadBalancer ingress address takes over.
     let lb = json!({"status": {"loadBalancer": {"ingress": [{"ip": "127.0.42.9"}]}}});
-    api(c, &svc, true)
+    api(c, &svc, Some(NS))
         .patch_status("edge", &PatchParams::default(), &Patch::Merge(lb))
         .await
         .unwrap();
@@ -305,14 +118,14 @@ async fn controller_end_to_end() {
         "the LoadBalancer address in Gateway status",
         Duration::from_secs(20),
         async || {
-            let g = get(c, &gateway, true, "gw").await;
+            let g = get(c, &gateway, Some(NS), "gw").await;
             (g["status"]["addresses"][0]["value"] == "127.0.42.9").then_some(())
         },
     )
     .await;
     let listener = &g["status"]["listeners"][0];
     assert_eq!(listener["attachedRoutes"], 1);
-    let r = get(c, &route, true, "web").await;
+    let r = get(c, &route, Some(NS), "web").await;
     let parent = &r["status"]["parents"][0];
     assert_eq!(
         parent["controllerName"],
@@ -387,7 +200,7 @@ async fn controller_end_to_end() {
         "KengineInstance Ready",
         Duration::from_secs(30),
         async || {
-            let i = get(c, &ki, true, "fleet").await;
+            let i = get(c, &ki, Some(NS), "fleet").await;
             (condition(&i["status"]["conditions"], "Ready")?["status"] == "True").then_some(i)
         },
     )
@@ -435,7 +248,7 @@ async fn controller_end_to_end() {
         })
     };
     for i in 0..10u16 {
-        apply(c, &route, true, route_to((1 + i % 2, 1))).await;
+        apply(c, &route, Some(NS), route_to((1 + i % 2, 1))).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -473,13 +286,13 @@ async fn controller_end_to_end() {
         let mut r = route_to((1, 0));
         r["metadata"]["name"] = json!(format!("burst-{i}"));
         r["spec"]["hostnames"] = json!([format!("burst-{i}.example.com")]);
-        apply(c, &route, true, r).await;
+        apply(c, &route, Some(NS), r).await;
     }
     eventually(
         "the whole burst attached",
         Duration::from_secs(30),
         async || {
-            let g = get(c, &gateway, true, "gw").await;
+            let g = get(c, &gateway, Some(NS), "gw").await;
             (g["status"]["listeners"][0]["attachedRoutes"] == 101).then_some(())
         },
     )
@@ -497,7 +310,7 @@ async fn controller_end_to_end() {
         .await
         .unwrap();
     let btlsp = resource(GW, "v1", "BackendTLSPolicy", "backendtlspolicies");
-    apply(c, &btlsp, true, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy", "metadata": {"name": "tls", "namespace": NS},
+    apply(c, &btlsp, Some(NS), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "BackendTLSPolicy", "metadata": {"name": "tls", "namespace": NS},
         "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "v1"}],
                  "validation": {"hostname": "v1.example.com", "wellKnownCACertificates": "System"}}}))
     .await;
@@ -518,8 +331,8 @@ async fn controller_end_to_end() {
         json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": {"name": "cert", "namespace": NS},
                "stringData": {"tls.crt": cert.pem(), "tls.key": key.serialize_pem()}})
     };
-    apply(c, &secret, true, cert("secure.example.com")).await;
-    apply(c, &gateway, true, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "gw", "namespace": NS},
+    apply(c, &secret, Some(NS), cert("secure.example.com")).await;
+    apply(c, &gateway, Some(NS), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "gw", "namespace": NS},
         "spec": {"gatewayClassName": "kengine-e2e", "listeners": [
             {"name": "http", "protocol": "HTTP", "port": 18095},
             {"name": "https", "protocol": "HTTPS", "port": 18096, "hostname": "secure.example.com", "tls": {"certificateRefs": [{"name": "cert"}]}}]}}))
@@ -528,7 +341,7 @@ async fn controller_end_to_end() {
         let c = c.clone();
         let ki = ki.clone();
         async move || {
-            let i = get(&c, &ki, true, "fleet").await;
+            let i = get(&c, &ki, Some(NS), "fleet").await;
             let h = i["status"]["pods"][0]["configHash"].as_str()?.to_string();
             (h != previous).then_some(h)
         }
@@ -539,7 +352,7 @@ async fn controller_end_to_end() {
         hash_after(first_hash),
     )
     .await;
-    apply(c, &secret, true, cert("secure.example.com")).await;
+    apply(c, &secret, Some(NS), cert("secure.example.com")).await;
     eventually(
         "config with the new certificate",
         Duration::from_secs(20),
@@ -553,7 +366,7 @@ async fn controller_end_to_end() {
         "Programmed=False while the pod is down",
         Duration::from_secs(20),
         async || {
-            let g = get(c, &gateway, true, "gw").await;
+            let g = get(c, &gateway, Some(NS), "gw").await;
             (condition(&g["status"]["conditions"], "Programmed")?["status"] == "False")
                 .then_some(())
         },
@@ -603,7 +416,7 @@ async fn controller_end_to_end() {
     );
 
     // Deleting the route: 404.
-    api(c, &route, true)
+    api(c, &route, Some(NS))
         .delete("web", &Default::default())
         .await
         .unwrap();
@@ -677,16 +490,17 @@ async fn get_pod(gateway: SocketAddr) -> (u16, Option<String>) {
 /// ReferenceGrant as v1beta1 only and have no BackendTLSPolicy.
 #[tokio::test]
 async fn discovery_handles_v1_1_crds() {
-    let emulator =
-        apiserver_harness::KubeApiEmulator::start_with(apiserver_harness::EmulatorOptions {
+    let emulator = support::apiserver_harness::KubeApiEmulator::start_with(
+        support::apiserver_harness::EmulatorOptions {
             crds: vec![PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/e2e/gateway-api/v1.1.0/config/crd/standard"
             ))],
             ..Default::default()
-        });
+        },
+    );
     let client = emulator.client().await;
-    let served = kengine_gateway::providers::kubernetes::discover(&client)
+    let served = kengine_gateway::providers::kubernetes::discover(&client, true)
         .await
         .unwrap();
     let version = |kind: &str| {

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub pushes: Family<PodLabel, Counter>,
     pub config_bytes: Family<FleetLabel, Gauge>,
     pub status_writes: Family<ResultLabel, Counter>,
+    pub generated_writes: Family<ResultLabel, Counter>,
     pub leader: Gauge,
 }
 
@@ -42,6 +43,7 @@ impl Default for Metrics {
         let pushes = Family::<PodLabel, Counter>::default();
         let config_bytes = Family::<FleetLabel, Gauge>::default();
         let status_writes = Family::<ResultLabel, Counter>::default();
+        let generated_writes = Family::<ResultLabel, Counter>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
@@ -64,6 +66,11 @@ impl Default for Metrics {
             "Status writes by result (written, unchanged, failed)",
             status_writes.clone(),
         );
+        registry.register(
+            "generated_writes",
+            "Writes of objects the operator generates for managed fleets (applied, deleted)",
+            generated_writes.clone(),
+        );
         registry.register("leader", "1 while this replica leads", leader.clone());
         Metrics {
             registry,
@@ -72,6 +79,7 @@ impl Default for Metrics {
             pushes,
             config_bytes,
             status_writes,
+            generated_writes,
             leader,
         }
     }

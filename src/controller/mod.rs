@@ -11,6 +11,7 @@
 
 mod http;
 pub mod metrics;
+pub mod rbac;
 mod reconcile;
 mod targets;
 
@@ -48,7 +49,7 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
     tokio::pin!(shutdown);
     'discover: loop {
         let served = loop {
-            match kubernetes::discover(&client).await {
+            match kubernetes::discover(&client, args.manage_fleets).await {
                 Ok(s) if s.required_missing().is_empty() => break s,
                 Ok(s) => {
                     tracing::error!(missing = ?s.required_missing(), "Gateway API CRDs are not installed; install them (the chart does not). Checking again in 30 s")
@@ -93,7 +94,7 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
                     tracing::info!(leader = *leading.borrow(), "leadership changed");
                 }
                 _ = rediscover.tick() => {
-                    match kubernetes::discover(&client).await {
+                    match kubernetes::discover(&client, args.manage_fleets).await {
                         Ok(now) if now != served => {
                             tracing::info!("served Gateway API kinds changed; restarting watches");
                             continue 'discover;

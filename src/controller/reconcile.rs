@@ -1,6 +1,6 @@
 //! One reconcile pass: snapshot → translate → push every fleet → status.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,12 +9,15 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use serde_json::Value;
 
 use super::metrics::{FleetLabel, Metrics, PodLabel, ResultLabel};
 use super::targets::Clients;
 use crate::cli::ControllerArgs;
-use crate::crd::{KengineInstanceStatus, PodConfigStatus};
+use crate::crd::{KengineInstanceStatus, PodConfigStatus, UpstreamMode};
 use crate::kengine::Flavor;
+use crate::operator::workloads::Settings;
+use crate::operator::{self, InstanceReport, OWNED_KINDS, Operator, pki};
 use crate::providers::kubernetes::{Served, Watches};
 use crate::sinks::fleet::{FleetPusher, PodResult, config_hash};
 use crate::sinks::status;
@@ -33,6 +36,8 @@ pub struct Reconciler {
     missing: BTreeSet<String>,
     pushers: BTreeMap<ObjectRef, FleetPusher>,
     clients: Clients,
+    /// Runs managed fleets; `None` with `--manage-fleets=false`.
+    operator: Option<Operator>,
     /// Last error reported per pod, so an Event is emitted once per problem.
     reported: BTreeMap<String, String>,
 }
@@ -54,7 +59,7 @@ impl Reconciler {
         };
         Reconciler {
             recorder: Recorder::new(client.clone(), reporter),
-            client,
+            client: client.clone(),
             controller_name: args.controller_name.clone(),
             flavor: args.flavor,
             concurrency: args.push_concurrency,
@@ -63,6 +68,9 @@ impl Reconciler {
             missing: BTreeSet::new(),
             pushers: BTreeMap::new(),
             clients: Clients::default(),
+            operator: args
+                .manage_fleets
+                .then(|| Operator::new(client.clone(), settings(args), lifetimes(args))),
             reported: BTreeMap::new(),
         }
     }
@@ -102,9 +110,37 @@ impl Reconciler {
         };
         let mut output = translate::translate(&snapshot, &options);
 
+        let reports = match &mut self.operator {
+            Some(operator) => {
+                let live = generated(watches);
+                let (reports, counts) = operator.reconcile(&snapshot, &live, &output.fleets).await;
+                for (result, n) in [("applied", counts.applied), ("deleted", counts.deleted)] {
+                    self.metrics
+                        .generated_writes
+                        .get_or_create(&ResultLabel {
+                            result: result.into(),
+                        })
+                        .inc_by(n);
+                }
+                reports
+            }
+            None => BTreeMap::new(),
+        };
+        // Managed fleets without Gateways still get a (empty) config: their
+        // pods turn Ready only after a first load.
+        let mut fleets = std::mem::take(&mut output.fleets);
+        for key in reports.keys() {
+            fleets
+                .entry(key.clone())
+                .or_insert_with(|| translate::Fleet {
+                    config: Default::default(),
+                    gateways: Vec::new(),
+                });
+        }
+
         let mut live_pods = Vec::new();
         let mut instance_status = Vec::new();
-        for (key, fleet) in &output.fleets {
+        for (key, fleet) in &fleets {
             let outcome = self
                 .push(&snapshot, &pods, key, &fleet.config, &mut live_pods)
                 .await;
@@ -132,11 +168,14 @@ impl Reconciler {
             self.report(&snapshot, &fleet.gateways, &outcome.results)
                 .await;
             if snapshot.kengine_instances.contains_key(key) {
-                instance_status
-                    .push((key.clone(), instance(&snapshot, key, fleet, &outcome, &now)));
+                let report = reports.get(key);
+                instance_status.push((
+                    key.clone(),
+                    instance(&snapshot, key, fleet, &outcome, report, &now),
+                ));
             }
         }
-        self.pushers.retain(|k, _| output.fleets.contains_key(k));
+        self.pushers.retain(|k, _| fleets.contains_key(k));
         for pusher in self.pushers.values_mut() {
             pusher.retain(&live_pods);
         }
@@ -145,7 +184,7 @@ impl Reconciler {
         if let Some(writer) = &self.writer {
             let writes = writer.write(&snapshot, &output.status).await;
             let instances = writer.write_instances(&snapshot, &instance_status).await;
-            tracing::debug!(fleets = output.fleets.len(), ?writes, ?instances, elapsed = ?started.elapsed(), "reconciled");
+            tracing::debug!(fleets = fleets.len(), ?writes, ?instances, elapsed = ?started.elapsed(), "reconciled");
             for (result, n) in [
                 ("written", writes.written + instances.written),
                 ("unchanged", writes.unchanged + instances.unchanged),
@@ -210,6 +249,7 @@ impl Reconciler {
             targets.pods.is_empty(),
             failures.is_empty(),
         ) {
+            (Some(problem), _, _) if targets.pending => Some(("Pending", problem.clone())),
             (Some(problem), _, _) => Some(("Invalid", problem.clone())),
             (None, true, _) => Some((
                 "Pending",
@@ -264,12 +304,41 @@ impl Reconciler {
     }
 }
 
+fn settings(args: &ControllerArgs) -> Settings {
+    Settings {
+        flavor: args.flavor,
+        kengine_image: args.kengine_image.clone(),
+        proxy_image: args.admin_proxy_image.clone(),
+        operator_namespace: args.operator_namespace.clone(),
+        operator_labels: args.operator_pod_labels.clone(),
+        client_name: pki::CLIENT_NAME.to_string(),
+    }
+}
+
+fn lifetimes(args: &ControllerArgs) -> pki::Lifetimes {
+    pki::Lifetimes {
+        ca: Duration::from_secs(args.admin_ca_lifetime),
+        leaf: Duration::from_secs(args.admin_cert_lifetime),
+    }
+}
+
+/// The watched objects the operator generated, by `apiVersion/kind ns/name`.
+fn generated(watches: &Watches) -> HashMap<String, Value> {
+    let kinds = OWNED_KINDS.iter().map(|(_, k)| *k).chain(["Secret"]);
+    kinds
+        .flat_map(|kind| watches.values(kind))
+        .filter(|v| v["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kengine-gateway")
+        .map(|v| (operator::object_key(&v), v))
+        .collect()
+}
+
 /// The KengineInstance's status after this pass.
 fn instance(
     snapshot: &Snapshot,
     key: &ObjectRef,
     fleet: &translate::Fleet,
     outcome: &FleetOutcome,
+    report: Option<&InstanceReport>,
     now: &Time,
 ) -> KengineInstanceStatus {
     let current = snapshot.kengine_instances.get(key);
@@ -285,33 +354,55 @@ fn instance(
         .filter(|r| r.error.is_none() && r.loaded.as_deref() == Some(hash.as_str()))
         .count();
     let failed = outcome.results.iter().filter(|r| r.error.is_some()).count();
-    let message = outcome
-        .not_programmed
-        .as_ref()
-        .map(|(_, m)| m.clone())
-        .unwrap_or_default();
+    let rollout = report.and_then(|r| r.workload.as_ref()).map(Rollout::of);
+    let problems = report.map(|r| r.problems.join("; ")).unwrap_or_default();
+    let not_programmed = outcome.not_programmed.as_ref().map(|(_, m)| m.clone());
+    let (ready, reason, message) = if !problems.is_empty() {
+        (false, "ApplyFailed", problems.clone())
+    } else if let Some(message) = not_programmed.clone() {
+        (false, "NotReady", message)
+    } else if let Some(r) = rollout.filter(|r| r.ready < r.desired || r.desired == 0) {
+        (
+            false,
+            "PodsNotReady",
+            format!("{} of {} pods ready", r.ready, r.desired),
+        )
+    } else {
+        (true, "AllPodsLoaded", String::new())
+    };
+    let progressing = rollout.is_some_and(|r| !r.settled());
+    let endpoints = current.is_some_and(|i| i.spec.upstream_mode == UpstreamMode::Endpoints);
+    let degraded = if failed > 0 {
+        Some(("PushFailed", not_programmed.unwrap_or_default()))
+    } else if !problems.is_empty() {
+        Some(("ApplyFailed", problems))
+    } else if endpoints {
+        Some((
+            "UnsupportedUpstreamMode",
+            "upstreamMode Endpoints is not implemented yet; backends are dialed at their ClusterIP"
+                .into(),
+        ))
+    } else {
+        None
+    };
     let mut conditions = vec![
-        condition(
-            "Ready",
-            outcome.not_programmed.is_none(),
-            if outcome.not_programmed.is_none() {
-                "AllPodsLoaded"
-            } else {
-                "NotReady"
-            },
-            &message,
-        ),
-        condition("Progressing", false, "Settled", ""),
-        condition(
-            "Degraded",
-            failed > 0,
-            if failed > 0 {
-                "PushFailed"
-            } else {
-                "NoFailures"
-            },
-            if failed > 0 { &message } else { "" },
-        ),
+        condition("Ready", ready, reason, &message),
+        match rollout {
+            Some(r) if progressing => condition(
+                "Progressing",
+                true,
+                "RollingOut",
+                &format!(
+                    "{} of {} pods updated, {} ready",
+                    r.updated, r.desired, r.ready
+                ),
+            ),
+            _ => condition("Progressing", false, "Settled", ""),
+        },
+        match &degraded {
+            Some((reason, message)) => condition("Degraded", true, reason, message),
+            None => condition("Degraded", false, "NoFailures", ""),
+        },
     ];
     if outcome.plain_http {
         conditions.push(condition(
@@ -337,6 +428,43 @@ fn instance(
                 message: r.error.clone(),
             })
             .collect(),
+    }
+}
+
+/// Where a managed fleet's Deployment or DaemonSet stands.
+#[derive(Debug, Clone, Copy)]
+struct Rollout {
+    desired: i64,
+    ready: i64,
+    updated: i64,
+    observed: bool,
+}
+
+impl Rollout {
+    fn of(workload: &Value) -> Rollout {
+        let status = &workload["status"];
+        let n = |v: &Value| v.as_i64().unwrap_or(0);
+        let observed = status["observedGeneration"].as_i64().is_some()
+            && status["observedGeneration"] == workload["metadata"]["generation"];
+        if workload["kind"] == "DaemonSet" {
+            Rollout {
+                desired: n(&status["desiredNumberScheduled"]),
+                ready: n(&status["numberReady"]),
+                updated: n(&status["updatedNumberScheduled"]),
+                observed,
+            }
+        } else {
+            Rollout {
+                desired: workload["spec"]["replicas"].as_i64().unwrap_or(1),
+                ready: n(&status["readyReplicas"]),
+                updated: n(&status["updatedReplicas"]),
+                observed,
+            }
+        }
+    }
+
+    fn settled(self) -> bool {
+        self.observed && self.updated >= self.desired && self.ready >= self.desired
     }
 }
 

@@ -1,6 +1,6 @@
 //! The pods a fleet's config goes to, and how to reach their admin API.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use crate::crd::{KengineInstance, Mode};
 use crate::kengine::AdminClient;
 use crate::kengine::admin::RemoteTls;
+use crate::operator::workloads::{self, Names};
 use crate::sinks::fleet::PodTarget;
 use crate::snapshot::{ObjectRef, Snapshot};
 
@@ -20,6 +21,9 @@ pub struct Fleet {
     /// type as Gateway status names it (IPAddress or Hostname).
     pub addresses: Vec<(&'static str, String)>,
     pub problem: Option<String>,
+    /// The problem is expected to go away by itself (the operator is
+    /// creating the instance or its certificates).
+    pub pending: bool,
     pub plain_http: bool,
 }
 
@@ -38,59 +42,43 @@ impl Clients {
         timeout: Duration,
     ) -> Fleet {
         let Some(instance) = snapshot.kengine_instances.get(key) else {
-            return problem(format!(
-                "KengineInstance {key} does not exist: create it, or point the Gateway's infrastructure.parametersRef or its class's parametersRef at one"
-            ));
+            return Fleet {
+                pending: true,
+                ..problem(format!(
+                    "KengineInstance {key} does not exist yet: the operator creates it unless --manage-fleets=false; then create it, or point the Gateway's infrastructure.parametersRef or its class's parametersRef at one"
+                ))
+            };
         };
-        match instance.spec.mode {
-            Mode::External => self.external(snapshot, pods, key, instance, timeout),
-            mode => problem(format!(
-                "KengineInstance {key}: mode {mode:?} is not implemented yet; use External"
-            )),
+        let reach = match instance.spec.mode {
+            Mode::External => external(snapshot, key, instance),
+            Mode::Deployment | Mode::DaemonSet => managed(snapshot, key, instance),
+        };
+        match reach {
+            Ok(reach) => self.pods(pods, key, &reach, timeout),
+            Err(why) => Fleet {
+                pending: instance.spec.mode.managed(),
+                ..problem(format!("KengineInstance {key}: {why}"))
+            },
         }
     }
 
-    fn external(
-        &mut self,
-        snapshot: &Snapshot,
-        pods: &[Pod],
-        key: &ObjectRef,
-        instance: &KengineInstance,
-        timeout: Duration,
-    ) -> Fleet {
-        let Some(ext) = &instance.spec.external else {
-            return problem(format!(
-                "KengineInstance {key}: mode External needs spec.external"
-            ));
-        };
-        let tls = match &ext.admin_tls {
-            Some(t) => match material(
-                snapshot,
-                &key.namespace,
-                &t.client_certificate_secret,
-                &t.ca_secret,
-            ) {
-                Ok(m) => Some((m, t.server_name.clone())),
-                Err(why) => return problem(format!("KengineInstance {key}: {why}")),
-            },
-            None if ext.allow_plain_http => None,
-            None => {
-                return problem(format!(
-                    "KengineInstance {key}: adminTls is required unless allowPlainHttp is set"
-                ));
-            }
-        };
+    fn pods(&mut self, pods: &[Pod], key: &ObjectRef, reach: &Reach, timeout: Duration) -> Fleet {
+        let tls = &reach.tls;
         let mut fleet = Fleet {
             plain_http: tls.is_none(),
             ..Fleet::default()
         };
-        if let Some(name) = &ext.service {
-            fleet.addresses = service_addresses(snapshot, &ObjectRef::new(&key.namespace, name));
+        if let Some(addresses) = &reach.service_addresses {
+            fleet.addresses = addresses.clone();
         }
-        for pod in pods
-            .iter()
-            .filter(|p| selected(p, &key.namespace, &ext.selector) && ready(p))
-        {
+        for pod in pods.iter().filter(|p| {
+            selected(p, &key.namespace, &reach.selector)
+                && if reach.managed {
+                    admin_proxy_running(p)
+                } else {
+                    ready(p)
+                }
+        }) {
             let Some(ip) = pod
                 .status
                 .as_ref()
@@ -110,7 +98,7 @@ impl Clients {
                 "{}/{restarts}",
                 pod.metadata.uid.as_deref().unwrap_or_default()
             );
-            let addr = SocketAddr::new(ip, u16::try_from(ext.admin_port).unwrap_or(2019));
+            let addr = SocketAddr::new(ip, reach.admin_port);
             let fingerprint = format!(
                 "{addr} {:?}",
                 tls.as_ref().map(|(m, s)| (m.fingerprint(), s))
@@ -138,7 +126,7 @@ impl Clients {
                     }
                 }
             };
-            if ext.service.is_none() {
+            if reach.service_addresses.is_none() {
                 fleet.addresses.push(("IPAddress", ip.to_string()));
             }
             fleet.pods.push(PodTarget {
@@ -154,6 +142,92 @@ impl Clients {
     pub fn retain(&mut self, live: &[String]) {
         self.cache.retain(|uid, _| live.contains(uid));
     }
+}
+
+/// How to find a fleet's pods and reach their admin API.
+struct Reach {
+    selector: BTreeMap<String, String>,
+    admin_port: u16,
+    /// Client material and the server name to check (else the pod IP);
+    /// `None`: plain HTTP.
+    tls: Option<(Material, Option<String>)>,
+    /// The addresses of the fleet's Service, when it has one; else the pod IPs.
+    service_addresses: Option<Vec<(&'static str, String)>>,
+    /// Managed pods are pushed to before they are Ready: their readiness
+    /// waits for the first config.
+    managed: bool,
+}
+
+fn external(
+    snapshot: &Snapshot,
+    key: &ObjectRef,
+    instance: &KengineInstance,
+) -> Result<Reach, String> {
+    let ext = instance
+        .spec
+        .external
+        .as_ref()
+        .ok_or("mode External needs spec.external")?;
+    let tls = match &ext.admin_tls {
+        Some(t) => Some((
+            material(
+                snapshot,
+                &key.namespace,
+                &t.client_certificate_secret,
+                &t.ca_secret,
+            )?,
+            t.server_name.clone(),
+        )),
+        None if ext.allow_plain_http => None,
+        None => return Err("adminTls is required unless allowPlainHttp is set".into()),
+    };
+    Ok(Reach {
+        selector: ext.selector.clone(),
+        admin_port: u16::try_from(ext.admin_port).unwrap_or(2019),
+        tls,
+        service_addresses: ext
+            .service
+            .as_ref()
+            .map(|name| service_addresses(snapshot, &ObjectRef::new(&key.namespace, name))),
+        managed: false,
+    })
+}
+
+fn managed(
+    snapshot: &Snapshot,
+    key: &ObjectRef,
+    instance: &KengineInstance,
+) -> Result<Reach, String> {
+    let names = Names::of(instance);
+    let material = material(
+        snapshot,
+        &key.namespace,
+        &names.client_secret,
+        &names.client_secret,
+    )
+    .map_err(|why| format!("admin certificates not issued yet ({why})"))?;
+    Ok(Reach {
+        selector: workloads::selector(&names),
+        admin_port: workloads::ADMIN_PORT,
+        tls: Some((material, Some(names.server_name.clone()))),
+        service_addresses: Some(service_addresses(
+            snapshot,
+            &ObjectRef::new(&key.namespace, &names.workload),
+        )),
+        managed: true,
+    })
+}
+
+/// The admin-proxy container runs: the pod can take its config.
+fn admin_proxy_running(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.name == "admin-proxy" && c.state.as_ref().is_some_and(|s| s.running.is_some())
+            })
+        })
 }
 
 struct Material {
@@ -234,11 +308,7 @@ fn service_addresses(snapshot: &Snapshot, key: &ObjectRef) -> Vec<(&'static str,
         .unwrap_or_default()
 }
 
-fn selected(
-    pod: &Pod,
-    namespace: &str,
-    selector: &std::collections::BTreeMap<String, String>,
-) -> bool {
+fn selected(pod: &Pod, namespace: &str, selector: &BTreeMap<String, String>) -> bool {
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     pod.metadata.namespace.as_deref() == Some(namespace)
         && pod.metadata.deletion_timestamp.is_none()

@@ -23,6 +23,14 @@ impl Flavor {
         }
     }
 
+    /// The binary's name in its container image.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Flavor::Kengine => "kengine",
+            Flavor::Caddy => "caddy",
+        }
+    }
+
     /// Guess the flavor from a binary's file name.
     pub fn from_binary_name(path: &std::path::Path) -> Self {
         let name = path

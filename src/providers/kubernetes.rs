@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::crd::{GROUP as KENGINE_GROUP, KIND as KENGINE_KIND};
+use crate::operator::workloads::MANAGED_BY;
 use crate::providers::files;
 use crate::snapshot::{Object, Snapshot};
 
@@ -35,6 +36,15 @@ pub const GATEWAY_KINDS: &[(&str, bool)] = &[
     ("BackendTLSPolicy", true),
 ];
 
+/// Kinds watched only where the operator generated them.
+const GENERATED_ONLY: &[&str] = &[
+    "ServiceAccount",
+    "Deployment",
+    "DaemonSet",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+];
+
 /// What the cluster serves, found by discovery.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Served {
@@ -44,7 +54,8 @@ pub struct Served {
     pub missing: BTreeSet<String>,
 }
 
-pub async fn discover(client: &Client) -> Result<Served, kube::Error> {
+/// `generated`: also watch the kinds the operator generates (managed fleets).
+pub async fn discover(client: &Client, generated: bool) -> Result<Served, kube::Error> {
     let discovery = Discovery::new(client.clone())
         .filter(&[GATEWAY_GROUP, KENGINE_GROUP])
         .run()
@@ -83,7 +94,23 @@ pub async fn discover(client: &Client) -> Result<Served, kube::Error> {
     resources.push(ApiResource::erase::<Secret>(&()));
     resources.push(ApiResource::erase::<ConfigMap>(&()));
     resources.push(ApiResource::erase::<Pod>(&()));
+    if generated {
+        generated_kinds(&mut resources);
+    }
     Ok(Served { resources, missing })
+}
+
+/// What the operator generates, for drift correction and fleet status.
+fn generated_kinds(resources: &mut Vec<ApiResource>) {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    resources.push(ApiResource::erase::<ServiceAccount>(&()));
+    resources.push(ApiResource::erase::<Deployment>(&()));
+    resources.push(ApiResource::erase::<DaemonSet>(&()));
+    resources.push(ApiResource::erase::<PodDisruptionBudget>(&()));
+    resources.push(ApiResource::erase::<NetworkPolicy>(&()));
 }
 
 impl Served {
@@ -137,6 +164,7 @@ pub fn watch(
         let config = match ar.kind.as_str() {
             "Secret" => watcher::Config::default().fields("type=kubernetes.io/tls"),
             "ConfigMap" => watcher::Config::default().labels(scope.configmap_selector),
+            k if GENERATED_ONLY.contains(&k) => watcher::Config::default().labels(MANAGED_BY),
             _ => watcher::Config::default(),
         };
         let writer = reflector::store::Writer::new(ar.clone());
@@ -189,7 +217,7 @@ impl Watches {
     pub fn snapshot(&self) -> Snapshot {
         let mut objects: Vec<Object> = Vec::new();
         for (ar, store) in &self.stores {
-            if ar.kind == "Pod" {
+            if ar.kind == "Pod" || GENERATED_ONLY.contains(&ar.kind.as_str()) {
                 continue;
             }
             for o in store.state() {

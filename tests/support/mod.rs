@@ -2,7 +2,11 @@
 //! and in-process echo backends on loopback addresses.
 #![allow(dead_code)]
 
+#[path = "../../e2e/apiserver/harness.rs"]
+pub mod apiserver_harness;
+pub mod cluster;
 pub mod kubelet;
+pub mod workloads;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,238 @@
+//! The fleet reconciler: turns each managed `KengineInstance` into the
+//! workloads, Services, Secrets and policies that run its Kengine pods, and
+//! creates the per-Gateway instances of Gateways that name none.
+//!
+//! It runs inside the controller's reconcile pass (leader only), after
+//! translate: the fleets translate assigns decide the Service ports and
+//! the propagated infrastructure metadata.
+
+mod apply;
+pub mod inputs;
+pub mod pki;
+pub mod workloads;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime};
+
+use kube::Client;
+use serde_json::Value;
+
+use crate::crd::KengineInstance;
+use crate::snapshot::{ObjectRef, Snapshot};
+use crate::translate::Fleet;
+pub use apply::Counts;
+pub use apply::key as object_key;
+use apply::{Applier, key};
+use workloads::{INSTANCE_LABEL, Infrastructure, Names, Settings};
+
+/// The kinds the operator generates (besides Secrets and KengineInstances),
+/// as (apiVersion, kind).
+pub const OWNED_KINDS: &[(&str, &str)] = &[
+    ("v1", "ServiceAccount"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "DaemonSet"),
+    ("v1", "Service"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+];
+
+/// What happened to one instance in a pass.
+#[derive(Debug, Default, Clone)]
+pub struct InstanceReport {
+    /// Errors applying its objects or issuing its certificates.
+    pub problems: Vec<String>,
+    /// The live Deployment or DaemonSet after the pass.
+    pub workload: Option<Value>,
+}
+
+pub struct Operator {
+    client: Client,
+    settings: Settings,
+    lifetimes: pki::Lifetimes,
+    applier: Applier,
+    /// Secrets written but not yet seen in the watch cache: (resourceVersion,
+    /// when). Certificates are never planned from a stale cache, which would
+    /// mint a second CA.
+    pending: HashMap<String, (String, Instant)>,
+    /// When the earliest certificate needs renewing.
+    next_renewal: Option<SystemTime>,
+}
+
+impl Operator {
+    pub fn new(client: Client, settings: Settings, lifetimes: pki::Lifetimes) -> Self {
+        Operator {
+            client,
+            settings,
+            lifetimes,
+            applier: Applier::default(),
+            pending: HashMap::new(),
+            next_renewal: None,
+        }
+    }
+
+    /// When a pass must run at the latest, for certificate renewal.
+    pub fn next_renewal(&self) -> Option<SystemTime> {
+        self.next_renewal
+    }
+
+    /// One pass. `live` holds every watched object the operator generated,
+    /// by [`apply::key`].
+    pub async fn reconcile(
+        &mut self,
+        snapshot: &Snapshot,
+        live: &HashMap<String, Value>,
+        fleets: &BTreeMap<ObjectRef, Fleet>,
+    ) -> (BTreeMap<ObjectRef, InstanceReport>, Counts) {
+        let mut counts = Counts::default();
+        let mut reports: BTreeMap<ObjectRef, InstanceReport> = BTreeMap::new();
+        let client = self.client.clone();
+
+        for (key, desired) in inputs::gateway_instances(snapshot, fleets) {
+            if snapshot.kengine_instances.contains_key(&key) {
+                continue;
+            }
+            if let Err(e) = self
+                .applier
+                .apply(&client, &desired, None, &mut counts)
+                .await
+            {
+                tracing::warn!(gateway = %key, "creating its KengineInstance: {e}");
+            }
+        }
+        for key in inputs::orphaned_instances(snapshot, fleets) {
+            let object = serde_json::json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
+                "metadata": {"namespace": key.namespace, "name": key.name}});
+            if let Err(e) = self.applier.delete(&client, &object, &mut counts).await {
+                tracing::warn!(instance = %key, "{e}");
+            }
+        }
+
+        let mut wanted: HashSet<String> = HashSet::new();
+        self.next_renewal = None;
+        for (id, instance) in &snapshot.kengine_instances {
+            if !instance.spec.mode.managed() || instance.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let fleet = fleets.get(id);
+            let infra = inputs::infrastructure(snapshot, fleet);
+            let mut report = InstanceReport::default();
+            let names = Names::of(instance);
+            if let Err(e) = self
+                .certificates(snapshot, instance, &names, &infra, &mut counts)
+                .await
+            {
+                report.problems.push(e);
+            }
+            let ports = inputs::ports(snapshot, fleet);
+            for object in workloads::desired(instance, &ports, &infra, &self.settings) {
+                let k = key(&object);
+                wanted.insert(k.clone());
+                match self
+                    .applier
+                    .apply(&client, &object, live.get(&k), &mut counts)
+                    .await
+                {
+                    Ok(result)
+                        if matches!(object["kind"].as_str(), Some("Deployment" | "DaemonSet")) =>
+                    {
+                        report.workload = Some(result);
+                    }
+                    Ok(_) => {}
+                    Err(e) => report.problems.push(e),
+                }
+            }
+            reports.insert(id.clone(), report);
+        }
+
+        // Generated objects nothing wants any more: a Service whose
+        // Gateways have no listeners left, a Deployment after a switch to
+        // DaemonSet, everything of an instance switched to External.
+        // Objects of deleted instances are left to the garbage collector.
+        let instances: HashSet<(String, String)> = snapshot
+            .kengine_instances
+            .iter()
+            .map(|(k, i)| (k.namespace.clone(), Names::of(i).label))
+            .collect();
+        for (k, object) in live {
+            let meta = &object["metadata"];
+            let Some(label) = meta["labels"][INSTANCE_LABEL].as_str() else {
+                continue;
+            };
+            let namespace = meta["namespace"].as_str().unwrap_or_default();
+            let ours = instances.contains(&(namespace.to_string(), label.to_string()));
+            if ours
+                && !wanted.contains(k)
+                && object["kind"] != "Secret"
+                && let Err(e) = self.applier.delete(&client, object, &mut counts).await
+            {
+                tracing::warn!("{e}");
+            }
+        }
+        (reports, counts)
+    }
+
+    /// Issues or renews the instance's admin certificates.
+    async fn certificates(
+        &mut self,
+        snapshot: &Snapshot,
+        instance: &KengineInstance,
+        names: &Names,
+        infra: &Infrastructure,
+        counts: &mut Counts,
+    ) -> Result<(), String> {
+        let namespace = instance.metadata.namespace.clone().unwrap_or_default();
+        let secret_key = |name: &str| format!("v1/Secret {namespace}/{name}");
+        let read = |name: &str| snapshot.secrets.get(&ObjectRef::new(&namespace, name));
+        // Wait for our own writes to reach the cache.
+        for name in [&names.ca_secret, &names.server_secret, &names.client_secret] {
+            let k = secret_key(name);
+            if let Some((rv, since)) = self.pending.get(&k) {
+                let seen =
+                    read(name).and_then(|s| s.metadata.resource_version.as_ref()) == Some(rv);
+                if seen || since.elapsed() > Duration::from_secs(10) {
+                    self.pending.remove(&k);
+                } else {
+                    return Ok(());
+                }
+            }
+        }
+        let current = pki::Current {
+            ca: read(&names.ca_secret).map(pki::secret_data),
+            server: read(&names.server_secret).map(pki::secret_data),
+            client: read(&names.client_secret).map(pki::secret_data),
+        };
+        let subject = format!(
+            "kengine-gateway admin CA for {namespace}/{}",
+            instance.metadata.name.as_deref().unwrap_or_default()
+        );
+        let plan = pki::plan(
+            &current,
+            &subject,
+            &names.server_name,
+            &self.lifetimes,
+            SystemTime::now(),
+        )?;
+        self.next_renewal = Some(match self.next_renewal {
+            Some(t) => t.min(plan.next),
+            None => plan.next,
+        });
+        for (name, data) in [
+            (&names.ca_secret, &plan.ca),
+            (&names.server_secret, &plan.server),
+            (&names.client_secret, &plan.client),
+        ] {
+            let Some(data) = data else { continue };
+            let secret = workloads::secret(instance, name, data, infra);
+            let written = self
+                .applier
+                .apply(&self.client, &secret, None, counts)
+                .await?;
+            if let Some(rv) = written["metadata"]["resourceVersion"].as_str() {
+                self.pending
+                    .insert(secret_key(name), (rv.to_string(), Instant::now()));
+            }
+            tracing::info!(secret = %key(&secret), "admin certificate issued");
+        }
+        Ok(())
+    }
+}
