@@ -11,7 +11,9 @@
 //!   Anything else fails the TLS handshake, and the refusal is logged.
 //! - `/readyz` on the plain-HTTP health port answers 200 only once a
 //!   `POST /load` through the proxy has succeeded, so a new pod takes no
-//!   traffic before it has its config. `/healthz` answers 200 while running.
+//!   traffic before it has its config; and again 503 when Kengine restarted
+//!   since (its socket is new and it runs no config) until the next load.
+//!   `/healthz` answers 200 while running.
 //!
 //! **Rotation.** The files are re-read every `--reload-interval` seconds and
 //! compared with what was last read; when they changed and form a valid set,
@@ -30,8 +32,7 @@ mod x509;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -111,10 +112,73 @@ pub async fn serve(
     serve_with(listener, health, tls, options, shutdown).await
 }
 
+/// Device, inode and change time: a freed inode number is often reused at
+/// once, the change time tells a new file apart.
+type SocketId = (u64, u64, i64, i64);
+
 struct State {
     socket: PathBuf,
-    /// A `POST /load` through us has succeeded.
-    ready: AtomicBool,
+    /// The admin socket's identity when a `POST /load` through us last
+    /// succeeded. A restarted Kengine makes a new socket and has no config:
+    /// the pod is not ready until the controller pushes again.
+    loaded: Mutex<Option<SocketId>>,
+}
+
+impl State {
+    fn socket_id(&self) -> Option<SocketId> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.socket)
+            .ok()
+            .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SocketId>> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn ready(&self) -> bool {
+        let Some(loaded) = *self.lock() else {
+            return false;
+        };
+        let current = self.socket_id();
+        if current == Some(loaded) {
+            return true;
+        }
+        // A new socket: either Kengine restarted (no config) or a load
+        // changed its admin settings and restarted only the admin server
+        // (config kept). Asking tells them apart; it happens once per change.
+        if current.is_some() && has_config(&self.socket).await {
+            *self.lock() = current;
+            return true;
+        }
+        false
+    }
+}
+
+/// Kengine behind `socket` runs a config (`GET /config/` is not `null`).
+async fn has_config(socket: &Path) -> bool {
+    let get = async {
+        let stream = UnixStream::connect(socket).await.ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let req = Request::get("/config/")
+            .header(header::HOST, "127.0.0.1")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .ok()?;
+        let resp = sender.send_request(req).await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        Some(body.trim_ascii() != b"null")
+    };
+    tokio::time::timeout(Duration::from_secs(5), get)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 async fn serve_with(
@@ -127,7 +191,7 @@ async fn serve_with(
     let tls = Arc::new(tls);
     let state = Arc::new(State {
         socket: options.socket.clone(),
-        ready: AtomicBool::new(false),
+        loaded: Mutex::new(None),
     });
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -246,8 +310,11 @@ async fn handle(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Resp
         Ok(resp) => {
             let status = resp.status();
             tracing::debug!(%peer, %method, %path, status = status.as_u16(), "forwarded");
-            if is_load && status.is_success() && !state.ready.swap(true, Ordering::SeqCst) {
-                tracing::info!("first config loaded: ready");
+            if is_load && status.is_success() {
+                let id = state.socket_id();
+                if state.lock().replace(id.unwrap_or_default()).is_none() {
+                    tracing::info!("first config loaded: ready");
+                }
             }
             resp
         }
@@ -351,8 +418,11 @@ async fn serve_health(listener: TcpListener, state: Arc<State>) {
         let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let ready = state.ready.load(Ordering::SeqCst);
-                async move { Ok::<_, Infallible>(health_response(req.uri().path(), ready)) }
+                let state = state.clone();
+                async move {
+                    let ready = req.uri().path() == "/readyz" && state.ready().await;
+                    Ok::<_, Infallible>(health_response(req.uri().path(), ready))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -367,7 +437,7 @@ fn health_response(path: &str, ready: bool) -> Response<Full<Bytes>> {
         "/readyz" if ready => (StatusCode::OK, "ready\n"),
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no config loaded through the admin proxy yet\n",
+            "no config loaded through the admin proxy since Kengine started\n",
         ),
         _ => (StatusCode::NOT_FOUND, "not found\n"),
     };

@@ -707,3 +707,62 @@ async fn binary_serves_and_stops_on_sigterm() {
     assert!(status.success(), "{status}");
     let _ = std::io::stderr().flush();
 }
+
+/// Caddy with its admin API on `socket`, like the Kengine container of a pod.
+fn caddy_on(socket: &Path, dir: &Path) -> std::process::Child {
+    let child = std::process::Command::new(support::caddy_bin())
+        .arg("run")
+        .env("CADDY_ADMIN", format!("unix/{}", socket.display()))
+        .env("XDG_CONFIG_HOME", dir)
+        .env("XDG_DATA_HOME", dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_kengine_is_not_ready_until_it_is_loaded_again() {
+    let dir = tempfile::Builder::new().prefix("k").tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    let mut caddy = caddy_on(&socket, dir.path());
+    let ca = Ca::new("instance CA");
+    let secret = secret_for(&ca);
+    let proxy = Proxy::start(&socket, &secret).await;
+    let client = proxy.client(&ca.pem, &ca.client(CLIENT_NAME, &[CLIENT_NAME]));
+    let config = serde_json::json!({"apps": {"http": {"servers": {}}}});
+    eventually("the first load", || async {
+        client.load(config.to_string().into_bytes()).await.is_ok()
+    })
+    .await;
+    assert_eq!(proxy.health_status("/readyz").await, 200);
+
+    // The container dies and the kubelet starts it again: no config.
+    caddy.kill().unwrap();
+    caddy.wait().unwrap();
+    caddy = caddy_on(&socket, dir.path());
+    eventually("the new Kengine's admin API", || async {
+        client.config().await.is_ok_and(|c| c.is_null())
+    })
+    .await;
+    assert_eq!(proxy.health_status("/readyz").await, 503);
+    client.load(config.to_string().into_bytes()).await.unwrap();
+    assert_eq!(proxy.health_status("/readyz").await, 200);
+
+    // A load that changes only the admin settings restarts the admin
+    // server (a new socket) but keeps the config: still ready.
+    let with_admin = serde_json::json!({"admin": {"listen": format!("unix/{}", socket.display()), "config": {"persist": false}},
+        "apps": {"http": {"servers": {}}}});
+    client
+        .load(with_admin.to_string().into_bytes())
+        .await
+        .unwrap();
+    eventually("ready after an admin restart", || async {
+        proxy.health_status("/readyz").await == 200 && client.config().await.is_ok()
+    })
+    .await;
+    caddy.kill().unwrap();
+    caddy.wait().unwrap();
+    proxy.shutdown().await.unwrap();
+}

@@ -840,7 +840,53 @@ mod journey {
             "the renewed client certificate is accepted"
         );
 
-        // 6. A Gateway without parametersRef gets its own fleet, which goes
+        // 6. A Kengine container that restarts gets its config back, and
+        //    changes made behind the operator's back are undone.
+        let victim = kubelet.pods()[0].name.clone();
+        kubelet.kill(&victim, "kengine");
+        eventually(
+            "the restarted pod Ready with its config",
+            LIMIT,
+            async || {
+                let p = kubelet.pod(&victim)?;
+                let restarted = p
+                    .containers
+                    .iter()
+                    .any(|c| c.name == "kengine" && c.restarts > 0);
+                if !(restarted && p.ready) {
+                    return None;
+                }
+                let admin = AdminClient::new(
+                    AdminAddr::Unix(p.admin_socket.clone()?),
+                    Duration::from_secs(5),
+                )
+                .ok()?;
+                serves(&admin.config().await.ok()?, "rotated.example").then_some(())
+            },
+        )
+        .await;
+        let netpol = resource(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+        );
+        delete(c, &netpol, Some(NS), "kengine-edge").await;
+        let scaled = kube::api::Patch::Merge(json!({"spec": {"replicas": 1}}));
+        crate::support::cluster::api(c, &deployment(), Some(NS))
+            .patch("kengine-edge", &kube::api::PatchParams::default(), &scaled)
+            .await
+            .unwrap();
+        eventually("the drift undone", LIMIT, async || {
+            let restored = get_opt(c, &netpol, Some(NS), "kengine-edge")
+                .await
+                .is_some();
+            let d = get(c, &deployment(), Some(NS), "kengine-edge").await;
+            (restored && d["spec"]["replicas"] == 3).then_some(())
+        })
+        .await;
+
+        // 7. A Gateway without parametersRef gets its own fleet, which goes
         //    away with it.
         let own_class = resource(GW, "v1", "GatewayClass", "gatewayclasses");
         apply(

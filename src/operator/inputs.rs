@@ -146,3 +146,122 @@ fn gateways<'a>(
         .flat_map(|f| f.gateways.iter())
         .filter_map(|g| snapshot.gateways.get(g))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Object;
+
+    fn snapshot(docs: Vec<Value>) -> Snapshot {
+        let objects = docs
+            .into_iter()
+            .filter_map(|v| crate::providers::files::object_from_value(v).unwrap())
+            .collect::<Vec<Object>>();
+        Snapshot::from_objects(objects)
+    }
+
+    fn gateway(name: &str, class: &str, port: u16, infra: Value) -> Value {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": name, "namespace": "apps", "uid": format!("uid-{name}")},
+            "spec": {"gatewayClassName": class, "infrastructure": infra,
+                "listeners": [{"name": "l", "protocol": "HTTP", "port": port}]}})
+    }
+
+    fn class(name: &str, params: Value) -> Value {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+            "metadata": {"name": name}, "spec": {"controllerName": "x", "parametersRef": params}})
+    }
+
+    fn instance(name: &str, owner: Option<&str>) -> Value {
+        let owners: Vec<Value> = owner
+            .map(|uid| json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "name": name, "uid": uid}))
+            .into_iter()
+            .collect();
+        json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
+            "metadata": {"name": name, "namespace": "apps", "ownerReferences": owners}, "spec": {}})
+    }
+
+    fn fleets(entries: &[(&str, &[&str])]) -> BTreeMap<ObjectRef, Fleet> {
+        entries
+            .iter()
+            .map(|(key, gws)| {
+                let fleet = Fleet {
+                    config: Default::default(),
+                    gateways: gws.iter().map(|g| ObjectRef::new("apps", *g)).collect(),
+                };
+                (ObjectRef::new("apps", *key), fleet)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_gateway_without_parameters_gets_an_instance_it_owns() {
+        let s = snapshot(vec![
+            class("own", Value::Null),
+            gateway("gw", "own", 80, Value::Null),
+        ]);
+        let wanted = gateway_instances(&s, &fleets(&[("gw", &["gw"])]));
+        assert_eq!(wanted.len(), 1);
+        let (key, ki) = &wanted[0];
+        assert_eq!(key, &ObjectRef::new("apps", "gw"));
+        assert_eq!(ki["metadata"]["ownerReferences"][0]["uid"], "uid-gw");
+        assert_eq!(ki["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(ki["spec"]["mode"], "Deployment");
+    }
+
+    #[test]
+    fn named_instances_and_the_users_own_are_left_alone() {
+        let shared = json!({"group": "kengine.khulnasoft.com", "kind": "KengineInstance", "name": "shared", "namespace": "apps"});
+        let s = snapshot(vec![
+            class("shared", shared),
+            class("own", Value::Null),
+            gateway("a", "shared", 80, Value::Null),
+            gateway("b", "own", 81, Value::Null),
+            instance("b", None),
+        ]);
+        let f = fleets(&[("shared", &["a"]), ("b", &["b"])]);
+        assert!(gateway_instances(&s, &f).is_empty());
+        assert!(orphaned_instances(&s, &f).is_empty(), "never the user's");
+    }
+
+    #[test]
+    fn an_instance_its_gateway_left_is_orphaned() {
+        let s = snapshot(vec![
+            gateway("gw", "elsewhere", 80, Value::Null),
+            instance("gw", Some("uid-gw")),
+        ]);
+        let moved = fleets(&[("other", &["gw"])]);
+        assert_eq!(
+            orphaned_instances(&s, &moved),
+            vec![ObjectRef::new("apps", "gw")]
+        );
+        let stays = fleets(&[("gw", &["gw"])]);
+        assert!(orphaned_instances(&s, &stays).is_empty());
+    }
+
+    #[test]
+    fn ports_and_infrastructure_of_a_shared_fleet() {
+        let s = snapshot(vec![
+            gateway(
+                "a",
+                "c",
+                80,
+                json!({"labels": {"team": "a"}, "annotations": {"x": "1"}}),
+            ),
+            gateway(
+                "b",
+                "c",
+                8443,
+                json!({"labels": {"team": "b", "tier": "edge"}}),
+            ),
+        ]);
+        let f = fleets(&[("shared", &["a", "b"])]);
+        let fleet = f.get(&ObjectRef::new("apps", "shared"));
+        assert_eq!(ports(&s, fleet), BTreeSet::from([80, 8443]));
+        let infra = infrastructure(&s, fleet);
+        assert_eq!(infra.labels["team"], "a", "the first Gateway wins");
+        assert_eq!(infra.labels["tier"], "edge");
+        assert_eq!(infra.annotations["x"], "1");
+        assert!(ports(&s, None).is_empty());
+    }
+}
