@@ -710,7 +710,7 @@ async fn binary_serves_and_stops_on_sigterm() {
 
 /// Caddy with its admin API on `socket`, like the Kengine container of a pod.
 fn caddy_on(socket: &Path, dir: &Path) -> std::process::Child {
-    let child = std::process::Command::new(support::caddy_bin())
+    std::process::Command::new(support::caddy_bin())
         .arg("run")
         .env("CADDY_ADMIN", format!("unix/{}", socket.display()))
         .env("XDG_CONFIG_HOME", dir)
@@ -718,8 +718,7 @@ fn caddy_on(socket: &Path, dir: &Path) -> std::process::Child {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
-    child
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
