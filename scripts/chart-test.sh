@@ -12,7 +12,10 @@
 #   - the chart's CRD is the file in crds/ (which `kengine-gateway crd`
 #     generates), and deploy/install.yaml is the chart rendered with default
 #     values;
-#   - every manifest in deploy/examples/ against the same schemas.
+#   - every manifest in deploy/examples/ against the same schemas;
+#   - the RBAC the chart renders grants exactly the API calls the controller
+#     makes (src/controller/rbac.rs) in every configuration: the tests
+#     rbac_* of tests/chart.rs, run here with this helm (needs cargo).
 #
 # Installs what it needs when missing: helm into .tools/helm (with
 # scripts/get-helm.sh, a copy of the shared get-helm tool), kubernetes-validate and
@@ -27,7 +30,8 @@
 #
 # Environment: HELM (a helm binary to use instead), GATEWAY_API_DIR (default
 # e2e/gateway-api: the Gateway API CRDs of v1.6.1/ and v1.1.0/ kept in this
-# repository), KENGINE_GATEWAY_BIN.
+# repository), KENGINE_GATEWAY_BIN, SKIP_CARGO=1 (skip the RBAC check, which
+# builds tests/chart.rs).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -82,9 +86,13 @@ render_install() {
 #
 #   kubectl apply --server-side -f deploy/install.yaml
 #
-# The controller image (khulnasoft/kengine-gateway) must be pullable: build it
-# from the Containerfile and edit the image below, or use the chart and set
-# image.repository.
+# The images must be pullable: the controller image (khulnasoft/kengine-gateway,
+# from the Containerfile), which managed Kengine pods also run as their
+# admin-proxy sidecar, and the Kengine image of managed fleets
+# (khulnasoft/kengine, from Containerfile.kengine). Build and push them, and
+# edit the controller's image and its --admin-proxy-image and --kengine-image
+# arguments below, or use the chart and set image.repository and
+# managedFleets.kengineImage.repository.
 ---
 apiVersion: v1
 kind: Namespace
@@ -223,6 +231,18 @@ if [[ -x "$BIN" ]]; then
   done
 else
   echo "skip controller arguments: no $BIN (set KENGINE_GATEWAY_BIN, or build it)"
+fi
+# The RBAC coverage test renders the chart with helm; run it with ours, and
+# make a missing helm an error there rather than a skip.
+rbac_coverage() {
+  local locked=()
+  [[ -f Cargo.lock ]] && locked=(--locked)
+  HELM="$HELM" KENGINE_GATEWAY_REQUIRE_HELM=1 cargo test -q ${locked[@]+"${locked[@]}"} --test chart rbac_
+}
+if [[ "${SKIP_CARGO:-}" != 1 ]] && command -v cargo >/dev/null; then
+  check "RBAC grants exactly the controller's API calls (cargo test --test chart rbac_)" rbac_coverage
+else
+  echo "skip RBAC coverage: no cargo (or SKIP_CARGO=1)"
 fi
 check "kubeVersion >= 1.30 enforced" kube_version_gate
 check "deploy/install.yaml matches the chart" install_up_to_date

@@ -122,6 +122,13 @@ pub struct ControllerArgs {
     /// Image of the admin-proxy sidecar in managed pods (the operator's own image).
     #[arg(long, value_name = "IMAGE", default_value = DEFAULT_PROXY_IMAGE, env = "KENGINE_GATEWAY_ADMIN_PROXY_IMAGE")]
     pub admin_proxy_image: String,
+    /// `imagePullPolicy` of managed pods' containers (default: the cluster's).
+    #[arg(long, value_name = "POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub fleet_image_pull_policy: Option<String>,
+    /// Image pull Secrets of managed pods, `name,name` (they must exist in
+    /// each instance's namespace).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub fleet_image_pull_secrets: Vec<String>,
     /// The operator's namespace: with `--operator-pod-labels`, the only
     /// client the managed pods' NetworkPolicy lets reach their admin port.
     #[arg(

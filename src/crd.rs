@@ -209,6 +209,7 @@ pub struct KengineInstanceStatus {
     /// HTTP is allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Pods that are ready and loaded the current config.
@@ -228,6 +229,7 @@ pub struct KengineInstanceStatus {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodConfigStatus {
+    /// The pod's name.
     pub name: String,
     /// SHA-256 (hex, shortened) of the config the pod last loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -258,6 +260,40 @@ mod tests {
         assert!(
             checked_in == crd_yaml(),
             "crds/kengineinstances.yaml is stale: run `cargo run -- crd > crds/kengineinstances.yaml`"
+        );
+    }
+
+    /// `kubectl explain` has something to say about every field.
+    #[test]
+    fn every_field_is_described() {
+        use kube::CustomResourceExt;
+        fn walk(path: &str, schema: &serde_json::Value, missing: &mut Vec<String>) {
+            if !schema.is_object() {
+                return;
+            }
+            if let Some(props) = schema["properties"].as_object() {
+                for (name, sub) in props {
+                    let here = format!("{path}.{name}");
+                    let described = sub["description"].as_str().is_some_and(|d| !d.is_empty());
+                    // apiVersion/kind/metadata are described by Kubernetes itself.
+                    if !described && !path.is_empty() {
+                        missing.push(here.clone());
+                    }
+                    walk(&here, sub, missing);
+                }
+            }
+            walk(&format!("{path}[]"), &schema["items"], missing);
+            if let Some(extra) = schema.get("additionalProperties") {
+                walk(&format!("{path}{{}}"), extra, missing);
+            }
+        }
+        let crd = serde_json::to_value(KengineInstance::crd()).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut missing = Vec::new();
+        walk("", schema, &mut missing);
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:#?}"
         );
     }
 

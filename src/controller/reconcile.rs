@@ -312,6 +312,8 @@ fn settings(args: &ControllerArgs) -> Settings {
         operator_namespace: args.operator_namespace.clone(),
         operator_labels: args.operator_pod_labels.clone(),
         client_name: pki::CLIENT_NAME.to_string(),
+        pull_policy: args.fleet_image_pull_policy.clone(),
+        pull_secrets: args.fleet_image_pull_secrets.clone(),
     }
 }
 

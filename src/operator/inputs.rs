@@ -101,7 +101,6 @@ fn own_instance(gateway: &Gateway) -> Value {
                 "name": gateway.metadata.name,
                 "uid": gateway.metadata.uid,
                 "controller": true,
-                "blockOwnerDeletion": true,
             }],
         },
         "spec": {"mode": "Deployment"},

@@ -44,6 +44,10 @@ pub struct Settings {
     pub operator_labels: BTreeMap<String, String>,
     /// The identity the proxy requires in client certificates.
     pub client_name: String,
+    /// `imagePullPolicy` of both containers (the cluster default when unset).
+    pub pull_policy: Option<String>,
+    /// Secrets (in each instance's namespace) for pulling the images.
+    pub pull_secrets: Vec<String>,
 }
 
 /// Labels and annotations from the `infrastructure` of the Gateways an
@@ -139,6 +143,9 @@ fn metadata(instance: &KengineInstance, name: &str, infra: &Infrastructure) -> V
     meta
 }
 
+/// No `blockOwnerDeletion`: background deletion does not need it, and
+/// setting it takes `update` on the owner's finalizers where the
+/// OwnerReferencesPermissionEnforcement admission plugin runs.
 fn owner(instance: &KengineInstance) -> Value {
     json!({
         "apiVersion": KengineInstance::api_version(&()),
@@ -146,7 +153,6 @@ fn owner(instance: &KengineInstance) -> Value {
         "name": instance.metadata.name,
         "uid": instance.metadata.uid,
         "controller": true,
-        "blockOwnerDeletion": true,
     })
 }
 
@@ -288,6 +294,19 @@ fn pod_spec(instance: &KengineInstance, names: &Names, settings: &Settings) -> V
             {"name": "admin-tls", "secret": {"secretName": names.server_secret, "defaultMode": 0o440}},
         ],
     });
+    if let Some(policy) = &settings.pull_policy {
+        for c in pod["containers"].as_array_mut().into_iter().flatten() {
+            c["imagePullPolicy"] = json!(policy);
+        }
+    }
+    if !settings.pull_secrets.is_empty() {
+        let secrets: Vec<Value> = settings
+            .pull_secrets
+            .iter()
+            .map(|n| json!({"name": n}))
+            .collect();
+        pod["imagePullSecrets"] = json!(secrets);
+    }
     if !spec.node_selector.is_empty() {
         pod["nodeSelector"] = json!(spec.node_selector);
     }
@@ -433,6 +452,8 @@ mod tests {
             operator_namespace: "kengine-system".into(),
             operator_labels: BTreeMap::from([("app".into(), "operator".into())]),
             client_name: "kengine-gateway-controller".into(),
+            pull_policy: None,
+            pull_secrets: Vec::new(),
         }
     }
 
@@ -499,9 +520,17 @@ mod tests {
             "nodeSelector": {"pool": "edge"},
             "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
         }));
-        let objects = desired(&ki, &BTreeSet::from([80, 443]), &infra(), &settings());
+        let settings = Settings {
+            pull_policy: Some("Always".into()),
+            pull_secrets: vec!["registry".into()],
+            ..settings()
+        };
+        let objects = desired(&ki, &BTreeSet::from([80, 443]), &infra(), &settings);
         well_typed(&objects);
         golden("deployment", &objects);
+        let pod = &objects[1]["spec"]["template"]["spec"];
+        assert_eq!(pod["imagePullSecrets"][0]["name"], "registry");
+        assert_eq!(pod["containers"][1]["imagePullPolicy"], "Always");
         let kinds: Vec<&str> = objects
             .iter()
             .map(|o| o["kind"].as_str().unwrap())

@@ -50,14 +50,40 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-leader" (include "kengine-gateway.fullname" .)) .Values.leaderElection.leaseName }}
 {{- end }}
 
-{{/* repository[:tag][@digest] */}}
-{{- define "kengine-gateway.image" -}}
-{{- $tag := default .Chart.AppVersion .Values.image.tag }}
-{{- if .Values.image.digest }}
-{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{/* An image reference, repository[:tag][@digest], from (dict "image" IMAGE
+"defaultTag" TAG "what" VALUE-PATH): the digest, when set, pins the image and
+the tag is only informative. */}}
+{{- define "kengine-gateway.imageRef" -}}
+{{- $tag := default .defaultTag .image.tag }}
+{{- if and $tag .image.digest }}
+{{- printf "%s:%s@%s" .image.repository $tag .image.digest }}
+{{- else if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else if $tag }}
+{{- printf "%s:%s" .image.repository $tag }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- fail (printf "%s: set tag or digest" .what) }}
 {{- end }}
+{{- end }}
+
+{{/* The controller image; managed fleets' admin-proxy sidecars run it too. */}}
+{{- define "kengine-gateway.image" -}}
+{{- include "kengine-gateway.imageRef" (dict "image" .Values.image "defaultTag" .Chart.AppVersion "what" "image") }}
+{{- end }}
+
+{{/* The Kengine image of managed fleets whose KengineInstance names none. */}}
+{{- define "kengine-gateway.kengineImage" -}}
+{{- include "kengine-gateway.imageRef" (dict "image" .Values.managedFleets.kengineImage "defaultTag" "" "what" "managedFleets.kengineImage") }}
+{{- end }}
+
+{{/* The controller pods' selector labels as key=value,key=value: the only
+clients the NetworkPolicy of each managed fleet admits to the admin port. */}}
+{{- define "kengine-gateway.operatorPodLabels" -}}
+{{- $pairs := list }}
+{{- range splitList "\n" (include "kengine-gateway.selectorLabels" .) }}
+{{- $pairs = append $pairs (regexReplaceAll "^([^:]+): " . "${1}=") }}
+{{- end }}
+{{- join "," $pairs }}
 {{- end }}
 
 {{/* The namespace of the default KengineInstance. */}}

@@ -1,60 +1,82 @@
 {{/*
-What the controller reads and writes in the namespaces it watches. Discovery
+The controller's RBAC: exactly the API calls listed in the code
+(src/controller/rbac.rs, API_CALLS), which tests/chart.rs checks against
+these rules in several configurations. Change both together.
+
+Reflectors need list and watch (never get); server-side apply and merge
+patches are patch (server-side apply also creates a missing object). Discovery
 (GET /apis) is allowed to every authenticated user by the built-in
-system:discovery role. RBAC cannot restrict Secrets by type: the controller
-lists only kubernetes.io/tls Secrets (a field selector), but the grant covers
-all Secrets in scope; set watchNamespace to narrow it.
+system:discovery role.
+
+RBAC cannot restrict Secrets by type: the controller lists only
+kubernetes.io/tls Secrets (a field selector), but the grant covers all Secrets
+in scope; set watchNamespace to narrow it.
 */}}
 {{- define "kengine-gateway.namespacedRules" -}}
+# Watched: Gateway API objects, KengineInstances and what they refer to.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: [gateways, httproutes, grpcroutes, referencegrants, backendtlspolicies]
-  verbs: [get, list, watch]
-- apiGroups: ["gateway.networking.k8s.io"]
-  resources: [gateways/status, httproutes/status, grpcroutes/status]
-  verbs: [update, patch]
+  verbs: [list, watch]
 - apiGroups: ["kengine.khulnasoft.com"]
   resources: [kengineinstances]
-  verbs: [get, list, watch]
-- apiGroups: ["kengine.khulnasoft.com"]
-  resources: [kengineinstances/status]
-  verbs: [update, patch]
+  verbs: [list, watch]
 - apiGroups: [""]
   resources: [services, pods, secrets, configmaps]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 - apiGroups: ["discovery.k8s.io"]
   resources: [endpointslices]
-  verbs: [get, list, watch]
-- apiGroups: [""]
-  resources: [events]
-  verbs: [create, patch]
+  verbs: [list, watch]
+# Status (server-side apply; a merge patch for HTTPRoutes), never the objects.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: [gateways/status, httproutes/status]
+  verbs: [patch]
+- apiGroups: ["kengine.khulnasoft.com"]
+  resources: [kengineinstances/status]
+  verbs: [patch]
+# Warning Events on Gateways when a push fails.
 - apiGroups: ["events.k8s.io"]
   resources: [events]
   verbs: [create, patch]
 {{- if .Values.managedFleets.enabled }}
-# managedFleets.enabled: for the operator to come (managed Deployment and
-# DaemonSet fleets); the controller does not use these permissions yet.
+# managedFleets.enabled: the operator runs the Kengine pods of KengineInstances
+# in mode Deployment or DaemonSet. It server-side applies (patch) and deletes
+# the objects it generates, which are labelled
+# app.kubernetes.io/managed-by=kengine-gateway and watched by that label...
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [list, watch, patch, delete]
 - apiGroups: ["apps"]
   resources: [deployments, daemonsets]
-  verbs: [get, list, watch, create, update, patch, delete]
-- apiGroups: [""]
-  resources: [services, secrets, serviceaccounts]
-  verbs: [create, update, patch, delete]
-- apiGroups: ["networking.k8s.io"]
-  resources: [networkpolicies]
-  verbs: [get, list, watch, create, update, patch, delete]
+  verbs: [list, watch, patch, delete]
 - apiGroups: ["policy"]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, update, patch, delete]
+  verbs: [list, watch, patch, delete]
+- apiGroups: ["networking.k8s.io"]
+  resources: [networkpolicies]
+  verbs: [list, watch, patch, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [patch, delete]
+# ...writes the admin-TLS Secrets it issues (never deletes them: they go with
+# their KengineInstance)...
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [patch]
+# ...and creates (server-side apply) and deletes the per-Gateway
+# KengineInstances of Gateways whose infrastructure and class name none.
+- apiGroups: ["kengine.khulnasoft.com"]
+  resources: [kengineinstances]
+  verbs: [patch, delete]
 {{- end }}
 {{- end }}
 {{- define "kengine-gateway.clusterRules" -}}
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: [gatewayclasses]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: [gatewayclasses/status]
-  verbs: [update, patch]
+  verbs: [patch]
 - apiGroups: [""]
   resources: [namespaces]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 {{- end }}
