@@ -49,7 +49,7 @@ pub enum Command {
     Echo(EchoArgs),
     /// Run the Kubernetes controller: watch Gateway API objects, push configs
     /// to Kengine pods, write status.
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Print the KengineInstance CustomResourceDefinition (YAML).
     Crd,
     /// Serve Kengine's unix-socket admin API on a mutual-TLS port (the

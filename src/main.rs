@@ -30,7 +30,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Standalone(args) => run_async(standalone::run(args, shutdown_signal())),
-        Command::Controller(args) => run_async(controller::run(args, shutdown_signal())),
+        Command::Controller(args) => run_async(controller::run(*args, shutdown_signal())),
         Command::AdminProxy(args) => {
             run_async(kengine_gateway::admin_proxy::run(args, shutdown_signal()))
         }

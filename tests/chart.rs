@@ -222,7 +222,7 @@ impl Controller {
                 .unwrap_or("default")
                 .to_string(),
             namespace,
-            args: parsed,
+            args: *parsed,
             lease_namespace,
         }
     }
