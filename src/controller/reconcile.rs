@@ -122,6 +122,7 @@ impl Reconciler {
                         })
                         .inc_by(n);
                 }
+                self.instance_events(&snapshot, &reports).await;
                 reports
             }
             None => BTreeMap::new(),
@@ -263,6 +264,51 @@ impl Reconciler {
             addresses: targets.addresses,
             results,
             plain_http: targets.plain_http,
+        }
+    }
+
+    /// Events on managed KengineInstances: certificates issued, and a
+    /// Warning once per new apply problem.
+    async fn instance_events(
+        &mut self,
+        snapshot: &Snapshot,
+        reports: &BTreeMap<ObjectRef, InstanceReport>,
+    ) {
+        for (key, report) in reports {
+            let Some(instance) = snapshot.kengine_instances.get(key) else {
+                continue;
+            };
+            let reference = kube::Resource::object_ref(instance, &());
+            let mut events = Vec::new();
+            for secret in &report.issued {
+                events.push(Event {
+                    type_: EventType::Normal,
+                    reason: "CertificateIssued".into(),
+                    note: Some(format!("admin certificate written to Secret {secret}")),
+                    action: "IssueCertificate".into(),
+                    secondary: None,
+                });
+            }
+            let problem = report.problems.join("; ");
+            let seen = format!("instance {key}");
+            if problem.is_empty() {
+                self.reported.remove(&seen);
+            } else if self.reported.get(&seen) != Some(&problem) {
+                self.reported.insert(seen, problem.clone());
+                tracing::warn!(instance = %key, "{problem}");
+                events.push(Event {
+                    type_: EventType::Warning,
+                    reason: "ApplyFailed".into(),
+                    note: Some(problem),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                });
+            }
+            for event in events {
+                if let Err(e) = self.recorder.publish(&event, &reference).await {
+                    tracing::warn!("publishing event: {e}");
+                }
+            }
         }
     }
 

@@ -41,6 +41,8 @@ pub const OWNED_KINDS: &[(&str, &str)] = &[
 pub struct InstanceReport {
     /// Errors applying its objects or issuing its certificates.
     pub problems: Vec<String>,
+    /// Secrets (re)issued in this pass.
+    pub issued: Vec<String>,
     /// The live Deployment or DaemonSet after the pass.
     pub workload: Option<Value>,
 }
@@ -117,11 +119,12 @@ impl Operator {
             let infra = inputs::infrastructure(snapshot, fleet);
             let mut report = InstanceReport::default();
             let names = Names::of(instance);
-            if let Err(e) = self
+            match self
                 .certificates(snapshot, instance, &names, &infra, &mut counts)
                 .await
             {
-                report.problems.push(e);
+                Ok(issued) => report.issued = issued,
+                Err(e) => report.problems.push(e),
             }
             let ports = inputs::ports(snapshot, fleet);
             for object in workloads::desired(instance, &ports, &infra, &self.settings) {
@@ -179,7 +182,7 @@ impl Operator {
         names: &Names,
         infra: &Infrastructure,
         counts: &mut Counts,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<String>, String> {
         let namespace = instance.metadata.namespace.clone().unwrap_or_default();
         let secret_key = |name: &str| format!("v1/Secret {namespace}/{name}");
         let read = |name: &str| snapshot.secrets.get(&ObjectRef::new(&namespace, name));
@@ -192,7 +195,7 @@ impl Operator {
                 if seen || since.elapsed() > Duration::from_secs(10) {
                     self.pending.remove(&k);
                 } else {
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
             }
         }
@@ -216,6 +219,7 @@ impl Operator {
             Some(t) => t.min(plan.next),
             None => plan.next,
         });
+        let mut issued = Vec::new();
         for (name, data) in [
             (&names.ca_secret, &plan.ca),
             (&names.server_secret, &plan.server),
@@ -232,7 +236,8 @@ impl Operator {
                     .insert(secret_key(name), (rv.to_string(), Instant::now()));
             }
             tracing::info!(secret = %key(&secret), "admin certificate issued");
+            issued.push(name.clone());
         }
-        Ok(())
+        Ok(issued)
     }
 }
