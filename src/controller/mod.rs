@@ -145,12 +145,17 @@ async fn elect(
         .lease_namespace
         .clone()
         .unwrap_or_else(|| "default".into());
+    let field_manager = format!("{}-{identity}", crate::sinks::status_writer::FIELD_MANAGER);
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(namespace)
         .with_identity(identity)
         .with_duration(15)
         .with_grace(5)
-        .with_field_manager(crate::sinks::status_writer::FIELD_MANAGER)
+        // One field manager per replica: taking a free Lease is a
+        // server-side apply without force, and only a different manager
+        // makes a concurrent take a conflict. With a shared manager both
+        // replicas "won" and led together until their next renewal.
+        .with_field_manager(field_manager)
         .build()
         .await
         .context("leader election")?;
