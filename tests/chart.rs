@@ -783,3 +783,40 @@ fn api_calls_cover_the_watched_and_generated_kinds() {
         );
     }
 }
+
+/// The images are not built here (no container engine); what can be checked
+/// is that they agree with the build and with the pods the operator makes.
+#[test]
+fn containerfiles_match_the_build_and_the_managed_pods() {
+    let operator = read("Containerfile");
+    assert!(
+        operator.contains("cargo build --release --locked --bin kengine-gateway"),
+        "the operator image must build the kengine-gateway binary"
+    );
+    assert!(
+        operator.contains("target/release/kengine-gateway /out/kengine-gateway")
+            && operator
+                .contains("COPY --from=build /out/kengine-gateway /usr/local/bin/kengine-gateway")
+            && operator.contains(r#"ENTRYPOINT ["/usr/local/bin/kengine-gateway"]"#),
+        "the operator image must ship what `cargo build --release` writes"
+    );
+    let manifest = read("Cargo.toml");
+    assert!(manifest.contains("default-run = \"kengine-gateway\""));
+    assert!(
+        !manifest.contains("openssl"),
+        "the static musl build has no OpenSSL"
+    );
+
+    let kengine = read("Containerfile.kengine");
+    assert!(kengine.contains("COPY --from=build /out/kengine /usr/bin/kengine"));
+    assert!(kengine.contains("USER 65532:65532"));
+    // The managed pods run that binary as that user, and the admin-proxy
+    // sidecar from the operator image (whose entrypoint is the binary).
+    let template = read("src/operator/testdata/deployment.yaml");
+    assert!(
+        template.contains("- /usr/bin/kengine\n"),
+        "pods run /usr/bin/kengine"
+    );
+    assert!(template.contains("runAsUser: 65532"));
+    assert!(template.contains("- admin-proxy\n"));
+}

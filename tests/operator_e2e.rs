@@ -421,6 +421,7 @@ mod journey {
     /// Data-plane ports of this test's Gateways (every fake pod shares them).
     const SHARED_PORT: u16 = 18571;
     const OWN_PORT: u16 = 18572;
+    const DS_PORT: u16 = 18573;
     const LIMIT: Duration = Duration::from_secs(30);
 
     fn ki() -> ApiResource {
@@ -923,6 +924,53 @@ mod journey {
             "spec": {"controllerName": "kengine.khulnasoft.com/gateway-controller"}}),
         )
         .await;
+
+        // A DaemonSet fleet that a Gateway names in its infrastructure.
+        apply(
+            c,
+            &ki(),
+            Some(NS),
+            json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
+            "metadata": {"name": "edge-ds", "namespace": NS},
+            "spec": {"mode": "DaemonSet", "service": {"type": "ClusterIP"}}}),
+        )
+        .await;
+        apply(c, &gateway(), Some(NS), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "ds", "namespace": NS},
+            "spec": {"gatewayClassName": "kengine-journey-own",
+                "infrastructure": {"parametersRef": {"group": "kengine.khulnasoft.com", "kind": "KengineInstance", "name": "edge-ds"}},
+                "listeners": [{"name": "http", "protocol": "HTTP", "port": DS_PORT}]}})).await;
+        apply(
+            c,
+            &route(),
+            Some(NS),
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "ds-web", "namespace": NS},
+            "spec": {"parentRefs": [{"name": "ds"}], "hostnames": ["ds.example"],
+                "rules": [{"backendRefs": [{"name": "web", "port": backend.port()}]}]}}),
+        )
+        .await;
+        eventually("traffic through the DaemonSet fleet", LIMIT, async || {
+            let r = http
+                .get(format!("http://127.0.0.1:{DS_PORT}/"))
+                .header("Host", "ds.example")
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+        let ds_pods: Vec<_> = kubelet
+            .pods()
+            .into_iter()
+            .filter(|p| p.workload == "kengine-edge-ds")
+            .collect();
+        assert_eq!(ds_pods.len(), 1);
+        assert_eq!(ds_pods[0].workload_kind, "DaemonSet");
+        assert!(
+            get_opt(c, &ki(), Some(NS), "ds").await.is_none(),
+            "a named fleet, no per-Gateway one"
+        );
         apply(
             c,
             &gateway(),

@@ -233,7 +233,9 @@ fn pod_spec(instance: &KengineInstance, names: &Names, settings: &Settings) -> V
     let kengine = json!({
         "name": "kengine",
         "image": spec.image.as_deref().unwrap_or(&settings.kengine_image),
-        "command": [settings.flavor.binary(), "run"],
+        // Where Containerfile.kengine (and Caddy's image) put the binary;
+        // absolute, so the image needs no PATH.
+        "command": [format!("/usr/bin/{}", settings.flavor.binary()), "run"],
         "env": [
             {"name": settings.flavor.admin_env(), "value": format!("unix/{socket}")},
             {"name": "XDG_CONFIG_HOME", "value": format!("{STATE_DIR}/config")},
