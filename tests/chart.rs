@@ -820,3 +820,73 @@ fn containerfiles_match_the_build_and_the_managed_pods() {
     assert!(template.contains("runAsUser: 65532"));
     assert!(template.contains("- admin-proxy\n"));
 }
+
+/// The values table of the chart README and `values.schema.json` name the
+/// same values: none undocumented, none documented that does not exist.
+#[test]
+fn readme_values_table_matches_the_schema() {
+    fn leaves(prefix: &str, schema: &Value, root: &Value, out: &mut Vec<String>) {
+        let schema = match schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/")) {
+            Some(pointer) => root.pointer(&format!("/{pointer}")).unwrap_or(schema),
+            None => schema,
+        };
+        match schema["properties"].as_object() {
+            Some(props) if !props.is_empty() => {
+                for (name, sub) in props {
+                    let path = if prefix.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{prefix}.{name}")
+                    };
+                    leaves(&path, sub, root, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+    let schema: Value =
+        serde_json::from_str(&read("charts/kengine-gateway/values.schema.json")).unwrap();
+    let mut values = Vec::new();
+    leaves("", &schema, &schema, &mut values);
+
+    let readme = read("charts/kengine-gateway/README.md");
+    let section = readme
+        .split("## Values")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Values section");
+    // First cell of each row: `a.b.c`, `.d` (a sibling), `a.*` (a subtree).
+    let mut documented: Vec<String> = Vec::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cell = row.split('|').nth(1).unwrap_or_default();
+        let mut base = String::new();
+        for span in cell.split('`').skip(1).step_by(2) {
+            let path = match span.strip_prefix('.') {
+                Some(sibling) => format!("{base}.{sibling}"),
+                None => span.to_string(),
+            };
+            let path = path.trim_end_matches(".*").to_string();
+            if !span.starts_with('.') {
+                base = path
+                    .rsplit_once('.')
+                    .map(|(b, _)| b.to_string())
+                    .unwrap_or_default();
+            }
+            documented.push(path);
+        }
+    }
+    let covers = |doc: &str, value: &str| value == doc || value.starts_with(&format!("{doc}."));
+    let undocumented: Vec<&String> = values
+        .iter()
+        .filter(|v| !documented.iter().any(|d| covers(d, v)))
+        .collect();
+    let unknown: Vec<&String> = documented
+        .iter()
+        .filter(|d| !values.iter().any(|v| covers(d, v)))
+        .collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "chart README values table out of sync with values.schema.json:\n\
+         undocumented: {undocumented:?}\ndocumented but not in the schema: {unknown:?}"
+    );
+}
