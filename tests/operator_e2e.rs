@@ -497,6 +497,17 @@ mod journey {
         format!("{}\n{}", cert.pem(), key.serialize_pem())
     }
 
+    /// `GET /` with `Host: host` on the shared data-plane port answers 200.
+    async fn answers(http: &reqwest::Client, port: u16, host: &str) -> Option<()> {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/"))
+            .header("Host", host)
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    }
+
     fn serves(config: &Value, host: &str) -> bool {
         config.to_string().contains(host)
     }
@@ -599,13 +610,7 @@ mod journey {
 
         let http = crate::support::http();
         eventually("traffic through the managed fleet", LIMIT, async || {
-            let r = http
-                .get(format!("http://127.0.0.1:{SHARED_PORT}/"))
-                .header("Host", "journey.example")
-                .send()
-                .await
-                .ok()?;
-            (r.status() == 200).then_some(())
+            answers(&http, SHARED_PORT, "journey.example").await
         })
         .await;
         let pods = eventually("the pod Ready", LIMIT, async || {
@@ -951,13 +956,7 @@ mod journey {
         )
         .await;
         eventually("traffic through the DaemonSet fleet", LIMIT, async || {
-            let r = http
-                .get(format!("http://127.0.0.1:{DS_PORT}/"))
-                .header("Host", "ds.example")
-                .send()
-                .await
-                .ok()?;
-            (r.status() == 200).then_some(())
+            answers(&http, DS_PORT, "ds.example").await
         })
         .await;
         let ds_pods: Vec<_> = kubelet
