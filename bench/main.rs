@@ -7,12 +7,14 @@
 //! `$KENGINE_GATEWAY_TEST_CADDY`, else the repo's `.venv/bin/caddy`, else
 //! `caddy` on `PATH`. Build with `--release` for figures.
 
+mod attached;
 mod churn;
 mod dispatch;
 mod live;
 mod load;
 mod objects;
 mod propagation;
+mod reload;
 mod translate;
 mod util;
 
@@ -83,6 +85,20 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         report_every: usize,
     },
+    /// Attached-routes convergence: the controller against the Kubernetes API
+    /// emulator; N HTTPRoutes created, then deleted, in a burst.
+    Attached {
+        #[arg(long, default_value_t = 1_000)]
+        routes: usize,
+    },
+    /// Reload cost: Kengine's load time per config size, and reloads caused
+    /// by EndpointSlice changes.
+    Reload {
+        #[arg(long, value_delimiter = ',', default_values_t = [1_000, 5_000, 20_000])]
+        routes: Vec<usize>,
+        #[arg(long, default_value_t = 100)]
+        endpoint_changes: usize,
+    },
     /// Changes under traffic: modify routes while a load generator runs.
     Churn {
         /// Changes of the other route (the loaded route's weights change as often).
@@ -142,6 +158,11 @@ async fn live(command: Command) -> anyhow::Result<()> {
             preload,
             report_every,
         } => propagation::run(routes, preload, report_every.max(1)).await,
+        Command::Attached { routes } => attached::run(routes).await,
+        Command::Reload {
+            routes,
+            endpoint_changes,
+        } => reload::run(&routes, endpoint_changes).await,
         Command::Churn {
             changes,
             filler,

@@ -4,7 +4,8 @@
 #      integration tests load configs into a real Kengine/Caddy 2.8.4 binary,
 #      passed to them as KENGINE_GATEWAY_TEST_CADDY);
 #   2. ./scripts/quickstart.sh --check (the quickstart, end to end);
-#   3. ./scripts/chart-test.sh (helm lint/template, manifest and CRD schema checks).
+#   3. ./scripts/chart-test.sh (helm lint/template, manifest and CRD schema checks);
+#   4. ./scripts/bench-smoke.sh (every benchmark scenario at a small size).
 # All run even if one fails; the exit status is nonzero if any failed.
 set -euo pipefail
 
@@ -29,6 +30,9 @@ echo "==> ./scripts/quickstart.sh --check" >&2
 
 echo "==> ./scripts/chart-test.sh" >&2
 ./scripts/chart-test.sh || failed+=("chart-test")
+
+echo "==> ./scripts/bench-smoke.sh" >&2
+./scripts/bench-smoke.sh || failed+=("bench-smoke")
 
 if ((${#failed[@]})); then
   echo "test.sh: FAILED: ${failed[*]}" >&2

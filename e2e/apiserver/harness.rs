@@ -6,9 +6,9 @@
 //! mod apiserver_harness;
 //! ```
 //!
-//! It needs `env!("CARGO_BIN_EXE_kube-api-emulator")`, so it only builds in
-//! integration tests and benches of this package. The process is killed
-//! when the handle is dropped.
+//! Integration tests run the `kube-api-emulator` Cargo built for them; other
+//! targets (the bench binary) the one beside their own executable. The
+//! process is killed when the handle is dropped.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -23,6 +23,16 @@ pub fn gateway_api_crds() -> PathBuf {
 /// Gateway API v1.1.0 experimental-channel CRDs.
 pub fn gateway_api_v1_1_crds() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/gateway-api/v1.1.0/config/crd/experimental")
+}
+
+fn emulator_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_kube-api-emulator") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join("kube-api-emulator")))
+            .unwrap_or_else(|| PathBuf::from("kube-api-emulator")),
+    }
 }
 
 /// How to start the emulator.
@@ -58,7 +68,7 @@ impl KubeApiEmulator {
     pub fn start_with(options: EmulatorOptions) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let kubeconfig = dir.path().join("kubeconfig");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-api-emulator"));
+        let mut cmd = Command::new(emulator_bin());
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--kubeconfig-out")

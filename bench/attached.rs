@@ -1,0 +1,304 @@
+//! Scenario 3, attached-routes convergence: the `kengine-gateway controller`
+//! binary against the Kubernetes API emulator, one Gateway served by an
+//! External KengineInstance whose one pod is a real Caddy 2.8.4. N HTTPRoutes
+//! are created in a burst, then deleted in a burst; each way we time from the
+//! first request until `status.listeners[0].attachedRoutes` reads the final
+//! count, and count the controller's status writes (its own metric).
+//!
+//! The emulator is a test tool, not kube-apiserver: it answers from memory
+//! without admission, etcd or authentication, so API latency here is lower
+//! than a cluster's. The write count does not depend on that.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use serde_json::{Value, json};
+
+#[path = "../e2e/apiserver/harness.rs"]
+mod apiserver_harness;
+
+const NS: &str = "bench";
+const PORT: u16 = 18690;
+const TARGET: Duration = Duration::from_secs(1);
+
+fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    let api_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version,
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+async fn apply(
+    client: &kube::Client,
+    ar: &ApiResource,
+    namespaced: bool,
+    object: Value,
+) -> anyhow::Result<()> {
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let api: Api<DynamicObject> = if namespaced {
+        Api::namespaced_with(client.clone(), NS, ar)
+    } else {
+        Api::all_with(client.clone(), ar)
+    };
+    api.patch(
+        &name,
+        &PatchParams::apply("bench").force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .with_context(|| format!("apply {name}"))?;
+    Ok(())
+}
+
+/// The controller binary beside this one, with its log in a file.
+struct Controller {
+    child: Child,
+    metrics: std::net::SocketAddr,
+}
+
+impl Controller {
+    fn start(kubeconfig: &std::path::Path, log: &std::path::Path) -> anyhow::Result<Self> {
+        let bin = std::env::current_exe()?
+            .parent()
+            .map(|d| d.join("kengine-gateway"))
+            .filter(|p| p.exists())
+            .context("build the kengine-gateway binary too: cargo build --release --bins")?;
+        let metrics = super::util::loopback(super::util::free_port()?);
+        let health = super::util::loopback(super::util::free_port()?);
+        let child = Command::new(bin)
+            .args([
+                "controller",
+                "--leader-elect=false",
+                "--flavor=caddy",
+                "--manage-fleets=false",
+            ])
+            .arg(format!("--metrics-addr={metrics}"))
+            .arg(format!("--health-addr={health}"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("KENGINE_GATEWAY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?)
+            .spawn()?;
+        Ok(Controller { child, metrics })
+    }
+
+    /// Sum of a counter over its label sets.
+    async fn counter(&self, name: &str) -> f64 {
+        let text = async {
+            reqwest::get(format!("http://{}/metrics", self.metrics))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        }
+        .await
+        .unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn attached(gateways: &Api<DynamicObject>) -> Option<i64> {
+    let gw = serde_json::to_value(gateways.get("gw").await.ok()?).ok()?;
+    gw["status"]["listeners"][0]["attachedRoutes"].as_i64()
+}
+
+/// Polls until attachedRoutes reads `want`; the time since `start`.
+async fn until_attached(
+    gateways: &Api<DynamicObject>,
+    want: i64,
+    start: Instant,
+) -> anyhow::Result<Duration> {
+    let limit = Duration::from_secs(120);
+    loop {
+        if attached(gateways).await == Some(want) {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "attachedRoutes never reached {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Caddy with its admin API on `admin` (killed when dropped).
+async fn caddy(
+    admin: std::net::SocketAddr,
+    dir: &std::path::Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let child = tokio::process::Command::new(super::util::caddy_bin()?)
+        .arg("run")
+        .env("CADDY_ADMIN", admin.to_string())
+        .env("XDG_CONFIG_HOME", dir)
+        .env("XDG_DATA_HOME", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(admin).await.is_ok() {
+            return Ok(child);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("caddy's admin API never answered on {admin}")
+}
+
+pub async fn run(routes: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let emulator =
+        apiserver_harness::KubeApiEmulator::start_with(apiserver_harness::EmulatorOptions {
+            crds: vec![
+                apiserver_harness::gateway_api_crds(),
+                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/crds")),
+            ],
+            ..Default::default()
+        });
+    let client = emulator.client().await;
+    let admin = super::util::loopback(super::util::free_port()?);
+    let _kengine = caddy(admin, dir.path()).await?;
+    let gw = "gateway.networking.k8s.io";
+    let (ns, pod, class, gateway, route, ki) = (
+        resource("", "v1", "Namespace", "namespaces"),
+        resource("", "v1", "Pod", "pods"),
+        resource(gw, "v1", "GatewayClass", "gatewayclasses"),
+        resource(gw, "v1", "Gateway", "gateways"),
+        resource(gw, "v1", "HTTPRoute", "httproutes"),
+        resource(
+            "kengine.khulnasoft.com",
+            "v1alpha1",
+            "KengineInstance",
+            "kengineinstances",
+        ),
+    );
+    apply(
+        &client,
+        &ns,
+        false,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
+    )
+    .await?;
+    // The one Kengine pod: this host's Caddy, plain-HTTP admin on loopback.
+    apply(&client, &pod, true, json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "kengine-0", "namespace": NS, "labels": {"app": "kengine"}},
+        "spec": {"nodeName": "bench", "containers": [{"name": "kengine", "image": "caddy:2.8.4"}]}})).await?;
+    Api::<DynamicObject>::namespaced_with(client.clone(), NS, &pod)
+        .patch_status(
+            "kengine-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+            "phase": "Running", "podIP": admin.ip().to_string(),
+            "conditions": [{"type": "Ready", "status": "True"}]}})),
+        )
+        .await?;
+    apply(&client, &ki, true, json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
+        "metadata": {"name": "fleet", "namespace": NS},
+        "spec": {"mode": "External", "external": {"selector": {"app": "kengine"}, "adminPort": admin.port(), "allowPlainHttp": true}}})).await?;
+    apply(&client, &class, false, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": "kengine-bench"},
+        "spec": {"controllerName": kengine_gateway::cli::DEFAULT_CONTROLLER_NAME,
+            "parametersRef": {"group": "kengine.khulnasoft.com", "kind": "KengineInstance", "name": "fleet", "namespace": NS}}})).await?;
+    apply(
+        &client,
+        &gateway,
+        true,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "gw", "namespace": NS},
+        "spec": {"gatewayClassName": "kengine-bench",
+            "listeners": [{"name": "http", "protocol": "HTTP", "port": PORT}]}}),
+    )
+    .await?;
+
+    let log = dir.path().join("controller.log");
+    let controller = Controller::start(&emulator.kubeconfig, &log)?;
+    let gateways = Api::<DynamicObject>::namespaced_with(client.clone(), NS, &gateway);
+    until_attached(&gateways, 0, Instant::now())
+        .await
+        .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())?;
+    // Let the first passes settle so that their writes are not counted.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let routes_api = Api::<DynamicObject>::namespaced_with(client.clone(), NS, &route);
+    let writes = "kengine_gateway_status_writes_total{result=\"written\"}";
+    let mut report = Vec::new();
+    for (phase, want) in [("create", routes as i64), ("delete", 0)] {
+        let before = controller.counter(writes).await;
+        let reconciles = controller.counter("kengine_gateway_reconciles_total").await;
+        let start = Instant::now();
+        let requests = (0..routes).map(|i| {
+            let api = routes_api.clone();
+            async move {
+                let name = format!("r{i:05}");
+                if phase == "create" {
+                    let object: DynamicObject = serde_json::from_value(json!({
+                        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                        "metadata": {"name": name, "namespace": NS},
+                        "spec": {"parentRefs": [{"name": "gw"}], "hostnames": [format!("h{i}.bench.example")],
+                            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}]}]}}))?;
+                    api.create(&PostParams::default(), &object).await?;
+                } else {
+                    api.delete(&name, &DeleteParams::default()).await?;
+                }
+                anyhow::Ok(())
+            }
+        });
+        let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(requests)
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let sent = start.elapsed();
+        if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+            return Err(e.context(format!("{phase} routes")));
+        }
+        let converged = until_attached(&gateways, want, start).await?;
+        // Writes that follow convergence (route status after the Gateway's)
+        // belong to the phase too.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let written = controller.counter(writes).await - before;
+        let passes = controller.counter("kengine_gateway_reconciles_total").await - reconciles;
+        let objects = if phase == "create" { routes + 1 } else { 1 };
+        println!(
+            "{phase:>6} {routes} routes: requests sent in {:.0} ms; attachedRoutes = {want} after {:.0} ms \
+             (target < {} ms: {}); {written} status writes ({:.2} per object), {passes} reconciles",
+            super::util::ms(sent),
+            super::util::ms(converged),
+            TARGET.as_millis(),
+            if converged < TARGET { "met" } else { "missed" },
+            written / objects as f64,
+        );
+        report.push(json!({"phase": phase, "routes": routes, "sent_ms": super::util::round3(super::util::ms(sent)),
+            "converged_ms": super::util::round3(super::util::ms(converged)), "status_writes": written,
+            "writes_per_object": super::util::round3(written / objects as f64), "reconciles": passes}));
+    }
+    drop(controller);
+    println!("{}", json!({"scenario": "attached", "results": report}));
+    Ok(())
+}
