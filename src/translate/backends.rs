@@ -1,5 +1,9 @@
 //! backendRefs → addresses Kengine dials.
 
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
 use k8s_openapi::api::core::v1::Service;
 
 use super::conditions::Cond;
@@ -25,6 +29,48 @@ pub struct Backend {
     pub h2c: bool,
 }
 
+/// Resolves the backendRefs of one translate, remembering the answers for
+/// the routes of one namespace and kind: they tend to share their Services,
+/// and with the snapshot fixed an answer depends only on those and the ref.
+#[derive(Default)]
+pub struct Resolver<'s> {
+    namespace: String,
+    route_kind: String,
+    known: BTreeMap<RefKey<'s>, Result<Rc<Backend>, Cond>>,
+}
+
+/// The ref's group, kind, name, namespace, port and weight.
+type RefKey<'s> = (
+    Option<&'s str>,
+    Option<&'s str>,
+    &'s str,
+    Option<&'s str>,
+    Option<i32>,
+    Option<i32>,
+);
+
+impl<'s> Resolver<'s> {
+    /// [`resolve`], remembered.
+    pub fn resolve(
+        &mut self,
+        snapshot: &Snapshot,
+        route: &ObjectRef,
+        route_kind: &str,
+        r: &BackendRef<'s>,
+    ) -> Result<Rc<Backend>, Cond> {
+        if self.namespace != route.namespace || self.route_kind != route_kind {
+            self.known.clear();
+            self.namespace.clone_from(&route.namespace);
+            route_kind.clone_into(&mut self.route_kind);
+        }
+        let key = (r.group, r.kind, r.name, r.namespace, r.port, r.weight);
+        self.known
+            .entry(key)
+            .or_insert_with(|| resolve(snapshot, route, route_kind, r).map(Rc::new))
+            .clone()
+    }
+}
+
 /// A resolved backendRef, or why it cannot be used (a ResolvedRefs=False condition).
 pub fn resolve(
     snapshot: &Snapshot,
@@ -35,13 +81,16 @@ pub fn resolve(
     let group = r.group.unwrap_or("");
     let kind = r.kind.unwrap_or("Service");
     let namespace = r.namespace.unwrap_or(&route.namespace);
-    let target = format!("{namespace}/{}", r.name);
+    let target = || format!("{namespace}/{}", r.name);
     if !group.is_empty() || kind != "Service" {
         return Err(Cond::new(
             "ResolvedRefs",
             false,
             "InvalidKind",
-            format!("backendRef {group}/{kind} {target} is not a core Service"),
+            format!(
+                "backendRef {group}/{kind} {} is not a core Service",
+                target()
+            ),
         ));
     }
     let from = refgrant::From {
@@ -61,7 +110,8 @@ pub fn resolve(
             false,
             "RefNotPermitted",
             format!(
-                "no ReferenceGrant in {namespace} allows this {route_kind} to use Service {target}"
+                "no ReferenceGrant in {namespace} allows this {route_kind} to use Service {}",
+                target()
             ),
         ));
     }
@@ -70,12 +120,12 @@ pub fn resolve(
     let service = snapshot
         .services
         .get(&key)
-        .ok_or_else(|| not_found(format!("Service {target} not found")))?;
+        .ok_or_else(|| not_found(format!("Service {} not found", target())))?;
     let port = r
         .port
-        .ok_or_else(|| not_found(format!("backendRef to Service {target} has no port")))?;
+        .ok_or_else(|| not_found(format!("backendRef to Service {} has no port", target())))?;
     let dials = dials(snapshot, &key, service, port)
-        .map_err(|why| not_found(format!("Service {target} {why}")))?;
+        .map_err(|why| not_found(format!("Service {} {why}", target())))?;
     let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
     let h2c = service
         .spec
@@ -148,27 +198,21 @@ fn join(host: &str, port: i32) -> String {
 
 /// Per-dial weights for weighted round robin: each backend's share is split
 /// evenly over its addresses. Returns `(dial, weight)` pairs in backend order.
-pub fn upstream_weights(backends: &[Backend]) -> Vec<(String, u32)> {
-    let live: Vec<&Backend> = backends
-        .iter()
-        .filter(|b| b.weight > 0 && !b.dials.is_empty())
-        .collect();
-    let lcm = live
-        .iter()
-        .fold(1u64, |acc, b| lcm(acc, b.dials.len() as u64));
-    let mut out: Vec<(String, u64)> = live
-        .iter()
+pub fn upstream_weights<B: Borrow<Backend>>(backends: &[B]) -> Vec<(String, u32)> {
+    let live = || {
+        backends
+            .iter()
+            .map(Borrow::borrow)
+            .filter(|b: &&Backend| b.weight > 0 && !b.dials.is_empty())
+    };
+    let lcm = live().fold(1u64, |acc, b| lcm(acc, b.dials.len() as u64));
+    let each = |b: &Backend| u64::from(b.weight) * lcm / b.dials.len() as u64;
+    let g = live().fold(0, |acc, b| gcd(acc, each(b))).max(1);
+    live()
         .flat_map(|b| {
-            let each = u64::from(b.weight) * lcm / b.dials.len() as u64;
-            b.dials.iter().map(move |d| (d.clone(), each))
+            let weight = u32::try_from(each(b) / g).unwrap_or(u32::MAX);
+            b.dials.iter().map(move |d| (d.clone(), weight))
         })
-        .collect();
-    let g = out.iter().fold(0, |acc, (_, w)| gcd(acc, *w)).max(1);
-    for (_, w) in &mut out {
-        *w /= g;
-    }
-    out.into_iter()
-        .map(|(d, w)| (d, u32::try_from(w).unwrap_or(u32::MAX)))
         .collect()
 }
 

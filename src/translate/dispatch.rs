@@ -7,7 +7,9 @@
 //! and a request picks one by the first two hex digits of its random
 //! `{http.request.uuid}`: 256 slots shared out by weight.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use super::backends::{Backend, upstream_weights};
 use crate::kengine::config::{
@@ -24,7 +26,7 @@ pub struct Target {
     /// Handlers that run for this backend only (its filters).
     pub handlers: Vec<Handler>,
     /// `None`: the ref is invalid and its share of requests gets 500.
-    pub backend: Option<Backend>,
+    pub backend: Option<Rc<Backend>>,
 }
 
 /// Upstream settings shared by every backend of a rule.
@@ -43,23 +45,23 @@ pub struct Retry {
 }
 
 pub fn handlers(targets: &[Target], settings: &Upstreams) -> Vec<Handler> {
-    let live: Vec<&Target> = targets.iter().filter(|t| t.weight > 0).collect();
+    let live = || targets.iter().filter(|t| t.weight > 0);
     let reachable = |t: &Target| t.backend.as_ref().is_some_and(|b| !b.dials.is_empty());
-    if !live.iter().any(|t| reachable(t)) {
+    if !live().any(reachable) {
         // Nothing to send to. Invalid refs (or none, or all weight 0) are
         // the spec's 500; a valid Service without endpoints is unavailable.
         let unavailable =
-            live.iter().any(|t| t.backend.is_some()) && live.iter().all(|t| t.backend.is_some());
+            live().any(|t| t.backend.is_some()) && live().all(|t| t.backend.is_some());
         return vec![Handler::status(if unavailable { 503 } else { 500 })];
     }
     let h2c = |t: &Target| t.backend.as_ref().is_some_and(|b| b.h2c);
-    let uniform = live
-        .iter()
-        .all(|t| t.handlers.is_empty() && reachable(t) && h2c(t) == h2c(live[0]));
+    let first_h2c = live().next().is_some_and(h2c);
+    let uniform = live().all(|t| t.handlers.is_empty() && reachable(t) && h2c(t) == first_h2c);
     if uniform {
-        let backends: Vec<Backend> = live.iter().filter_map(|t| t.backend.clone()).collect();
+        let backends: Vec<&Backend> = live().filter_map(|t| t.backend.as_deref()).collect();
         return vec![proxy(&backends, settings)];
     }
+    let live: Vec<&Target> = live().collect();
     let slots = share(&live.iter().map(|t| t.weight).collect::<Vec<_>>());
     let mut routes = Vec::new();
     let mut start = 0;
@@ -95,7 +97,7 @@ pub fn handlers(targets: &[Target], settings: &Upstreams) -> Vec<Handler> {
     vec![Handler::Subroute { routes }]
 }
 
-fn proxy(backends: &[Backend], settings: &Upstreams) -> Handler {
+fn proxy<B: Borrow<Backend>>(backends: &[B], settings: &Upstreams) -> Handler {
     let attempts = settings.retry.as_ref().map_or(0, |r| r.attempts);
     proxy_with_retries(backends, settings, attempts)
 }
@@ -104,7 +106,11 @@ fn proxy(backends: &[Backend], settings: &Upstreams) -> Handler {
 /// code nests a proxy in `handle_response` per attempt left: the request is
 /// sent again when the answer matches. (Bodies are not buffered, so this is
 /// for requests without one, as Gateway API retries usually are.)
-fn proxy_with_retries(backends: &[Backend], settings: &Upstreams, attempts_left: u32) -> Handler {
+fn proxy_with_retries<B: Borrow<Backend>>(
+    backends: &[B],
+    settings: &Upstreams,
+    attempts_left: u32,
+) -> Handler {
     let weights = upstream_weights(backends);
     let selection_policy = (weights.len() > 1).then(|| SelectionPolicy::WeightedRoundRobin {
         weights: weights.iter().map(|w| w.1).collect(),
@@ -115,7 +121,7 @@ fn proxy_with_retries(backends: &[Backend], settings: &Upstreams, attempts_left:
             selection_policy,
             retries,
         });
-    let h2c = backends.iter().any(|b| b.h2c);
+    let h2c = backends.iter().any(|b| b.borrow().h2c);
     let transport = (h2c || settings.response_header_timeout.is_some()).then(|| HttpTransport {
         protocol: "http".into(),
         versions: if h2c {

@@ -330,6 +330,14 @@ pub fn needs_prefix_split(filters: &[Filter]) -> bool {
     })
 }
 
+/// Do these filters depend on the listener ([`Context::port`] and
+/// [`Context::https`])? Only a redirect does, for its default scheme and port.
+pub fn uses_listener(filters: &[Filter]) -> bool {
+    filters
+        .iter()
+        .any(|f| matches!(f.r#type, Type::RequestRedirect))
+}
+
 /// Does any filter read the text after the matched prefix?
 pub fn uses_prefix(filters: &[Filter]) -> bool {
     filters.iter().any(|f| {

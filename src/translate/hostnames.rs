@@ -106,7 +106,17 @@ pub fn effective_hostnames(listener: &Host, route_hostnames: &[String]) -> Optio
     }
     let mut out: Vec<Host> = route_hostnames
         .iter()
-        .filter_map(|h| listener.intersect(&Host::parse(h)))
+        .filter_map(|h| {
+            // `listener.intersect(&h)`, without copying `h`.
+            let h = Host::parse(h);
+            if listener.covers(&h) {
+                Some(h)
+            } else if h.covers(listener) {
+                Some(listener.clone())
+            } else {
+                None
+            }
+        })
         .collect();
     out.sort_by(Host::specificity_cmp);
     out.dedup();

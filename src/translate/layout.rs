@@ -17,7 +17,7 @@
 //! Listener isolation is decided here: a host only ever reaches the buckets
 //! of its most specific listener.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::hostnames::Host;
 use super::rules::CompiledMatch;
@@ -31,41 +31,47 @@ pub struct PlannedListener<'a> {
     /// Unique and stable: `namespace/gateway/listener`.
     pub id: String,
     pub host: Host,
-    /// Effective hostname → every match attached under it (borrowed from
-    /// the attachments: the matches are copied once, into the routes).
+    /// Effective hostname → every match attached under it. The routes move
+    /// from owned buckets into the config; a match shared by several
+    /// hostnames, or a borrowed bucket, is copied where it is used.
     pub buckets: std::borrow::Cow<'a, [(Host, Vec<CompiledMatch>)]>,
 }
 
 /// Routes and named routes of one server. On a TLS server a request whose
 /// Host belongs to another listener than its SNI does is answered 421.
-pub fn routes(
-    listeners: &[PlannedListener<'_>],
+/// The listeners are taken by value so their routes move into the config
+/// (a borrowed slice is cloned, which shares rather than copies the routes).
+pub fn routes<'a>(
+    listeners: impl Into<Vec<PlannedListener<'a>>>,
     tls: bool,
 ) -> (Vec<Route>, BTreeMap<String, Route>) {
+    let mut listeners: Vec<PlannedListener<'a>> = listeners.into();
     let mut named = BTreeMap::new();
-    let mut chains: Vec<Chain> = Vec::new();
-    for listener in listeners {
-        let mut merged: BTreeMap<String, (Host, Vec<CompiledMatch>)> = BTreeMap::new();
-        for (host, matches) in listener.buckets.iter() {
-            merged
-                .entry(host.to_string())
-                .or_insert_with(|| (host.clone(), Vec::new()))
-                .1
-                .extend(matches.iter().cloned());
-        }
+    let mut chains: Vec<Chain> = Vec::with_capacity(listeners.len());
+    for listener in &mut listeners {
+        let mut buckets = std::mem::take(&mut listener.buckets).into_owned();
+        // Buckets of one hostname next to each other, in their order.
+        buckets.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut buckets = buckets.into_iter().peekable();
         let mut chain = Chain::default();
-        for (label, (host, mut matches)) in merged {
-            matches.sort_by(|a, b| a.precedence.cmp(&b.precedence));
-            let name = format!("{}|{label}", listener.id);
+        while let Some((host, mut matches)) = buckets.next() {
+            while let Some((_, more)) = buckets.next_if(|(h, _)| *h == host) {
+                matches.extend(more);
+            }
+            matches.sort_by(|a, b| a.precedence().cmp(b.precedence()));
             let sub = Handler::Subroute {
-                routes: matches.into_iter().map(|m| m.route).collect(),
+                routes: matches.into_iter().map(CompiledMatch::into_route).collect(),
             };
-            named.insert(name.clone(), Route::handle(vec![sub]));
             match host {
-                Host::Exact(h) => {
-                    chain.exact.insert(h, name);
+                // Only the leaf of this very host can reach an exact
+                // bucket, so it is never named: the leaf holds it. (They
+                // come first, by name: the order of `Host`.)
+                Host::Exact(h) => chain.exact.push((h, Some(sub))),
+                other => {
+                    let name = format!("{}|{other}", listener.id);
+                    named.insert(name.clone(), Route::handle(vec![sub]));
+                    chain.others.push((other, name));
                 }
-                other => chain.others.push((other, name)),
             }
         }
         chain.others.sort_by(|a, b| a.0.specificity_cmp(&b.0));
@@ -74,31 +80,41 @@ pub fn routes(
 
     let mut patterns: Vec<Host> = listeners
         .iter()
-        .flat_map(|l| std::iter::once(l.host.clone()).chain(l.buckets.iter().map(|b| b.0.clone())))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
+        .map(|l| l.host.clone())
+        .chain(chains.iter().flat_map(|c| {
+            c.exact
+                .iter()
+                .map(|(h, _)| Host::Exact(h.clone()))
+                .chain(c.others.iter().map(|(host, _)| host.clone()))
+        }))
         .collect();
-    patterns.sort_by(Host::specificity_cmp);
+    // Exact hostnames first, by name (the order of the leaves); then the
+    // others, most specific first.
+    patterns.sort_unstable();
+    patterns.dedup();
+    let exact = patterns.partition_point(|p| matches!(p, Host::Exact(_)));
+    patterns[exact..].sort_by(Host::specificity_cmp);
+    let catch_all = patterns.last() == Some(&Host::Any);
 
-    let mut leaves = Vec::new();
+    let mut leaves = Vec::with_capacity(exact);
     let mut routes = Vec::new();
-    for pattern in &patterns {
+    for pattern in patterns {
         // The most specific listener wins the host (listener isolation).
         let winner = listeners
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.host.covers(pattern))
+            .filter(|(_, l)| l.host.covers(&pattern))
             .min_by(|a, b| a.1.host.specificity_cmp(&b.1.host))
             .map(|(i, _)| i);
         let mut handlers = match winner {
-            Some(i) => chains[i].handlers(pattern),
+            Some(i) => chains[i].handlers(&pattern),
             None => vec![Handler::status(404)],
         };
         if let (true, Some(w)) = (tls && listeners.len() > 1, winner) {
-            handlers.insert(0, misdirected_guard(listeners, w));
+            handlers.insert(0, misdirected_guard(&listeners, w));
         }
         match pattern {
-            Host::Exact(h) => leaves.push((h.clone(), handlers)),
+            Host::Exact(h) => leaves.push((h, handlers)),
             Host::Wildcard(suffix) => routes.push(Route {
                 matchers: vec![MatcherSet {
                     vars_regexp: Some(
@@ -106,7 +122,7 @@ pub fn routes(
                             "{http.request.host}".to_string(),
                             RegexpMatcher {
                                 name: None,
-                                pattern: Host::wildcard_regexp(suffix),
+                                pattern: Host::wildcard_regexp(&suffix),
                             },
                         )]
                         .into(),
@@ -119,9 +135,9 @@ pub fn routes(
             Host::Any => routes.push(Route::handle(handlers)),
         }
     }
-    // A bucket invoked from one place only is inlined there: `invoke`
-    // compiles its route on every request. Buckets that listener isolation
-    // made unreachable are left out.
+    // A shared bucket invoked from one place only is inlined there:
+    // `invoke` compiles its route on every request. Buckets that listener
+    // isolation made unreachable are left out.
     let mut uses: BTreeMap<String, usize> = BTreeMap::new();
     for h in leaves
         .iter()
@@ -149,10 +165,9 @@ pub fn routes(
         inline(&mut route.handle);
     }
     named.retain(|name, _| uses.contains_key(name));
-    leaves.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut all = tree(&leaves);
+    let mut all = tree(leaves);
     all.extend(routes);
-    if !patterns.contains(&Host::Any) {
+    if !catch_all {
         all.push(Route::handle(vec![Handler::status(404)]));
     }
     (all, named)
@@ -203,21 +218,27 @@ fn misdirected_guard(listeners: &[PlannedListener<'_>], winner: usize) -> Handle
     }
 }
 
-/// A listener's buckets: exact hostnames by name, the rest (wildcards,
-/// then the catch-all) most specific first. Looking exact ones up by name
-/// keeps the layout linear in the number of hostnames.
+/// A listener's buckets: exact hostnames sorted by name, each held until
+/// its leaf takes it; the rest (wildcards, then the catch-all) named, most
+/// specific first. Looking exact ones up by name keeps the layout linear in
+/// the number of hostnames.
 #[derive(Default)]
 struct Chain {
-    exact: BTreeMap<String, String>,
+    exact: Vec<(String, Option<Handler>)>,
     others: Vec<(Host, String)>,
 }
 
 impl Chain {
-    /// Invoke every bucket that covers `pattern`, most specific first; a
-    /// request no rule matched ends in 404.
-    fn handlers(&self, pattern: &Host) -> Vec<Handler> {
+    /// Run every bucket that covers `pattern`, most specific first: its own
+    /// exact bucket inline, shared ones invoked; a request no rule matched
+    /// ends in 404.
+    fn handlers(&mut self, pattern: &Host) -> Vec<Handler> {
         let exact = match pattern {
-            Host::Exact(h) => self.exact.get(h),
+            Host::Exact(h) => self
+                .exact
+                .binary_search_by(|(name, _)| name.cmp(h))
+                .ok()
+                .and_then(|i| self.exact[i].1.take()),
             _ => None,
         };
         exact
@@ -226,35 +247,37 @@ impl Chain {
                 self.others
                     .iter()
                     .filter(|(host, _)| host.covers(pattern))
-                    .map(|(_, name)| name),
+                    .map(|(_, name)| Handler::Invoke { name: name.clone() }),
             )
-            .map(|name| Handler::Invoke { name: name.clone() })
             .chain(std::iter::once(Handler::status(404)))
             .collect()
     }
 }
 
 /// Sorted exact hosts → a host-matcher tree of fan-out [`FAN_OUT`].
-fn tree(leaves: &[(String, Vec<Handler>)]) -> Vec<Route> {
+fn tree(leaves: Vec<(String, Vec<Handler>)>) -> Vec<Route> {
     if leaves.len() <= FAN_OUT {
         return leaves
-            .iter()
-            .map(|(host, handle)| host_route(vec![host.clone()], handle.clone()))
+            .into_iter()
+            .map(|(host, handle)| host_route(vec![host], handle))
             .collect();
     }
     let size = leaves.len().div_ceil(FAN_OUT);
-    leaves
-        .chunks(size)
-        .map(|chunk| {
-            let hosts = chunk.iter().map(|(h, _)| h.clone()).collect();
-            host_route(
-                hosts,
-                vec![Handler::Subroute {
-                    routes: tree(chunk),
-                }],
-            )
-        })
-        .collect()
+    let mut leaves = leaves.into_iter();
+    let mut out = Vec::with_capacity(FAN_OUT);
+    loop {
+        let chunk: Vec<_> = leaves.by_ref().take(size).collect();
+        if chunk.is_empty() {
+            return out;
+        }
+        let hosts = chunk.iter().map(|(h, _)| h.clone()).collect();
+        out.push(host_route(
+            hosts,
+            vec![Handler::Subroute {
+                routes: tree(chunk),
+            }],
+        ));
+    }
 }
 
 fn host_route(hosts: Vec<String>, handle: Vec<Handler>) -> Route {

@@ -227,7 +227,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
         })
         .collect();
     let plan = servers::assign(&mut models);
-    let attachments = routes::attach(snapshot, &mut models);
+    let mut attachments = routes::attach(snapshot, &mut models);
 
     let mut fleets: BTreeMap<ObjectRef, Fleet> = BTreeMap::new();
     for model in &models {
@@ -239,7 +239,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
     }
     for (key, fleet) in &mut fleets {
         let plans: Vec<_> = plan.iter().filter(|p| &p.fleet == key).cloned().collect();
-        fleet.config = servers::config(&plans, &models, &attachments.buckets);
+        fleet.config = servers::config(&plans, &models, &mut attachments.buckets);
     }
     for (gateway, model) in gateways.iter().zip(&models) {
         status.gateways.insert(
@@ -247,35 +247,33 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
             routes::gateway_status(gateway, model, &options.now),
         );
     }
-    for (key, parents) in attachments.parents {
-        let previous = snapshot
-            .http_routes
-            .get(&key)
-            .and_then(|r| r.status.as_ref())
-            .map(|s| &s.parents[..]);
-        let generation = snapshot
-            .http_routes
-            .get(&key)
-            .and_then(|r| r.metadata.generation);
-        let stamped = parents
-            .into_iter()
-            .map(|(parent_ref, conds)| {
-                let before = previous.and_then(|p| {
-                    p.iter()
-                        .find(|e| {
-                            e.controller_name == options.controller_name
-                                && e.parent_ref == parent_ref
-                        })
-                        .map(|e| &e.conditions[..])
-                });
-                HttpRouteStatusParents {
-                    conditions: stamp(conds, generation, before, &options.now),
-                    controller_name: options.controller_name.clone(),
-                    parent_ref,
-                }
-            })
-            .collect();
-        status.http_routes.insert(key, stamped);
-    }
+    // The routes come in key order, so the map is built without searching.
+    status.http_routes = attachments
+        .parents
+        .into_iter()
+        .map(|(key, route, parents)| {
+            let previous = route.status.as_ref().map(|s| &s.parents[..]);
+            let generation = route.metadata.generation;
+            let stamped = parents
+                .into_iter()
+                .map(|(parent_ref, conds)| {
+                    let before = previous.and_then(|p| {
+                        p.iter()
+                            .find(|e| {
+                                e.controller_name == options.controller_name
+                                    && e.parent_ref == parent_ref
+                            })
+                            .map(|e| &e.conditions[..])
+                    });
+                    HttpRouteStatusParents {
+                        conditions: stamp(conds, generation, before, &options.now),
+                        controller_name: options.controller_name.clone(),
+                        parent_ref,
+                    }
+                })
+                .collect();
+            (key.clone(), stamped)
+        })
+        .collect();
     Output { fleets, status }
 }

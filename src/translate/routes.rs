@@ -1,14 +1,15 @@
 //! Route attachment (parentRefs × listeners) and the statuses it decides.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use gateway_api::apis::experimental::gateways::{
     Gateway, GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
     GatewayStatusListenersSupportedKinds,
 };
-use gateway_api::apis::experimental::httproutes::HttpRouteStatusParentsParentRef;
+use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteStatusParentsParentRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::backends::Resolver;
 use super::conditions::{Cond, stamp};
 use super::gateways::{self, GROUP, GatewayModel, HTTP_ROUTE, Protocol};
 use super::hostnames::{Host, effective_hostnames};
@@ -17,21 +18,32 @@ use super::servers::ListenerId;
 use crate::snapshot::{ObjectRef, Snapshot};
 
 #[derive(Debug, Default)]
-pub struct Attachments {
+pub struct Attachments<'s> {
     /// What each listener serves: effective hostname → matches.
     pub buckets: BTreeMap<ListenerId, Vec<(Host, Vec<CompiledMatch>)>>,
-    /// Our `status.parents` entries per route, before stamping.
-    pub parents: BTreeMap<ObjectRef, Vec<(HttpRouteStatusParentsParentRef, Vec<Cond>)>>,
+    /// Our `status.parents` entries per route, before stamping, in the
+    /// snapshot's order of routes.
+    pub parents: Vec<RouteParents<'s>>,
 }
 
-pub fn attach(snapshot: &Snapshot, models: &mut [GatewayModel]) -> Attachments {
-    let index: BTreeMap<ObjectRef, usize> = models
+/// A route of ours and its `status.parents` entries, before stamping.
+pub type RouteParents<'s> = (
+    &'s ObjectRef,
+    &'s HttpRoute,
+    Vec<(HttpRouteStatusParentsParentRef, Vec<Cond>)>,
+);
+
+pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attachments<'s> {
+    let index: BTreeMap<(&str, &str), usize> = models
         .iter()
         .enumerate()
-        .map(|(i, m)| (m.key.clone(), i))
+        .map(|(i, m)| ((m.key.namespace.as_str(), m.key.name.as_str()), i))
         .collect();
     let mut out = Attachments::default();
-    let mut attached: BTreeMap<ListenerId, BTreeSet<ObjectRef>> = BTreeMap::new();
+    // Routes attached to each listener: how many, and the last one counted
+    // (a route's attachments come one after the other).
+    let mut attached: BTreeMap<ListenerId, (i32, Option<&ObjectRef>)> = BTreeMap::new();
+    let mut resolver = Resolver::default();
     for (key, route) in &snapshot.http_routes {
         let parents: Vec<_> = route
             .spec
@@ -43,25 +55,26 @@ pub fn attach(snapshot: &Snapshot, models: &mut [GatewayModel]) -> Attachments {
                     && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
             })
             .filter_map(|p| {
-                let gw = ObjectRef::new(
-                    p.namespace.clone().unwrap_or_else(|| key.namespace.clone()),
-                    &p.name,
-                );
-                index.get(&gw).map(|&g| (p, g))
+                let namespace = p.namespace.as_deref().unwrap_or(&key.namespace);
+                index.get(&(namespace, p.name.as_str())).map(|&g| (p, g))
             })
             .collect();
         if parents.is_empty() {
             continue; // Not ours: leave its status to whoever owns its parents.
         }
         // Conditions do not depend on the listener; redirect defaults do.
-        let compiled = rules::compile(
+        // Without a redirect, this one compilation serves every listener.
+        let mut compiled = rules::compile(
             snapshot,
             route,
             ListenerContext {
                 port: 0,
                 https: false,
             },
+            &mut resolver,
         );
+        let shared =
+            (!rules::depends_on_listener(route)).then(|| std::mem::take(&mut compiled.matches));
         let mut per_listener: BTreeMap<(u16, bool), Vec<CompiledMatch>> = BTreeMap::new();
         let mut entries = Vec::new();
         for (parent, g) in parents {
@@ -86,6 +99,7 @@ pub fn attach(snapshot: &Snapshot, models: &mut [GatewayModel]) -> Attachments {
                         snapshot,
                         &models[g],
                         key,
+                        route.spec.hostnames.as_deref().unwrap_or_default(),
                         parent.section_name.as_deref(),
                         parent.port,
                     );
@@ -93,16 +107,25 @@ pub fn attach(snapshot: &Snapshot, models: &mut [GatewayModel]) -> Attachments {
                         Err(cond) => cond,
                         Ok(found) => {
                             for (l, hosts) in found {
-                                attached.entry((g, l)).or_default().insert(key.clone());
+                                let (count, last) = attached.entry((g, l)).or_default();
+                                if *last != Some(key) {
+                                    *count += 1;
+                                    *last = Some(key);
+                                }
                                 let listener = &models[g].listeners[l];
                                 let ctx = ListenerContext {
                                     port: listener.port,
                                     https: listener.protocol == Some(Protocol::Https),
                                 };
-                                let matches =
-                                    per_listener.entry((ctx.port, ctx.https)).or_insert_with(
-                                        || rules::compile(snapshot, route, ctx).matches,
-                                    );
+                                let matches = match &shared {
+                                    Some(matches) => matches,
+                                    None => per_listener
+                                        .entry((ctx.port, ctx.https))
+                                        .or_insert_with(|| {
+                                            rules::compile(snapshot, route, ctx, &mut resolver)
+                                                .matches
+                                        }),
+                                };
                                 let bucket = out.buckets.entry((g, l)).or_default();
                                 for host in hosts {
                                     bucket.push((host, matches.clone()));
@@ -122,10 +145,10 @@ pub fn attach(snapshot: &Snapshot, models: &mut [GatewayModel]) -> Attachments {
             );
             entries.push((parent_ref, conds));
         }
-        out.parents.insert(key.clone(), entries);
+        out.parents.push((key, route, entries));
     }
-    for ((g, l), routes) in attached {
-        models[g].listeners[l].attached_routes = routes.len() as i32;
+    for ((g, l), (count, _)) in attached {
+        models[g].listeners[l].attached_routes = count;
     }
     out
 }
@@ -136,24 +159,30 @@ fn candidate_listeners(
     snapshot: &Snapshot,
     gateway: &GatewayModel,
     route: &ObjectRef,
+    route_hostnames: &[String],
     section: Option<&str>,
     port: Option<i32>,
 ) -> Result<Vec<(usize, Vec<Host>)>, Cond> {
-    let route_hostnames: Vec<String> = snapshot.http_routes[route]
-        .spec
-        .hostnames
-        .clone()
-        .unwrap_or_default();
-    let selected: Vec<usize> = gateway
-        .listeners
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| {
-            section.is_none_or(|s| s == l.name) && port.is_none_or(|p| p == i32::from(l.port))
-        })
-        .map(|(i, _)| i)
-        .collect();
-    if selected.is_empty() {
+    // Why nothing matched, in the order the checks apply.
+    let (mut selected, mut allowed) = (false, false);
+    let mut matched: Vec<(usize, Vec<Host>)> = Vec::new();
+    for (i, l) in gateway.listeners.iter().enumerate() {
+        if !(section.is_none_or(|s| s == l.name) && port.is_none_or(|p| p == i32::from(l.port))) {
+            continue;
+        }
+        selected = true;
+        if !(l.accepts_routes()
+            && l.kinds.iter().any(|k| k == HTTP_ROUTE)
+            && gateways::namespace_allowed(snapshot, l, &gateway.key, &route.namespace))
+        {
+            continue;
+        }
+        allowed = true;
+        if let Some(hosts) = effective_hostnames(&l.host, route_hostnames) {
+            matched.push((i, hosts));
+        }
+    }
+    if !selected {
         return Err(Cond::new(
             "Accepted",
             false,
@@ -161,16 +190,7 @@ fn candidate_listeners(
             "no listener matches the parentRef's sectionName and port",
         ));
     }
-    let allowed: Vec<usize> = selected
-        .into_iter()
-        .filter(|&i| {
-            let l = &gateway.listeners[i];
-            l.accepts_routes()
-                && l.kinds.iter().any(|k| k == HTTP_ROUTE)
-                && gateways::namespace_allowed(snapshot, l, &gateway.key, &route.namespace)
-        })
-        .collect();
-    if allowed.is_empty() {
+    if !allowed {
         return Err(Cond::new(
             "Accepted",
             false,
@@ -178,12 +198,6 @@ fn candidate_listeners(
             "no selected listener allows this route",
         ));
     }
-    let matched: Vec<(usize, Vec<Host>)> = allowed
-        .into_iter()
-        .filter_map(|i| {
-            effective_hostnames(&gateway.listeners[i].host, &route_hostnames).map(|h| (i, h))
-        })
-        .collect();
     if matched.is_empty() {
         return Err(Cond::new(
             "Accepted",

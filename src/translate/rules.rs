@@ -2,6 +2,7 @@
 //! orders them by.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use gateway_api::apis::experimental::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesMatches,
@@ -9,7 +10,7 @@ use gateway_api::apis::experimental::httproutes::{
     HttpRouteRulesMatchesQueryParamsType,
 };
 
-use super::backends::{self, BackendRef};
+use super::backends::{BackendRef, Resolver};
 use super::conditions::Cond;
 use super::dispatch::{self, Retry, Target, Upstreams};
 use super::filters::{self, PREFIX_CAPTURE};
@@ -27,7 +28,8 @@ pub struct Precedence {
     headers: std::cmp::Reverse<usize>,
     query: std::cmp::Reverse<usize>,
     created: Option<k8s_openapi::jiff::Timestamp>,
-    route: ObjectRef,
+    /// Shared by the matches of a route (always set once compiled).
+    route: Option<Rc<ObjectRef>>,
     rule: usize,
     match_index: usize,
     /// A match split in two (see `filters::needs_prefix_split`) keeps its order.
@@ -35,10 +37,29 @@ pub struct Precedence {
 }
 
 /// One match of one rule, ready to sort among every route on a host.
+/// Cloning it is cheap: a route attached under several hostnames (or
+/// listeners) shares its compiled matches, and the layout takes each route
+/// out without a copy when it is the only user left.
 #[derive(Debug, Clone)]
-pub struct CompiledMatch {
-    pub precedence: Precedence,
-    pub route: Route,
+pub struct CompiledMatch(Rc<(Precedence, Route)>);
+
+impl CompiledMatch {
+    fn new(precedence: Precedence, route: Route) -> Self {
+        CompiledMatch(Rc::new((precedence, route)))
+    }
+
+    pub fn precedence(&self) -> &Precedence {
+        &self.0.0
+    }
+
+    /// The Kengine route: moved out when no one else holds this match,
+    /// else copied.
+    pub fn into_route(self) -> Route {
+        match Rc::try_unwrap(self.0) {
+            Ok((_, route)) => route,
+            Err(shared) => shared.1.clone(),
+        }
+    }
 }
 
 /// A compiled HTTPRoute: its matches, and conditions about its contents.
@@ -58,18 +79,36 @@ pub struct ListenerContext {
     pub https: bool,
 }
 
-pub fn compile(snapshot: &Snapshot, route: &HttpRoute, listener: ListenerContext) -> CompiledRoute {
-    let key = ObjectRef::of(route);
+/// Does compiling `route` depend on the listener it attaches to? When it
+/// does not, one compilation serves every listener.
+pub fn depends_on_listener(route: &HttpRoute) -> bool {
+    route
+        .spec
+        .rules
+        .iter()
+        .flatten()
+        .any(|rule| filters::uses_listener(rule.filters.as_deref().unwrap_or_default()))
+}
+
+pub fn compile<'s>(
+    snapshot: &Snapshot,
+    route: &'s HttpRoute,
+    listener: ListenerContext,
+    resolver: &mut Resolver<'s>,
+) -> CompiledRoute {
+    let key = Rc::new(ObjectRef::of(route));
     let created = route.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut out = CompiledRoute::default();
+    let mut parts = Vec::new();
     for (rule_index, rule) in route.spec.rules.iter().flatten().enumerate() {
-        let backend = match backend_handlers(snapshot, &key, rule, &mut out.unresolved) {
-            Ok(h) => h,
-            Err(cond) => {
-                out.unsupported.get_or_insert(cond);
-                continue;
-            }
-        };
+        let mut backend =
+            match backend_handlers(snapshot, &key, rule, resolver, &mut out.unresolved) {
+                Ok(h) => h,
+                Err(cond) => {
+                    out.unsupported.get_or_insert(cond);
+                    continue;
+                }
+            };
         let rule_filters = rule.filters.as_deref().unwrap_or_default();
         let default_match = [HttpRouteRulesMatches::default()];
         let matches = rule
@@ -77,38 +116,63 @@ pub fn compile(snapshot: &Snapshot, route: &HttpRoute, listener: ListenerContext
             .as_deref()
             .filter(|m| !m.is_empty())
             .unwrap_or(&default_match);
+        parts.clear();
         for (match_index, m) in matches.iter().enumerate() {
-            let parts = match compile_match(m, rule_filters, listener, &backend) {
-                Ok(parts) => parts,
-                Err(cond) => {
-                    out.unsupported.get_or_insert(cond);
-                    continue;
-                }
-            };
-            for (part, (mut precedence, route)) in parts.into_iter().enumerate() {
-                precedence.created = created;
-                precedence.route = key.clone();
-                precedence.rule = rule_index;
-                precedence.match_index = match_index;
-                precedence.part = part as u8;
-                out.matches.push(CompiledMatch { precedence, route });
+            if let Err(cond) = compile_match(m, match_index, rule_filters, listener, &mut parts) {
+                out.unsupported.get_or_insert(cond);
             }
+        }
+        // The backend handlers end every part no filter answers: copied
+        // into all but the last of them, moved into that one.
+        let last = parts.iter().rposition(|p| p.needs_backend);
+        for (i, part) in parts.drain(..).enumerate() {
+            let Part {
+                mut precedence,
+                mut route,
+                needs_backend,
+            } = part;
+            if needs_backend {
+                let tail = if Some(i) == last {
+                    std::mem::take(&mut backend)
+                } else {
+                    backend.clone()
+                };
+                if route.handle.is_empty() {
+                    route.handle = tail;
+                } else {
+                    route.handle.extend(tail);
+                }
+            }
+            precedence.created = created;
+            precedence.route = Some(key.clone());
+            precedence.rule = rule_index;
+            out.matches.push(CompiledMatch::new(precedence, route));
         }
     }
     out
 }
 
-/// The Kengine route(s) of one match: usually one; two when a prefix
-/// replacement must tell "exactly the prefix" from "the prefix and more".
+/// One Kengine route of a match, before the rule's backends are added.
+struct Part {
+    precedence: Precedence,
+    route: Route,
+    /// No filter answers the request: the backend handlers follow.
+    needs_backend: bool,
+}
+
+/// The Kengine route(s) of one match, added to `out`: usually one; two
+/// when a prefix replacement must tell "exactly the prefix" from "the
+/// prefix and more". On error nothing is added.
 fn compile_match(
     m: &HttpRouteRulesMatches,
+    match_index: usize,
     rule_filters: &[HttpRouteRulesFilters],
     listener: ListenerContext,
-    backend: &[Handler],
-) -> Result<Vec<(Precedence, Route)>, Cond> {
-    let (matcher, precedence, prefix) = matcher(m, filters::uses_prefix(rule_filters))?;
-    let prefix = prefix.as_deref();
-    let variants: Vec<(MatcherSet, bool)> = match prefix {
+    out: &mut Vec<Part>,
+) -> Result<(), Cond> {
+    let (matcher, mut precedence, prefix) = matcher(m, filters::uses_prefix(rule_filters))?;
+    precedence.match_index = match_index;
+    let (first, second) = match prefix {
         Some(p) if filters::needs_prefix_split(rule_filters) => {
             let escaped = escape(p.trim_end_matches('/'));
             let with = |pattern: String| MatcherSet {
@@ -118,41 +182,47 @@ fn compile_match(
                 }),
                 ..matcher.clone()
             };
-            vec![
+            (
                 (with(format!("^{escaped}/?$")), true),
-                (with(format!("^{escaped}(/.+)$")), false),
-            ]
+                Some((with(format!("^{escaped}(/.+)$")), false)),
+            )
         }
-        _ => vec![(matcher, false)],
+        _ => ((matcher, false), None),
     };
-    variants
-        .into_iter()
-        .map(|(set, prefix_exact)| {
-            let ctx = filters::Context {
-                port: listener.port,
-                https: listener.https,
-                prefix,
-                prefix_exact,
-            };
-            let (mut handle, answered) = filters::handlers(rule_filters, ctx)?;
-            if !answered {
-                handle.extend(backend.iter().cloned());
+    let start = out.len();
+    for (part, (set, prefix_exact)) in std::iter::once(first).chain(second).enumerate() {
+        let ctx = filters::Context {
+            port: listener.port,
+            https: listener.https,
+            prefix,
+            prefix_exact,
+        };
+        let (handle, answered) = match filters::handlers(rule_filters, ctx) {
+            Ok(h) => h,
+            Err(cond) => {
+                out.truncate(start);
+                return Err(cond);
             }
-            let matchers = if set == MatcherSet::default() {
-                vec![]
-            } else {
-                vec![set]
-            };
-            Ok((
-                precedence.clone(),
-                Route {
-                    matchers,
-                    handle,
-                    terminal: false,
-                },
-            ))
-        })
-        .collect()
+        };
+        let matchers = if set == MatcherSet::default() {
+            vec![]
+        } else {
+            vec![set]
+        };
+        out.push(Part {
+            precedence: Precedence {
+                part: part as u8,
+                ..precedence.clone()
+            },
+            route: Route {
+                matchers,
+                handle,
+                terminal: false,
+            },
+            needs_backend: !answered,
+        });
+    }
+    Ok(())
 }
 
 /// The matcher set of one match, its precedence, and the PathPrefix value
@@ -161,20 +231,20 @@ fn compile_match(
 fn matcher(
     m: &HttpRouteRulesMatches,
     capture: bool,
-) -> Result<(MatcherSet, Precedence, Option<String>), Cond> {
+) -> Result<(MatcherSet, Precedence, Option<&str>), Cond> {
     let mut set = MatcherSet::default();
     let (kind, value) = match &m.path {
         Some(p) => (
             p.r#type.clone().unwrap_or(PathType::PathPrefix),
-            p.value.clone().unwrap_or_else(|| "/".into()),
+            p.value.as_deref().unwrap_or("/"),
         ),
-        None => (PathType::PathPrefix, "/".into()),
+        None => (PathType::PathPrefix, "/"),
     };
     let name = capture.then(|| PREFIX_CAPTURE.to_string());
     let mut prefix = None;
     let path_kind = match kind {
         PathType::Exact => {
-            set.path_regexp = Some(regexp(format!("^{}$", escape(&value))));
+            set.path_regexp = Some(regexp(anchored("^", value, "$")));
             0
         }
         PathType::PathPrefix => {
@@ -183,10 +253,10 @@ fn matcher(
             if !trimmed.is_empty() || capture {
                 set.path_regexp = Some(RegexpMatcher {
                     name,
-                    pattern: format!("^{}(/.*)?$", escape(trimmed)),
+                    pattern: anchored("^", trimmed, "(/.*)?$"),
                 });
             }
-            prefix = Some(value.clone());
+            prefix = Some(value);
             1
         }
         PathType::RegularExpression => {
@@ -195,10 +265,10 @@ fn matcher(
         }
     };
     if let Some(method) = &m.method {
-        let name = serde_json::to_value(method)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let name = match serde_json::to_value(method) {
+            Ok(serde_json::Value::String(name)) => name,
+            _ => String::new(),
+        };
         set.method = Some(vec![name]);
     }
     for h in m.headers.iter().flatten() {
@@ -217,7 +287,7 @@ fn matcher(
             HttpRouteRulesMatchesHeadersType::Exact => {
                 set.header_regexp
                     .get_or_insert_with(BTreeMap::new)
-                    .insert(name, regexp(format!("^{}$", escape(&h.value))));
+                    .insert(name, regexp(anchored("^", &h.value, "$")));
             }
             HttpRouteRulesMatchesHeadersType::RegularExpression => {
                 set.header_regexp
@@ -242,7 +312,7 @@ fn matcher(
                     .insert(q.name.clone(), vec![q.value.clone()]);
             }
             HttpRouteRulesMatchesQueryParamsType::Exact => {
-                regexps.push((q.name.clone(), format!("^{}$", escape(&q.value))))
+                regexps.push((q.name.clone(), anchored("^", &q.value, "$")))
             }
             HttpRouteRulesMatchesQueryParamsType::RegularExpression => {
                 regexps.push((q.name.clone(), q.value.clone()))
@@ -272,7 +342,7 @@ fn matcher(
         headers: std::cmp::Reverse(m.headers.as_ref().map_or(0, Vec::len)),
         query: std::cmp::Reverse(m.query_params.as_ref().map_or(0, Vec::len)),
         created: None,
-        route: ObjectRef::new("", ""),
+        route: None,
         rule: 0,
         match_index: 0,
         part: 0,
@@ -281,10 +351,11 @@ fn matcher(
 }
 
 /// The handlers that send a request matching `rule` to its backends.
-fn backend_handlers(
+fn backend_handlers<'s>(
     snapshot: &Snapshot,
     key: &ObjectRef,
-    rule: &HttpRouteRules,
+    rule: &'s HttpRouteRules,
+    resolver: &mut Resolver<'s>,
     unresolved: &mut Option<Cond>,
 ) -> Result<Vec<Handler>, Cond> {
     let mut targets = Vec::new();
@@ -317,7 +388,7 @@ fn backend_handlers(
                 "a redirect is not allowed as a backendRef filter",
             ));
         }
-        let backend = match backends::resolve(snapshot, key, "HTTPRoute", &backend_ref) {
+        let backend = match resolver.resolve(snapshot, key, "HTTPRoute", &backend_ref) {
             Ok(b) => Some(b),
             Err(cond) => {
                 unresolved.get_or_insert(cond);
@@ -405,13 +476,20 @@ fn regexp(pattern: String) -> RegexpMatcher {
 
 /// Escapes a literal for Go's RE2 syntax.
 pub fn escape(literal: &str) -> String {
-    let mut out = String::with_capacity(literal.len());
+    anchored("", literal, "")
+}
+
+/// `start`, then `literal` escaped for Go's RE2 syntax, then `end`.
+fn anchored(start: &str, literal: &str, end: &str) -> String {
+    let mut out = String::with_capacity(start.len() + literal.len() + end.len() + 2);
+    out.push_str(start);
     for c in literal.chars() {
         if "\\.+*?()|[]{}^$".contains(c) {
             out.push('\\');
         }
         out.push(c);
     }
+    out.push_str(end);
     out
 }
 

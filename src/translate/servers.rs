@@ -88,11 +88,12 @@ pub fn assign(models: &mut [GatewayModel]) -> Vec<ServerPlan> {
     plans
 }
 
-/// The Kengine config for every planned server.
+/// The Kengine config for every planned server. Takes the buckets of the
+/// listeners it places.
 pub fn config(
     plans: &[ServerPlan],
     models: &[GatewayModel],
-    buckets: &BTreeMap<ListenerId, Vec<(Host, Vec<CompiledMatch>)>>,
+    buckets: &mut BTreeMap<ListenerId, Vec<(Host, Vec<CompiledMatch>)>>,
 ) -> Config {
     let mut servers = BTreeMap::new();
     let mut certificates: BTreeMap<String, PemCertificate> = BTreeMap::new();
@@ -103,9 +104,10 @@ pub fn config(
             .map(|&(g, l)| PlannedListener {
                 id: format!("{}/{}", models[g].key, models[g].listeners[l].name),
                 host: models[g].listeners[l].host.clone(),
+                // A listener is on one server only: its buckets move there.
                 buckets: buckets
-                    .get(&(g, l))
-                    .map(|b| std::borrow::Cow::Borrowed(&b[..]))
+                    .remove(&(g, l))
+                    .map(std::borrow::Cow::Owned)
                     .unwrap_or_default(),
             })
             .collect();
@@ -113,7 +115,7 @@ pub fn config(
             .members
             .iter()
             .any(|&(g, l)| models[g].listeners[l].protocol == Some(Protocol::Https));
-        let (routes, named_routes) = layout::routes(&planned, https);
+        let (routes, named_routes) = layout::routes(planned, https);
         let mut policies = Vec::new();
         if https {
             let mut members = plan.members.clone();
