@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use futures_util::StreamExt;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::json;
@@ -28,6 +29,11 @@ pub struct Writes {
     pub unchanged: u64,
     pub failed: u64,
 }
+
+/// Route status writes sent at once (client-go's default QPS is 5 with a
+/// burst of 10; kube-rs has no client-side limit, the API server's priority
+/// and fairness has the last word).
+const ROUTE_WRITES_IN_FLIGHT: usize = 16;
 
 pub struct StatusWriter {
     client: Client,
@@ -78,6 +84,9 @@ impl StatusWriter {
             )
             .await;
         }
+        // Routes are many and independent: several writes in flight, so a
+        // burst of new routes is not one API round trip per route.
+        let mut patches = Vec::new();
         for (key, ours) in &status.http_routes {
             let Some(route) = snapshot.http_routes.get(key) else {
                 continue;
@@ -91,8 +100,20 @@ impl StatusWriter {
                 "metadata": {"resourceVersion": route.metadata.resource_version},
                 "status": {"parents": parents},
             });
-            self.patch("HTTPRoute", key, Patch::Merge(patch), &mut writes)
-                .await;
+            patches.push(async move {
+                let mut one = Writes::default();
+                self.patch("HTTPRoute", key, Patch::Merge(patch), &mut one)
+                    .await;
+                one
+            });
+        }
+        let done: Vec<Writes> = futures_util::stream::iter(patches)
+            .buffer_unordered(ROUTE_WRITES_IN_FLIGHT)
+            .collect()
+            .await;
+        for one in done {
+            writes.written += one.written;
+            writes.failed += one.failed;
         }
         writes
     }
