@@ -72,9 +72,10 @@ pub struct KengineInstanceSpec {
     pub modules: Vec<String>,
     /// How Kengine reaches backends. `ClusterIP` (default): each Service's
     /// cluster IP, so pod churn never reloads Kengine (headless Services
-    /// always use their ready endpoints). `Endpoints` (dial every ready
-    /// endpoint) is not implemented yet: the instance reports
-    /// `Degraded=True`, reason `UnsupportedUpstreamMode`, and uses ClusterIP.
+    /// always use their ready endpoints). `Endpoints`: every ready endpoint
+    /// from the Service's EndpointSlices, weights split evenly over them
+    /// (for session affinity or to skip kube-proxy; every endpoint change
+    /// reloads Kengine).
     #[serde(default)]
     pub upstream_mode: UpstreamMode,
     /// The PodDisruptionBudget of a `Deployment` fleet (default:

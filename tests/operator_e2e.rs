@@ -970,6 +970,40 @@ mod journey {
             get_opt(c, &ki(), Some(NS), "ds").await.is_none(),
             "a named fleet, no per-Gateway one"
         );
+        // upstreamMode Endpoints: that fleet dials the Service's ready
+        // endpoint (another echo), the shared fleet still its ClusterIP.
+        let pod_backend = crate::support::echo("127.0.0.3", "web-endpoint").await;
+        apply(c, &resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"), Some(NS),
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "web-1", "namespace": NS, "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4", "ports": [{"port": pod_backend.port()}],
+                "endpoints": [{"addresses": ["127.0.0.3"], "conditions": {"ready": true}}]})).await;
+        apply(c, &ki(), Some(NS), json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
+            "metadata": {"name": "edge-ds", "namespace": NS},
+            "spec": {"mode": "DaemonSet", "service": {"type": "ClusterIP"}, "upstreamMode": "Endpoints"}})).await;
+        let ds_addr: SocketAddr = format!("127.0.0.1:{DS_PORT}").parse().unwrap();
+        eventually(
+            "the Endpoints fleet dials the endpoint",
+            LIMIT,
+            async || {
+                (crate::support::get(&http, ds_addr, "ds.example", "/")
+                    .await
+                    .1
+                    .as_deref()
+                    == Some("web-endpoint"))
+                .then_some(())
+            },
+        )
+        .await;
+        let shared: SocketAddr = format!("127.0.0.1:{SHARED_PORT}").parse().unwrap();
+        assert_eq!(
+            crate::support::get(&http, shared, "journey.example", "/")
+                .await
+                .1
+                .as_deref(),
+            Some("web"),
+            "the ClusterIP fleet is unchanged"
+        );
         apply(
             c,
             &gateway(),

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::metrics::{FleetLabel, Metrics, PodLabel, ResultLabel};
 use super::targets::Clients;
 use crate::cli::ControllerArgs;
-use crate::crd::{KengineInstanceStatus, PodConfigStatus, UpstreamMode};
+use crate::crd::{KengineInstanceStatus, PodConfigStatus};
 use crate::kengine::Flavor;
 use crate::operator::workloads::Settings;
 use crate::operator::{self, InstanceReport, OWNED_KINDS, Operator, pki};
@@ -419,17 +419,10 @@ fn instance(
         (true, "AllPodsLoaded", String::new())
     };
     let progressing = rollout.is_some_and(|r| !r.settled());
-    let endpoints = current.is_some_and(|i| i.spec.upstream_mode == UpstreamMode::Endpoints);
     let degraded = if failed > 0 {
         Some(("PushFailed", not_programmed.unwrap_or_default()))
     } else if !problems.is_empty() {
         Some(("ApplyFailed", problems))
-    } else if endpoints {
-        Some((
-            "UnsupportedUpstreamMode",
-            "upstreamMode Endpoints is not implemented yet; backends are dialed at their ClusterIP"
-                .into(),
-        ))
     } else {
         None
     };

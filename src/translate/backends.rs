@@ -159,36 +159,44 @@ fn dials(
     }
     match spec.cluster_ip.as_deref() {
         Some(ip) if !ip.is_empty() && ip != "None" => Ok(vec![join(ip, port)]),
-        _ => {
-            let mut dials: Vec<String> = snapshot
-                .endpoint_slices_of(key)
-                .flat_map(|slice| {
-                    let target = slice
-                        .ports
-                        .iter()
-                        .flatten()
-                        .find(|p| p.name == service_port.name)
-                        .and_then(|p| p.port);
-                    slice
-                        .endpoints
-                        .iter()
-                        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
-                        .flat_map(move |e| {
-                            e.addresses
-                                .iter()
-                                .filter_map(move |a| target.map(|p| join(a, p)))
-                        })
-                })
-                .collect();
-            dials.sort();
-            dials.dedup();
-            // No ready endpoints is not a broken reference: requests get 503.
-            Ok(dials)
-        }
+        // No ready endpoints is not a broken reference: requests get 503.
+        _ => Ok(ready_endpoints(snapshot, key, service_port.name.as_deref())),
     }
 }
 
-fn join(host: &str, port: i32) -> String {
+/// `ip:port` of every ready endpoint of a Service's port (by its name, as
+/// EndpointSlices name ports), sorted.
+pub fn ready_endpoints(
+    snapshot: &Snapshot,
+    key: &ObjectRef,
+    port_name: Option<&str>,
+) -> Vec<String> {
+    let mut dials: Vec<String> = snapshot
+        .endpoint_slices_of(key)
+        .flat_map(|slice| {
+            let target = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == port_name)
+                .and_then(|p| p.port);
+            slice
+                .endpoints
+                .iter()
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                .flat_map(move |e| {
+                    e.addresses
+                        .iter()
+                        .filter_map(move |a| target.map(|p| join(a, p)))
+                })
+        })
+        .collect();
+    dials.sort();
+    dials.dedup();
+    dials
+}
+
+pub fn join(host: &str, port: i32) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {

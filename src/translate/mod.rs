@@ -14,6 +14,7 @@ mod routes;
 mod rules;
 mod servers;
 mod tls;
+mod upstreams;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -240,6 +241,9 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
     for (key, fleet) in &mut fleets {
         let plans: Vec<_> = plan.iter().filter(|p| &p.fleet == key).cloned().collect();
         fleet.config = servers::config(&plans, &models, &mut attachments.buckets);
+        if upstreams::wanted(snapshot, key) {
+            upstreams::to_endpoints(&mut fleet.config, snapshot);
+        }
     }
     for (gateway, model) in gateways.iter().zip(&models) {
         status.gateways.insert(
