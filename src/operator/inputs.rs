@@ -16,10 +16,12 @@ use crate::translate::Fleet;
 /// Marks a KengineInstance the operator created for a Gateway.
 pub const GATEWAY_LABEL: &str = "kengine.khulnasoft.com/gateway";
 
-/// The Gateways of `fleets` that get an instance of their own (neither
-/// their infrastructure nor their class names one), as the instances to
-/// apply. An existing instance of that name that the Gateway does not own
-/// is the user's: it is used as it is, never taken over.
+/// The Gateways of `fleets` that get an instance of their own, as the
+/// instances to apply. Which fleet serves a Gateway is translate's decision
+/// (`translate::fleets`): here only "translate chose the instance named like
+/// the Gateway, and the Gateway did not name it itself". An existing
+/// instance of that name that the Gateway does not own is the user's (or
+/// its class's): it is used as it is, never taken over.
 pub fn gateway_instances(
     snapshot: &Snapshot,
     fleets: &BTreeMap<ObjectRef, Fleet>,
@@ -29,7 +31,7 @@ pub fn gateway_instances(
         let Some(gateway) = snapshot.gateways.get(key) else {
             continue;
         };
-        if !fleet.gateways.contains(key) || !wants_own_instance(snapshot, gateway) {
+        if !fleet.gateways.contains(key) || !wants_own_instance(gateway) {
             continue;
         }
         if let Some(existing) = snapshot.kengine_instances.get(key)
@@ -62,17 +64,13 @@ pub fn orphaned_instances(
         .collect()
 }
 
-fn wants_own_instance(snapshot: &Snapshot, gateway: &Gateway) -> bool {
-    let infra = gateway
+fn wants_own_instance(gateway: &Gateway) -> bool {
+    gateway
         .spec
         .infrastructure
         .as_ref()
-        .and_then(|i| i.parameters_ref.as_ref());
-    let class = snapshot
-        .gateway_classes
-        .get(&gateway.spec.gateway_class_name)
-        .and_then(|c| c.spec.parameters_ref.as_ref());
-    infra.is_none() && class.is_none()
+        .and_then(|i| i.parameters_ref.as_ref())
+        .is_none()
 }
 
 fn owned_by(instance: &KengineInstance, gateway: &Gateway) -> bool {
@@ -221,6 +219,29 @@ mod tests {
         let f = fleets(&[("shared", &["a"]), ("b", &["b"])]);
         assert!(gateway_instances(&s, &f).is_empty());
         assert!(orphaned_instances(&s, &f).is_empty(), "never the user's");
+    }
+
+    #[test]
+    fn a_class_naming_a_missing_instance_falls_back_like_translate() {
+        let missing = json!({"group": "kengine.khulnasoft.com", "kind": "KengineInstance", "name": "gone", "namespace": "apps"});
+        let s = snapshot(vec![
+            class("c", missing),
+            gateway("gw", "c", 80, Value::Null),
+        ]);
+        let out = crate::translate::translate(
+            &s,
+            &crate::translate::Options {
+                controller_name: "x".into(),
+                fleets: crate::translate::FleetMode::Instances,
+                ..Default::default()
+            },
+        );
+        assert!(
+            out.fleets.contains_key(&ObjectRef::new("apps", "gw")),
+            "translate's fallback"
+        );
+        let wanted = gateway_instances(&s, &out.fleets);
+        assert_eq!(wanted.len(), 1, "the operator creates what translate chose");
     }
 
     #[test]
