@@ -9,7 +9,6 @@
 //! without admission, etcd or authentication, so API latency here is lower
 //! than a cluster's. The write count does not depend on that.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -174,14 +173,7 @@ async fn caddy(
 
 pub async fn run(routes: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emulator =
-        apiserver_harness::KubeApiEmulator::start_with(apiserver_harness::EmulatorOptions {
-            crds: vec![
-                apiserver_harness::gateway_api_crds(),
-                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/crds")),
-            ],
-            ..Default::default()
-        });
+    let emulator = apiserver_harness::KubeApiEmulator::with_all_crds();
     let client = emulator.client().await;
     let admin = super::util::loopback(super::util::free_port()?);
     let _kengine = caddy(admin, dir.path()).await?;

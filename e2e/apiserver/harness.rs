@@ -57,6 +57,18 @@ pub struct KubeApiEmulator {
 }
 
 impl KubeApiEmulator {
+    /// Starts it with the Gateway API v1.6.1 experimental CRDs and ours
+    /// (`crds/`): what the controller needs.
+    pub fn with_all_crds() -> Self {
+        Self::start_with(EmulatorOptions {
+            crds: vec![
+                gateway_api_crds(),
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("crds"),
+            ],
+            ..Default::default()
+        })
+    }
+
     /// Starts it with the Gateway API v1.6.1 experimental CRDs.
     pub fn start() -> Self {
         Self::start_with(EmulatorOptions {

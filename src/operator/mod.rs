@@ -56,8 +56,6 @@ pub struct Operator {
     /// when). Certificates are never planned from a stale cache, which would
     /// mint a second CA.
     pending: HashMap<String, (String, Instant)>,
-    /// When the earliest certificate needs renewing.
-    next_renewal: Option<SystemTime>,
 }
 
 impl Operator {
@@ -68,13 +66,7 @@ impl Operator {
             lifetimes,
             applier: Applier::default(),
             pending: HashMap::new(),
-            next_renewal: None,
         }
-    }
-
-    /// When a pass must run at the latest, for certificate renewal.
-    pub fn next_renewal(&self) -> Option<SystemTime> {
-        self.next_renewal
     }
 
     /// One pass. `live` holds every watched object the operator generated,
@@ -110,7 +102,6 @@ impl Operator {
         }
 
         let mut wanted: HashSet<String> = HashSet::new();
-        self.next_renewal = None;
         for (id, instance) in &snapshot.kengine_instances {
             if !instance.spec.mode.managed() || instance.metadata.deletion_timestamp.is_some() {
                 continue;
@@ -215,10 +206,9 @@ impl Operator {
             &self.lifetimes,
             SystemTime::now(),
         )?;
-        self.next_renewal = Some(match self.next_renewal {
-            Some(t) => t.min(plan.next),
-            None => plan.next,
-        });
+        // Renewal needs no timer of its own: leaves are renewed with a
+        // third of their life left, and a pass runs at least every
+        // --resync-seconds.
         let mut issued = Vec::new();
         for (name, data) in [
             (&names.ca_secret, &plan.ca),

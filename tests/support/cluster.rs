@@ -32,14 +32,7 @@ pub async fn cluster() -> Cluster {
             _emulator: None,
         };
     }
-    let emulator =
-        apiserver_harness::KubeApiEmulator::start_with(apiserver_harness::EmulatorOptions {
-            crds: vec![
-                apiserver_harness::gateway_api_crds(),
-                PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/crds")),
-            ],
-            ..Default::default()
-        });
+    let emulator = apiserver_harness::KubeApiEmulator::with_all_crds();
     let client = emulator.client().await;
     Cluster {
         client,
