@@ -89,3 +89,49 @@ fn output_is_deterministic_and_independent_of_input_order() {
         }
     }
 }
+
+/// Every `invoke` names a named route of its own server (Kengine fails the
+/// request otherwise), and every named route is invoked.
+#[test]
+fn invokes_resolve_within_their_server() {
+    fn invoked(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map.get("handler").and_then(|h| h.as_str()) == Some("invoke") {
+                    out.push(map["name"].as_str().unwrap().to_string());
+                }
+                map.values().for_each(|v| invoked(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| invoked(v, out)),
+            _ => {}
+        }
+    }
+    let mut proxies = 0;
+    for dir in cases() {
+        let config: serde_json::Value =
+            serde_json::from_str(&render_case(&dir.join("input.yaml"), "config")).unwrap();
+        let servers = config["apps"]["http"]["servers"].as_object();
+        for (name, server) in servers.into_iter().flatten() {
+            let mut names = Vec::new();
+            invoked(server, &mut names);
+            let named = server["named_routes"].as_object();
+            let defined: Vec<&String> = named.into_iter().flat_map(|n| n.keys()).collect();
+            for n in &names {
+                assert!(
+                    defined.contains(&n),
+                    "{} server {name}: invoke {n:?} has no named route",
+                    dir.display()
+                );
+            }
+            for d in &defined {
+                assert!(
+                    names.contains(d),
+                    "{} server {name}: named route {d:?} is never invoked",
+                    dir.display()
+                );
+            }
+            proxies += defined.iter().filter(|d| d.starts_with("proxy ")).count();
+        }
+    }
+    assert!(proxies > 0, "the cases share proxies");
+}

@@ -40,7 +40,7 @@ pub struct Resolver<'s> {
 }
 
 /// The ref's group, kind, name, namespace, port and weight.
-type RefKey<'s> = (
+pub type RefKey<'s> = (
     Option<&'s str>,
     Option<&'s str>,
     &'s str,

@@ -6,9 +6,16 @@
 //! get 500, a different upstream protocol), each gets its own handler chain
 //! and a request picks one by the first two hex digits of its random
 //! `{http.request.uuid}`: 256 slots shared out by weight.
+//!
+//! Every `reverse_proxy` is stored once per server as a named route and
+//! reached with `invoke`. Kengine provisions each proxy handler on every
+//! load (its transport and upstream state), and the routes of a namespace
+//! tend to share their backends: on 5,000 routes of the benchmark shape
+//! this halves the reload (BENCHMARKS.md, scenario 6).
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
 use std::rc::Rc;
 
 use super::backends::{Backend, upstream_weights};
@@ -44,7 +51,31 @@ pub struct Retry {
     pub codes: Vec<u16>,
 }
 
-pub fn handlers(targets: &[Target], settings: &Upstreams) -> Vec<Handler> {
+/// A proxy shared by every route that sends requests the same way.
+#[derive(Debug)]
+pub struct SharedProxy {
+    /// Derived from what the proxy does, so equal proxies get one name in
+    /// every route, listener and translate.
+    pub name: String,
+    /// The named route: the proxy alone.
+    pub route: Route,
+}
+
+/// The proxies of one translate, by what they do.
+#[derive(Debug, Default)]
+pub struct Proxies {
+    known: HashMap<String, Rc<SharedProxy>>,
+}
+
+/// The handlers that send a request to `targets`. The shared proxies they
+/// invoke are added to `used`; each server that holds these handlers must
+/// hold those named routes.
+pub fn handlers(
+    targets: &[Target],
+    settings: &Upstreams,
+    proxies: &mut Proxies,
+    used: &mut Vec<Rc<SharedProxy>>,
+) -> Vec<Handler> {
     let live = || targets.iter().filter(|t| t.weight > 0);
     let reachable = |t: &Target| t.backend.as_ref().is_some_and(|b| !b.dials.is_empty());
     if !live().any(reachable) {
@@ -59,7 +90,7 @@ pub fn handlers(targets: &[Target], settings: &Upstreams) -> Vec<Handler> {
     let uniform = live().all(|t| t.handlers.is_empty() && reachable(t) && h2c(t) == first_h2c);
     if uniform {
         let backends: Vec<&Backend> = live().filter_map(|t| t.backend.as_deref()).collect();
-        return vec![proxy(&backends, settings)];
+        return vec![proxies.invoke(&backends, settings, used)];
     }
     let live: Vec<&Target> = live().collect();
     let slots = share(&live.iter().map(|t| t.weight).collect::<Vec<_>>());
@@ -69,7 +100,7 @@ pub fn handlers(targets: &[Target], settings: &Upstreams) -> Vec<Handler> {
         let mut handle = target.handlers.clone();
         handle.push(match &target.backend {
             Some(b) if b.dials.is_empty() => Handler::status(503),
-            Some(b) => proxy(std::slice::from_ref(b), settings),
+            Some(b) => proxies.invoke(std::slice::from_ref(b), settings, used),
             None => Handler::status(500),
         });
         // The last target takes whatever is left, so every request lands somewhere.
@@ -97,9 +128,83 @@ pub fn handlers(targets: &[Target], settings: &Upstreams) -> Vec<Handler> {
     vec![Handler::Subroute { routes }]
 }
 
-fn proxy<B: Borrow<Backend>>(backends: &[B], settings: &Upstreams) -> Handler {
-    let attempts = settings.retry.as_ref().map_or(0, |r| r.attempts);
-    proxy_with_retries(backends, settings, attempts)
+impl Proxies {
+    /// `invoke` of the shared proxy to `backends`, made on first use.
+    fn invoke<B: Borrow<Backend>>(
+        &mut self,
+        backends: &[B],
+        settings: &Upstreams,
+        used: &mut Vec<Rc<SharedProxy>>,
+    ) -> Handler {
+        let key = proxy_key(&upstream_weights(backends), backends, settings);
+        let shared = match self.known.get(&key) {
+            Some(shared) => shared.clone(),
+            None => {
+                let attempts = settings.retry.as_ref().map_or(0, |r| r.attempts);
+                let proxy = proxy_with_retries(backends, settings, attempts);
+                let shared = Rc::new(SharedProxy {
+                    name: proxy_name(&key),
+                    route: Route::handle(vec![proxy]),
+                });
+                self.known.insert(key, shared.clone());
+                shared
+            }
+        };
+        let handler = Handler::Invoke {
+            name: shared.name.clone(),
+        };
+        if !used.iter().any(|u| Rc::ptr_eq(u, &shared)) {
+            used.push(shared);
+        }
+        handler
+    }
+}
+
+/// Everything [`proxy_with_retries`] builds a proxy from, spelt out:
+/// `proxy 10.0.0.1:80*4,10.0.0.2:80*1 h2c timeout=5s retries=2:500,503`.
+fn proxy_key<B: Borrow<Backend>>(
+    weights: &[(String, u32)],
+    backends: &[B],
+    settings: &Upstreams,
+) -> String {
+    let mut key = String::with_capacity(48);
+    key.push_str("proxy ");
+    for (i, (dial, weight)) in weights.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        key.push_str(dial);
+        if weights.len() > 1 {
+            let _ = write!(key, "*{weight}");
+        }
+    }
+    if backends.iter().any(|b| b.borrow().h2c) {
+        key.push_str(" h2c");
+    }
+    if let Some(timeout) = &settings.response_header_timeout {
+        let _ = write!(key, " timeout={timeout}");
+    }
+    if let Some(retry) = settings.retry.as_ref().filter(|r| r.attempts > 0) {
+        let _ = write!(key, " retries={}", retry.attempts);
+        for (i, code) in retry.codes.iter().enumerate() {
+            let _ = write!(key, "{}{code}", if i == 0 { ':' } else { ',' });
+        }
+    }
+    key
+}
+
+/// The key itself when it is short enough to read in a config, else a
+/// hash of it (64-bit FNV-1a: a collision among a fleet's few thousand
+/// proxies is not a practical concern).
+fn proxy_name(key: &str) -> String {
+    const MAX: usize = 96;
+    if key.len() <= MAX {
+        return key.to_string();
+    }
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("proxy #{hash:016x}")
 }
 
 /// Kengine retries only upstreams it cannot reach. Retrying on a response
@@ -236,6 +341,87 @@ mod tests {
             assert!(in_first ^ in_second, "{s}");
             assert_eq!(in_first, v < 100, "{s}");
         }
+    }
+
+    fn target(ip: &str, weight: u32, h2c: bool) -> Target {
+        Target {
+            weight,
+            handlers: vec![],
+            backend: Some(Rc::new(Backend {
+                weight,
+                dials: vec![format!("{ip}:80")],
+                h2c,
+            })),
+        }
+    }
+
+    fn invoked(handlers: &[Handler]) -> &str {
+        match handlers {
+            [Handler::Invoke { name }] => name,
+            other => panic!("not one invoke: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn equal_proxies_are_shared_and_different_ones_are_not() {
+        let mut proxies = Proxies::default();
+        let mut used = Vec::new();
+        let plain = Upstreams::default();
+        let mut run = |targets: &[Target], settings: &Upstreams| {
+            invoked(&handlers(targets, settings, &mut proxies, &mut used)).to_string()
+        };
+        let first = run(&[target("10.0.0.1", 1, false)], &plain);
+        assert_eq!(first, "proxy 10.0.0.1:80");
+        assert_eq!(run(&[target("10.0.0.1", 1, false)], &plain), first);
+        let timeout = Upstreams {
+            response_header_timeout: Some("5s".into()),
+            retry: None,
+        };
+        let retry = Upstreams {
+            response_header_timeout: None,
+            retry: Some(Retry {
+                attempts: 2,
+                codes: vec![500, 503],
+            }),
+        };
+        let names = [
+            first.clone(),
+            run(&[target("10.0.0.1", 1, false)], &timeout),
+            run(&[target("10.0.0.1", 1, false)], &retry),
+            run(&[target("10.0.0.1", 1, true)], &plain),
+            run(
+                &[target("10.0.0.1", 4, false), target("10.0.0.2", 1, false)],
+                &plain,
+            ),
+            run(
+                &[target("10.0.0.1", 1, false), target("10.0.0.2", 4, false)],
+                &plain,
+            ),
+        ];
+        assert_eq!(
+            names[2], "proxy 10.0.0.1:80 retries=2:500,503",
+            "settings are part of the name"
+        );
+        let distinct: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+        assert_eq!(proxies.known.len(), names.len());
+        assert_eq!(used.len(), names.len(), "each shared proxy is listed once");
+        let weighted = &proxies.known[&names[4]].route.handle[0];
+        let Handler::ReverseProxy(p) = weighted else {
+            panic!("{weighted:?}")
+        };
+        assert_eq!(p.upstreams.len(), 2);
+    }
+
+    #[test]
+    fn long_keys_get_short_stable_names() {
+        let many: Vec<(String, u32)> = (0..50).map(|i| (format!("10.0.1.{i}:8080"), 1)).collect();
+        let backends: [Backend; 0] = [];
+        let key = proxy_key(&many, &backends, &Upstreams::default());
+        let name = proxy_name(&key);
+        assert!(name.starts_with("proxy #") && name.len() == 23, "{name}");
+        assert_eq!(proxy_name(&key), name);
+        assert_ne!(proxy_name(&key.replace("10.0.1.7:", "10.0.1.70:")), name);
     }
 
     /// Enough of regexp semantics for the patterns `slot_regexp` makes.

@@ -15,10 +15,13 @@
 //! host inline, a rule list shared by many hosts (a wildcard or catch-all
 //! route) stored once as a *named route* and reached with `invoke`.
 //! Listener isolation is decided here: a host only ever reaches the buckets
-//! of its most specific listener.
+//! of its most specific listener. The shared proxies the routes invoke
+//! (see `dispatch`) are named routes of the server too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
 
+use super::dispatch::SharedProxy;
 use super::hostnames::Host;
 use super::rules::CompiledMatch;
 use crate::kengine::config::{Handler, MatcherSet, RegexpMatcher, Route};
@@ -47,6 +50,10 @@ pub fn routes<'a>(
 ) -> (Vec<Route>, BTreeMap<String, Route>) {
     let mut listeners: Vec<PlannedListener<'a>> = listeners.into();
     let mut named = BTreeMap::new();
+    // The shared proxies of every match placed on this server (seen: by
+    // address, cheaper than by name).
+    let mut proxies: BTreeMap<String, Route> = BTreeMap::new();
+    let mut seen: HashSet<*const SharedProxy> = HashSet::new();
     let mut chains: Vec<Chain> = Vec::with_capacity(listeners.len());
     for listener in &mut listeners {
         let mut buckets = std::mem::take(&mut listener.buckets).into_owned();
@@ -59,6 +66,11 @@ pub fn routes<'a>(
                 matches.extend(more);
             }
             matches.sort_by(|a, b| a.precedence().cmp(b.precedence()));
+            for proxy in matches.iter().flat_map(CompiledMatch::proxies) {
+                if seen.insert(Rc::as_ptr(proxy)) {
+                    proxies.insert(proxy.name.clone(), proxy.route.clone());
+                }
+            }
             let sub = Handler::Subroute {
                 routes: matches.into_iter().map(CompiledMatch::into_route).collect(),
             };
@@ -165,6 +177,7 @@ pub fn routes<'a>(
         inline(&mut route.handle);
     }
     named.retain(|name, _| uses.contains_key(name));
+    named.extend(proxies);
     let mut all = tree(leaves);
     all.extend(routes);
     if !catch_all {

@@ -11,6 +11,7 @@ pub mod hostnames;
 mod layout;
 mod refgrant;
 mod routes;
+mod rule_backends;
 mod rules;
 mod servers;
 mod tls;
@@ -280,4 +281,60 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
         })
         .collect();
     Output { fleets, status }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{GROUP, KIND};
+    use serde_json::json;
+
+    /// Two Gateways on two fleets, each routing to its own Service.
+    fn two_fleets() -> Snapshot {
+        let mut docs = vec![
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+            "metadata": {"name": "c"}, "spec": {"controllerName": crate::cli::DEFAULT_CONTROLLER_NAME}}),
+        ];
+        for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2")] {
+            docs.extend([
+                json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
+                    "metadata": {"name": name, "namespace": "n"},
+                    "spec": {"mode": "External", "external": {"selector": {"fleet": name}}}}),
+                json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                    "metadata": {"name": name, "namespace": "n"},
+                    "spec": {"gatewayClassName": "c",
+                        "infrastructure": {"parametersRef": {"group": GROUP, "kind": KIND, "name": name}},
+                        "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "n"},
+                    "spec": {"clusterIP": ip, "ports": [{"port": 80}]}}),
+                json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                    "metadata": {"name": name, "namespace": "n"},
+                    "spec": {"parentRefs": [{"name": name}],
+                        "rules": [{"backendRefs": [{"name": name, "port": 80}]}]}}),
+            ]);
+        }
+        let objects: Vec<_> = docs
+            .into_iter()
+            .filter_map(|d| crate::providers::files::object_from_value(d).unwrap())
+            .collect();
+        Snapshot::from_objects(objects)
+    }
+
+    #[test]
+    fn each_fleet_holds_only_the_proxies_its_routes_invoke() {
+        let options = Options {
+            fleets: FleetMode::Instances,
+            ..Default::default()
+        };
+        let out = translate(&two_fleets(), &options);
+        for (fleet, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2")] {
+            let config = &out.fleets[&ObjectRef::new("n", fleet)].config;
+            let servers = &config.apps.http.as_ref().expect("an http app").servers;
+            let named: Vec<&String> = servers
+                .values()
+                .flat_map(|s| s.named_routes.keys())
+                .collect();
+            assert_eq!(named, [&format!("proxy {ip}:80")], "fleet {fleet}");
+        }
+    }
 }

@@ -9,10 +9,10 @@ use gateway_api::apis::experimental::gateways::{
 use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteStatusParentsParentRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::backends::Resolver;
 use super::conditions::{Cond, stamp};
 use super::gateways::{self, GROUP, GatewayModel, HTTP_ROUTE, Protocol};
 use super::hostnames::{Host, effective_hostnames};
+use super::rule_backends;
 use super::rules::{self, CompiledMatch, ListenerContext};
 use super::servers::ListenerId;
 use crate::snapshot::{ObjectRef, Snapshot};
@@ -43,7 +43,7 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
     // Routes attached to each listener: how many, and the last one counted
     // (a route's attachments come one after the other).
     let mut attached: BTreeMap<ListenerId, (i32, Option<&ObjectRef>)> = BTreeMap::new();
-    let mut resolver = Resolver::default();
+    let mut caches = rule_backends::Caches::default();
     for (key, route) in &snapshot.http_routes {
         let parents: Vec<_> = route
             .spec
@@ -71,7 +71,7 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
                 port: 0,
                 https: false,
             },
-            &mut resolver,
+            &mut caches,
         );
         let shared =
             (!rules::depends_on_listener(route)).then(|| std::mem::take(&mut compiled.matches));
@@ -122,7 +122,7 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
                                     None => per_listener
                                         .entry((ctx.port, ctx.https))
                                         .or_insert_with(|| {
-                                            rules::compile(snapshot, route, ctx, &mut resolver)
+                                            rules::compile(snapshot, route, ctx, &mut caches)
                                                 .matches
                                         }),
                                 };

@@ -5,16 +5,15 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use gateway_api::apis::experimental::httproutes::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesMatches,
-    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType as PathType,
-    HttpRouteRulesMatchesQueryParamsType,
+    HttpRoute, HttpRouteRulesFilters, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
+    HttpRouteRulesMatchesPathType as PathType, HttpRouteRulesMatchesQueryParamsType,
 };
 
-use super::backends::{BackendRef, Resolver};
 use super::conditions::Cond;
-use super::dispatch::{self, Retry, Target, Upstreams};
+use super::dispatch::SharedProxy;
 use super::filters::{self, PREFIX_CAPTURE};
-use crate::kengine::config::{Handler, MatcherSet, RegexpMatcher, Route};
+use super::rule_backends::{self, RuleBackends};
+use crate::kengine::config::{MatcherSet, RegexpMatcher, Route};
 use crate::snapshot::{ObjectRef, Snapshot};
 
 /// Sorts ascending: the first key wins. Hostname specificity is handled by
@@ -41,15 +40,20 @@ pub struct Precedence {
 /// listeners) shares its compiled matches, and the layout takes each route
 /// out without a copy when it is the only user left.
 #[derive(Debug, Clone)]
-pub struct CompiledMatch(Rc<(Precedence, Route)>);
+pub struct CompiledMatch(Rc<(Precedence, Route)>, Rc<[Rc<SharedProxy>]>);
 
 impl CompiledMatch {
-    fn new(precedence: Precedence, route: Route) -> Self {
-        CompiledMatch(Rc::new((precedence, route)))
+    fn new(precedence: Precedence, route: Route, proxies: Rc<[Rc<SharedProxy>]>) -> Self {
+        CompiledMatch(Rc::new((precedence, route)), proxies)
     }
 
     pub fn precedence(&self) -> &Precedence {
         &self.0.0
+    }
+
+    /// The shared proxies the route invokes: its server must hold them.
+    pub fn proxies(&self) -> &[Rc<SharedProxy>] {
+        &self.1
     }
 
     /// The Kengine route: moved out when no one else holds this match,
@@ -94,21 +98,27 @@ pub fn compile<'s>(
     snapshot: &Snapshot,
     route: &'s HttpRoute,
     listener: ListenerContext,
-    resolver: &mut Resolver<'s>,
+    caches: &mut rule_backends::Caches<'s>,
 ) -> CompiledRoute {
     let key = Rc::new(ObjectRef::of(route));
     let created = route.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut out = CompiledRoute::default();
     let mut parts = Vec::new();
     for (rule_index, rule) in route.spec.rules.iter().flatten().enumerate() {
-        let mut backend =
-            match backend_handlers(snapshot, &key, rule, resolver, &mut out.unresolved) {
-                Ok(h) => h,
-                Err(cond) => {
-                    out.unsupported.get_or_insert(cond);
-                    continue;
-                }
-            };
+        let RuleBackends {
+            handlers: mut backend,
+            proxies,
+            unresolved,
+        } = match rule_backends::handlers(snapshot, &key, rule, caches) {
+            Ok(b) => b,
+            Err(cond) => {
+                out.unsupported.get_or_insert(cond);
+                continue;
+            }
+        };
+        if let Some(cond) = unresolved {
+            out.unresolved.get_or_insert(cond);
+        }
         let rule_filters = rule.filters.as_deref().unwrap_or_default();
         let default_match = [HttpRouteRulesMatches::default()];
         let matches = rule
@@ -146,7 +156,13 @@ pub fn compile<'s>(
             precedence.created = created;
             precedence.route = Some(key.clone());
             precedence.rule = rule_index;
-            out.matches.push(CompiledMatch::new(precedence, route));
+            let proxies = if needs_backend {
+                proxies.clone()
+            } else {
+                Rc::from([])
+            };
+            out.matches
+                .push(CompiledMatch::new(precedence, route, proxies));
         }
     }
     out
@@ -350,123 +366,6 @@ fn matcher(
     Ok((set, precedence, prefix))
 }
 
-/// The handlers that send a request matching `rule` to its backends.
-fn backend_handlers<'s>(
-    snapshot: &Snapshot,
-    key: &ObjectRef,
-    rule: &'s HttpRouteRules,
-    resolver: &mut Resolver<'s>,
-    unresolved: &mut Option<Cond>,
-) -> Result<Vec<Handler>, Cond> {
-    let mut targets = Vec::new();
-    for r in rule.backend_refs.iter().flatten() {
-        let backend_ref = BackendRef {
-            group: r.group.as_deref(),
-            kind: r.kind.as_deref(),
-            name: &r.name,
-            namespace: r.namespace.as_deref(),
-            port: r.port,
-            weight: r.weight,
-        };
-        // backendRef filters have their own (identical) generated type.
-        let own_filters: Vec<HttpRouteRulesFilters> = r
-            .filters
-            .iter()
-            .flatten()
-            .map(|f| serde_json::to_value(f).and_then(serde_json::from_value))
-            .collect::<Result<_, _>>()
-            .map_err(|e| filters::unsupported(format!("backendRef filter: {e}")))?;
-        let ctx = filters::Context {
-            port: 0,
-            https: false,
-            prefix: None,
-            prefix_exact: false,
-        };
-        let (handlers, answered) = filters::handlers(&own_filters, ctx)?;
-        if answered {
-            return Err(filters::unsupported(
-                "a redirect is not allowed as a backendRef filter",
-            ));
-        }
-        let backend = match resolver.resolve(snapshot, key, "HTTPRoute", &backend_ref) {
-            Ok(b) => Some(b),
-            Err(cond) => {
-                unresolved.get_or_insert(cond);
-                None
-            }
-        };
-        let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
-        targets.push(Target {
-            weight,
-            handlers,
-            backend,
-        });
-    }
-    let retry = rule.retry.as_ref().map(|r| Retry {
-        // Each attempt nests a proxy in the config; more than a few is no retry policy.
-        attempts: r.attempts.unwrap_or(1).clamp(0, 5) as u32,
-        codes: r
-            .codes
-            .iter()
-            .flatten()
-            .filter_map(|c| u16::try_from(*c).ok())
-            .collect(),
-    });
-    let settings = Upstreams {
-        response_header_timeout: timeout(rule)?,
-        retry,
-    };
-    Ok(dispatch::handlers(&targets, &settings))
-}
-
-/// Kengine cannot bound a whole request, only the wait for the upstream's
-/// response headers; both timeouts map to that, the shorter one winning.
-fn timeout(rule: &HttpRouteRules) -> Result<Option<String>, Cond> {
-    let Some(t) = &rule.timeouts else {
-        return Ok(None);
-    };
-    let mut shortest: Option<(u128, String)> = None;
-    for value in [&t.request, &t.backend_request].into_iter().flatten() {
-        let millis = duration_millis(value).ok_or_else(|| {
-            filters::unsupported(format!("timeout {value:?} is not a Gateway API duration"))
-        })?;
-        if millis > 0 && shortest.as_ref().is_none_or(|(m, _)| millis < *m) {
-            shortest = Some((millis, value.clone()));
-        }
-    }
-    Ok(shortest.map(|(_, v)| v))
-}
-
-/// GEP-2257 durations (`1h`, `30s`, `500ms`, `1m30s`), which Go also parses.
-fn duration_millis(value: &str) -> Option<u128> {
-    let mut total = 0u128;
-    let mut rest = value;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        if digits == 0 {
-            return None;
-        }
-        let n: u128 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (1, 2)
-        } else {
-            match rest.chars().next()? {
-                'h' => (3_600_000, 1),
-                'm' => (60_000, 1),
-                's' => (1_000, 1),
-                _ => return None,
-            }
-        };
-        total += n * unit;
-        rest = &rest[len..];
-    }
-    Some(total)
-}
-
 fn regexp(pattern: String) -> RegexpMatcher {
     RegexpMatcher {
         name: None,
@@ -539,15 +438,5 @@ mod tests {
         );
         assert_eq!(set.header_regexp.unwrap()["X"].pattern, "^\\*a$");
         assert_eq!(set.header.unwrap()["Y"], vec!["b".to_string()]);
-    }
-
-    #[test]
-    fn parses_gateway_api_durations() {
-        assert_eq!(duration_millis("500ms"), Some(500));
-        assert_eq!(duration_millis("1m30s"), Some(90_000));
-        assert_eq!(duration_millis("1h"), Some(3_600_000));
-        assert_eq!(duration_millis("1.5s"), None);
-        assert_eq!(duration_millis(""), None);
-        assert_eq!(duration_millis("10"), None);
     }
 }

@@ -1,0 +1,269 @@
+//! A rule's backendRefs → the handlers that send requests to them.
+//!
+//! The rules of a namespace often name the same backends (an app's routes
+//! share its Services), so a rule without per-backend filters or retries
+//! reuses the handlers built for the same refs and timeouts: its backends
+//! are resolved, and its shared proxy found, once per namespace.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use gateway_api::apis::experimental::httproutes::{HttpRouteRules, HttpRouteRulesFilters};
+
+use super::backends::{BackendRef, RefKey, Resolver};
+use super::conditions::Cond;
+use super::dispatch::{self, Proxies, Retry, SharedProxy, Target, Upstreams};
+use super::filters;
+use crate::kengine::config::Handler;
+use crate::snapshot::{ObjectRef, Snapshot};
+
+/// The handlers of one rule's backends.
+#[derive(Debug, Clone)]
+pub struct RuleBackends {
+    pub handlers: Vec<Handler>,
+    /// The shared proxies `handlers` invoke.
+    pub proxies: Rc<[Rc<SharedProxy>]>,
+    /// Why the first unusable backendRef cannot be used (ResolvedRefs=False).
+    pub unresolved: Option<Cond>,
+}
+
+/// What the compilations of one translate share.
+#[derive(Default)]
+pub struct Caches<'s> {
+    resolver: Resolver<'s>,
+    proxies: Proxies,
+    /// The namespace `rules` holds answers for (refs without a namespace
+    /// are relative to it).
+    namespace: String,
+    rules: HashMap<RuleKey<'s>, RuleBackends>,
+}
+
+/// A rule's backendRefs and its two timeouts.
+type RuleKey<'s> = (Vec<RefKey<'s>>, Option<&'s str>, Option<&'s str>);
+
+/// The handlers that send a request matching `rule` to its backends, or
+/// why the rule cannot be served (Accepted=False).
+pub fn handlers<'s>(
+    snapshot: &Snapshot,
+    key: &ObjectRef,
+    rule: &'s HttpRouteRules,
+    caches: &mut Caches<'s>,
+) -> Result<RuleBackends, Cond> {
+    let refs = rule.backend_refs.as_deref().unwrap_or_default();
+    let plain = rule.retry.is_none()
+        && refs
+            .iter()
+            .all(|r| r.filters.as_ref().is_none_or(Vec::is_empty));
+    if !plain {
+        return build(snapshot, key, rule, caches);
+    }
+    if caches.namespace != key.namespace {
+        caches.rules.clear();
+        caches.namespace.clone_from(&key.namespace);
+    }
+    let timeouts = rule.timeouts.as_ref();
+    let rule_key = (
+        refs.iter()
+            .map(|r| {
+                (
+                    r.group.as_deref(),
+                    r.kind.as_deref(),
+                    r.name.as_str(),
+                    r.namespace.as_deref(),
+                    r.port,
+                    r.weight,
+                )
+            })
+            .collect(),
+        timeouts.and_then(|t| t.request.as_deref()),
+        timeouts.and_then(|t| t.backend_request.as_deref()),
+    );
+    if let Some(known) = caches.rules.get(&rule_key) {
+        return Ok(known.clone());
+    }
+    let built = build(snapshot, key, rule, caches)?;
+    caches.rules.insert(rule_key, built.clone());
+    Ok(built)
+}
+
+/// [`handlers`], computed.
+fn build<'s>(
+    snapshot: &Snapshot,
+    key: &ObjectRef,
+    rule: &'s HttpRouteRules,
+    caches: &mut Caches<'s>,
+) -> Result<RuleBackends, Cond> {
+    let mut unresolved = None;
+    let mut targets = Vec::new();
+    for r in rule.backend_refs.iter().flatten() {
+        let backend_ref = BackendRef {
+            group: r.group.as_deref(),
+            kind: r.kind.as_deref(),
+            name: &r.name,
+            namespace: r.namespace.as_deref(),
+            port: r.port,
+            weight: r.weight,
+        };
+        // backendRef filters have their own (identical) generated type.
+        let own_filters: Vec<HttpRouteRulesFilters> = r
+            .filters
+            .iter()
+            .flatten()
+            .map(|f| serde_json::to_value(f).and_then(serde_json::from_value))
+            .collect::<Result<_, _>>()
+            .map_err(|e| filters::unsupported(format!("backendRef filter: {e}")))?;
+        let ctx = filters::Context {
+            port: 0,
+            https: false,
+            prefix: None,
+            prefix_exact: false,
+        };
+        let (handlers, answered) = filters::handlers(&own_filters, ctx)?;
+        if answered {
+            return Err(filters::unsupported(
+                "a redirect is not allowed as a backendRef filter",
+            ));
+        }
+        let backend = match caches
+            .resolver
+            .resolve(snapshot, key, "HTTPRoute", &backend_ref)
+        {
+            Ok(b) => Some(b),
+            Err(cond) => {
+                unresolved.get_or_insert(cond);
+                None
+            }
+        };
+        let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
+        targets.push(Target {
+            weight,
+            handlers,
+            backend,
+        });
+    }
+    let retry = rule.retry.as_ref().map(|r| Retry {
+        // Each attempt nests a proxy in the config; more than a few is no retry policy.
+        attempts: r.attempts.unwrap_or(1).clamp(0, 5) as u32,
+        codes: r
+            .codes
+            .iter()
+            .flatten()
+            .filter_map(|c| u16::try_from(*c).ok())
+            .collect(),
+    });
+    let settings = Upstreams {
+        response_header_timeout: timeout(rule)?,
+        retry,
+    };
+    let mut used = Vec::new();
+    let handlers = dispatch::handlers(&targets, &settings, &mut caches.proxies, &mut used);
+    Ok(RuleBackends {
+        handlers,
+        proxies: used.into(),
+        unresolved,
+    })
+}
+
+/// Kengine cannot bound a whole request, only the wait for the upstream's
+/// response headers; both timeouts map to that, the shorter one winning.
+fn timeout(rule: &HttpRouteRules) -> Result<Option<String>, Cond> {
+    let Some(t) = &rule.timeouts else {
+        return Ok(None);
+    };
+    let mut shortest: Option<(u128, String)> = None;
+    for value in [&t.request, &t.backend_request].into_iter().flatten() {
+        let millis = duration_millis(value).ok_or_else(|| {
+            filters::unsupported(format!("timeout {value:?} is not a Gateway API duration"))
+        })?;
+        if millis > 0 && shortest.as_ref().is_none_or(|(m, _)| millis < *m) {
+            shortest = Some((millis, value.clone()));
+        }
+    }
+    Ok(shortest.map(|(_, v)| v))
+}
+
+/// GEP-2257 durations (`1h`, `30s`, `500ms`, `1m30s`), which Go also parses.
+fn duration_millis(value: &str) -> Option<u128> {
+    let mut total = 0u128;
+    let mut rest = value;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let n: u128 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else {
+            match rest.chars().next()? {
+                'h' => (3_600_000, 1),
+                'm' => (60_000, 1),
+                's' => (1_000, 1),
+                _ => return None,
+            }
+        };
+        total += n * unit;
+        rest = &rest[len..];
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Object;
+    use serde_json::json;
+
+    fn rule(refs: serde_json::Value) -> HttpRouteRules {
+        serde_json::from_value(json!({"backendRefs": refs})).unwrap()
+    }
+
+    fn invoked(b: &RuleBackends) -> &str {
+        match &b.handlers[..] {
+            [Handler::Invoke { name }] => name,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rules_share_handlers_within_a_namespace_only() {
+        let service = |ns: &str, ip: &str| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": ns},
+                "spec": {"clusterIP": ip, "ports": [{"port": 80}]}})
+        };
+        let objects: Vec<Object> = [service("a", "10.0.0.1"), service("b", "10.0.0.2")]
+            .into_iter()
+            .filter_map(|d| crate::providers::files::object_from_value(d).unwrap())
+            .collect();
+        let snapshot = Snapshot::from_objects(objects);
+        let plain = rule(json!([{"name": "svc", "port": 80}]));
+        let same = rule(json!([{"name": "svc", "port": 80}]));
+        let missing = rule(json!([{"name": "nope", "port": 80}]));
+        let mut caches = Caches::default();
+        let a = ObjectRef::new("a", "r1");
+        let first = handlers(&snapshot, &a, &plain, &mut caches).unwrap();
+        let again = handlers(&snapshot, &ObjectRef::new("a", "r2"), &same, &mut caches).unwrap();
+        assert_eq!(invoked(&first), "proxy 10.0.0.1:80");
+        assert!(Rc::ptr_eq(&first.proxies, &again.proxies), "computed once");
+        // The same ref in another namespace is another Service.
+        let b = handlers(&snapshot, &ObjectRef::new("b", "r"), &plain, &mut caches).unwrap();
+        assert_eq!(invoked(&b), "proxy 10.0.0.2:80");
+        let bad = handlers(&snapshot, &a, &missing, &mut caches).unwrap();
+        assert_eq!(bad.handlers, [Handler::status(500)]);
+        assert_eq!(bad.unresolved.unwrap().reason, "BackendNotFound");
+    }
+
+    #[test]
+    fn parses_gateway_api_durations() {
+        assert_eq!(duration_millis("500ms"), Some(500));
+        assert_eq!(duration_millis("1m30s"), Some(90_000));
+        assert_eq!(duration_millis("1h"), Some(3_600_000));
+        assert_eq!(duration_millis("1.5s"), None);
+        assert_eq!(duration_millis(""), None);
+        assert_eq!(duration_millis("10"), None);
+    }
+}
