@@ -176,24 +176,28 @@ impl Store {
         }
 
         if !orphan && let Some(uid) = meta(&obj, "uid") {
-            let alive: HashSet<String> = self
-                .objects
-                .values()
-                .flat_map(|m| m.values().filter_map(|s| meta(&s.obj, "uid")))
-                .collect();
-            let dependents: Vec<(String, Key)> = self
+            // One allocation-free pass finds the objects this one owns; the
+            // set of live owners is built only when there are some.
+            let mut dependents: Vec<(String, Key)> = self
                 .objects
                 .iter()
                 .flat_map(|(g, objs)| {
                     objs.iter()
-                        .filter(|(_, s)| {
-                            let owners = owner_uids(&s.obj);
-                            owners.contains(&uid) && !owners.iter().any(|o| alive.contains(o))
-                        })
+                        .filter(|(_, s)| owned_by(&s.obj, &uid))
                         .map(|(k, _)| (g.clone(), k.clone()))
-                        .collect::<Vec<_>>()
                 })
                 .collect();
+            if !dependents.is_empty() {
+                let alive: HashSet<String> = self
+                    .objects
+                    .values()
+                    .flat_map(|m| m.values().filter_map(|s| meta(&s.obj, "uid")))
+                    .collect();
+                dependents.retain(|(g, k)| {
+                    let owners = self.lookup(g, k).map(|s| owner_uids(&s.obj));
+                    !owners.unwrap_or_default().iter().any(|o| alive.contains(o))
+                });
+            }
             for (g, k) in dependents {
                 self.delete_internal(&g, &k, false);
             }
@@ -211,4 +215,15 @@ impl Store {
         }
         obj
     }
+}
+
+/// (`Value::pointer` would allocate per path segment, per object, per delete.)
+fn owned_by(obj: &Value, uid: &str) -> bool {
+    obj.get("metadata")
+        .and_then(|m| m.get("ownerReferences"))
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+        })
 }
