@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway_api::apis::experimental::gateways::GatewayStatusAddresses;
+use gateway_api::apis::experimental::gateways::{GatewayStatus, GatewayStatusAddresses};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
@@ -21,7 +21,7 @@ use crate::operator::{self, InstanceReport, OWNED_KINDS, Operator, pki};
 use crate::providers::kubernetes::{Served, Watches};
 use crate::sinks::fleet::{FleetPusher, PodResult, config_hash};
 use crate::sinks::status;
-use crate::sinks::status_writer::StatusWriter;
+use crate::sinks::status_writer::{StatusWriter, Writes};
 use crate::snapshot::{ObjectRef, Snapshot};
 use crate::translate::{self, FleetMode, Options};
 
@@ -32,7 +32,7 @@ pub struct Reconciler {
     concurrency: usize,
     metrics: Arc<Metrics>,
     recorder: Recorder,
-    writer: Option<StatusWriter>,
+    writer: Option<Arc<StatusWriter>>,
     missing: BTreeSet<String>,
     pushers: BTreeMap<ObjectRef, FleetPusher>,
     clients: Clients,
@@ -77,11 +77,11 @@ impl Reconciler {
 
     pub fn set_served(&mut self, served: &Served) {
         self.missing = served.missing.clone();
-        self.writer = Some(StatusWriter::new(
+        self.writer = Some(Arc::new(StatusWriter::new(
             self.client.clone(),
             self.controller_name.clone(),
             &served.resources,
-        ));
+        )));
     }
 
     pub async fn reconcile(&mut self, watches: &Watches) {
@@ -139,43 +139,75 @@ impl Reconciler {
                 });
         }
 
-        let mut live_pods = Vec::new();
-        let mut instance_status = Vec::new();
-        for (key, fleet) in &fleets {
-            let outcome = self
-                .push(&snapshot, &pods, key, &fleet.config, &mut live_pods)
-                .await;
-            for gw in &fleet.gateways {
-                let previous = snapshot.gateways.get(gw).and_then(|g| g.status.as_ref());
-                let Some(gs) = output.status.gateways.get_mut(gw) else {
-                    continue;
-                };
-                if gs.addresses.is_none() && !outcome.addresses.is_empty() {
-                    gs.addresses = Some(
-                        outcome
-                            .addresses
-                            .iter()
-                            .map(|(t, v)| GatewayStatusAddresses {
-                                r#type: Some(t.to_string()),
-                                value: v.clone(),
-                            })
-                            .collect(),
-                    );
+        // Status that does not wait for a push is written while the pushes
+        // run: classes, routes, and each Gateway with the Programmed
+        // condition it has live (a burst's attachedRoutes need not wait for
+        // a reload). Programmed as the pushes decide follows them.
+        let translate::Status {
+            gateway_classes,
+            gateways,
+            http_routes,
+        } = &mut output.status;
+        let writer = self.writer.clone();
+        let early: BTreeMap<ObjectRef, GatewayStatus> = gateways
+            .iter()
+            .filter_map(|(key, computed)| {
+                let live = snapshot.gateways.get(key).and_then(|g| g.status.as_ref());
+                status::before_push(computed, live).map(|s| (key.clone(), s))
+            })
+            .collect();
+        let early_writes = async {
+            let mut writes = Writes::default();
+            let mut written = BTreeMap::new();
+            if let Some(writer) = &writer {
+                writes += writer.write_classes(&snapshot, gateway_classes).await;
+                writes += writer.write_gateways(&snapshot, &early, &mut written).await;
+                writes += writer.write_routes(&snapshot, http_routes).await;
+            }
+            (writes, written)
+        };
+        let pushes = async {
+            let mut live_pods = Vec::new();
+            let mut instance_status = Vec::new();
+            for (key, fleet) in &fleets {
+                let outcome = self
+                    .push(&snapshot, &pods, key, &fleet.config, &mut live_pods)
+                    .await;
+                for gw in &fleet.gateways {
+                    let previous = snapshot.gateways.get(gw).and_then(|g| g.status.as_ref());
+                    let Some(gs) = gateways.get_mut(gw) else {
+                        continue;
+                    };
+                    if gs.addresses.is_none() && !outcome.addresses.is_empty() {
+                        gs.addresses = Some(
+                            outcome
+                                .addresses
+                                .iter()
+                                .map(|(t, v)| GatewayStatusAddresses {
+                                    r#type: Some(t.to_string()),
+                                    value: v.clone(),
+                                })
+                                .collect(),
+                        );
+                    }
+                    if let Some((reason, message)) = &outcome.not_programmed {
+                        status::not_programmed(gs, reason, message, previous, &now);
+                    }
                 }
-                if let Some((reason, message)) = &outcome.not_programmed {
-                    status::not_programmed(gs, reason, message, previous, &now);
+                self.report(&snapshot, &fleet.gateways, &outcome.results)
+                    .await;
+                if snapshot.kengine_instances.contains_key(key) {
+                    let report = reports.get(key);
+                    instance_status.push((
+                        key.clone(),
+                        instance(&snapshot, key, fleet, &outcome, report, &now),
+                    ));
                 }
             }
-            self.report(&snapshot, &fleet.gateways, &outcome.results)
-                .await;
-            if snapshot.kengine_instances.contains_key(key) {
-                let report = reports.get(key);
-                instance_status.push((
-                    key.clone(),
-                    instance(&snapshot, key, fleet, &outcome, report, &now),
-                ));
-            }
-        }
+            (live_pods, instance_status)
+        };
+        let ((mut writes, mut written), (live_pods, instance_status)) =
+            tokio::join!(early_writes, pushes);
         self.pushers.retain(|k, _| fleets.contains_key(k));
         for pusher in self.pushers.values_mut() {
             pusher.retain(&live_pods);
@@ -183,7 +215,9 @@ impl Reconciler {
         self.clients.retain(&live_pods);
 
         if let Some(writer) = &self.writer {
-            let writes = writer.write(&snapshot, &output.status).await;
+            writes += writer
+                .write_gateways(&snapshot, gateways, &mut written)
+                .await;
             let instances = writer.write_instances(&snapshot, &instance_status).await;
             tracing::debug!(fleets = fleets.len(), ?writes, ?instances, elapsed = ?started.elapsed(), "reconciled");
             for (result, n) in [

@@ -16,6 +16,10 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
+use gateway_api::apis::experimental::gatewayclasses::GatewayClassStatus;
+use gateway_api::apis::experimental::gateways::GatewayStatus;
+use gateway_api::apis::experimental::httproutes::HttpRouteStatusParents;
+
 use crate::crd::KengineInstanceStatus;
 use crate::sinks::status;
 use crate::snapshot::{ObjectRef, Snapshot};
@@ -28,6 +32,14 @@ pub struct Writes {
     pub written: u64,
     pub unchanged: u64,
     pub failed: u64,
+}
+
+impl std::ops::AddAssign for Writes {
+    fn add_assign(&mut self, other: Writes) {
+        self.written += other.written;
+        self.unchanged += other.unchanged;
+        self.failed += other.failed;
+    }
 }
 
 /// Route status writes sent at once (client-go's default QPS is 5 with a
@@ -55,9 +67,23 @@ impl StatusWriter {
         }
     }
 
+    /// Every status of `status` that differs from the snapshot's.
     pub async fn write(&self, snapshot: &Snapshot, status: &Status) -> Writes {
+        let mut writes = self.write_classes(snapshot, &status.gateway_classes).await;
+        writes += self
+            .write_gateways(snapshot, &status.gateways, &mut BTreeMap::new())
+            .await;
+        writes += self.write_routes(snapshot, &status.http_routes).await;
+        writes
+    }
+
+    pub async fn write_classes(
+        &self,
+        snapshot: &Snapshot,
+        classes: &BTreeMap<String, GatewayClassStatus>,
+    ) -> Writes {
         let mut writes = Writes::default();
-        for (name, computed) in &status.gateway_classes {
+        for (name, computed) in classes {
             let current = snapshot
                 .gateway_classes
                 .get(name)
@@ -69,12 +95,29 @@ impl StatusWriter {
             self.apply("GatewayClass", None, name, json!(computed), &mut writes)
                 .await;
         }
-        for (key, computed) in &status.gateways {
-            let current = snapshot.gateways.get(key).and_then(|g| g.status.as_ref());
+        writes
+    }
+
+    /// Gateway status. `written` is what this pass already wrote: it is
+    /// compared instead of the snapshot's (older) status, and what is
+    /// written now is added to it.
+    pub async fn write_gateways(
+        &self,
+        snapshot: &Snapshot,
+        gateways: &BTreeMap<ObjectRef, GatewayStatus>,
+        written: &mut BTreeMap<ObjectRef, GatewayStatus>,
+    ) -> Writes {
+        let mut writes = Writes::default();
+        for (key, computed) in gateways {
+            let current = match written.get(key) {
+                Some(w) => Some(w),
+                None => snapshot.gateways.get(key).and_then(|g| g.status.as_ref()),
+            };
             if current == Some(computed) {
                 writes.unchanged += 1;
                 continue;
             }
+            let before = writes.written;
             self.apply(
                 "Gateway",
                 Some(&key.namespace),
@@ -83,11 +126,24 @@ impl StatusWriter {
                 &mut writes,
             )
             .await;
+            if writes.written > before {
+                written.insert(key.clone(), computed.clone());
+            }
         }
+        writes
+    }
+
+    /// Our entries of each HTTPRoute's `status.parents`.
+    pub async fn write_routes(
+        &self,
+        snapshot: &Snapshot,
+        routes: &BTreeMap<ObjectRef, Vec<HttpRouteStatusParents>>,
+    ) -> Writes {
+        let mut writes = Writes::default();
         // Routes are many and independent: several writes in flight, so a
         // burst of new routes is not one API round trip per route.
         let mut patches = Vec::new();
-        for (key, ours) in &status.http_routes {
+        for (key, ours) in routes {
             let Some(route) = snapshot.http_routes.get(key) else {
                 continue;
             };
@@ -112,8 +168,7 @@ impl StatusWriter {
             .collect()
             .await;
         for one in done {
-            writes.written += one.written;
-            writes.failed += one.failed;
+            writes += one;
         }
         writes
     }
