@@ -25,6 +25,7 @@ pub struct Args {
     pub connections: usize,
     pub rounds: usize,
     pub wrk: bool,
+    pub distinct_backends: bool,
 }
 
 fn host(i: usize) -> String {
@@ -33,8 +34,14 @@ fn host(i: usize) -> String {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.hosts >= 1, "--hosts must be at least 1");
-    let backend = live::echo("echo").await?;
-    let echo = backend.addr;
+    // Distinct backends dial the echo through loopback aliases
+    // (127.1.x.y), so it listens on every address.
+    let backend = if args.distinct_backends {
+        live::echo_on(std::net::Ipv4Addr::UNSPECIFIED, "echo").await?
+    } else {
+        live::echo("echo").await?
+    };
+    let echo = util::loopback(backend.addr.port());
 
     // The translated config: `hosts` routes, each its own hostname, one rule, one backend.
     let port_many = util::free_port()?;
@@ -43,11 +50,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     snapshot.insert(objects::gateway(port_many, Some("127.0.0.1")));
     snapshot.insert(objects::service("apps", "echo", echo));
     for i in 0..args.hosts {
+        let service = if args.distinct_backends {
+            let alias = std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250) as u8 + 1);
+            let name = format!("echo-{i:05}");
+            let addr = std::net::SocketAddr::from((alias, echo.port()));
+            snapshot.insert(objects::service("apps", &name, addr));
+            name
+        } else {
+            "echo".to_string()
+        };
         snapshot.insert(objects::route(
             "apps",
             &format!("route-{i:05}"),
             &[host(i)],
-            json!([{"backendRefs": [{"name": "echo", "port": echo.port()}]}]),
+            json!([{"backendRefs": [{"name": service, "port": echo.port()}]}]),
         ));
     }
     let t = Instant::now();
@@ -62,8 +78,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let load_ms = util::ms(t.elapsed());
     println!(
-        "dispatch: {} routes translated in {translate_ms:.1} ms, config {:.0} KB, loaded in {load_ms:.0} ms",
+        "dispatch: {} routes ({}) translated in {translate_ms:.1} ms, config {:.0} KB, loaded in {load_ms:.0} ms",
         args.hosts,
+        if args.distinct_backends {
+            "a Service each"
+        } else {
+            "one shared Service"
+        },
         config_bytes as f64 / 1024.0
     );
 
@@ -210,6 +231,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         json!({
             "scenario": "dispatch",
             "hosts": args.hosts,
+            "distinct_backends": args.distinct_backends,
             "connections": args.connections,
             "seconds": args.seconds,
             "rounds": args.rounds,

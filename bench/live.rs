@@ -52,9 +52,22 @@ pub struct Echo {
 }
 
 pub async fn echo(name: &str) -> anyhow::Result<Echo> {
-    let addr = util::loopback(util::free_port()?);
+    echo_on(std::net::Ipv4Addr::LOCALHOST, name).await
+}
+
+/// [`echo`], listening on `ip` (its `addr` is still the loopback one).
+pub async fn echo_on(ip: std::net::Ipv4Addr, name: &str) -> anyhow::Result<Echo> {
+    let port = util::free_port()?;
+    let listen = SocketAddr::from((ip, port));
+    let addr = util::loopback(port);
     let child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["echo-child", "--listen", &addr.to_string(), "--name", name])
+        .args([
+            "echo-child",
+            "--listen",
+            &listen.to_string(),
+            "--name",
+            name,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -72,6 +72,10 @@ enum Command {
         /// Also measure with `wrk` when it is installed.
         #[arg(long)]
         wrk: bool,
+        /// Give each route its own Service (its own proxy) instead of one
+        /// shared by all; the Services' ClusterIPs are loopback aliases.
+        #[arg(long)]
+        distinct_backends: bool,
     },
     /// Propagation: add routes one at a time into a real Caddy, time each until it answers 200.
     Propagation {
@@ -143,6 +147,7 @@ async fn live(command: Command) -> anyhow::Result<()> {
             connections,
             rounds,
             wrk,
+            distinct_backends,
         } => {
             dispatch::run(dispatch::Args {
                 hosts,
@@ -150,6 +155,7 @@ async fn live(command: Command) -> anyhow::Result<()> {
                 connections,
                 rounds,
                 wrk,
+                distinct_backends,
             })
             .await
         }
