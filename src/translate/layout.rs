@@ -268,28 +268,41 @@ impl Chain {
     }
 }
 
-/// Sorted exact hosts → a host-matcher tree of fan-out [`FAN_OUT`].
+/// Sorted exact hosts → a host-matcher tree of fan-out [`FAN_OUT`]. Below
+/// the top, a request has already matched its subtree's hosts, so the last
+/// child of a node needs no matcher: whoever failed its siblings is its.
+/// (The top level keeps every matcher: unknown hosts fall through to the
+/// wildcard and catch-all routes after the tree.)
 fn tree(leaves: Vec<(String, Vec<Handler>)>) -> Vec<Route> {
-    if leaves.len() <= FAN_OUT {
-        return leaves
+    subtree(leaves, false)
+}
+
+fn subtree(leaves: Vec<(String, Vec<Handler>)>, nested: bool) -> Vec<Route> {
+    let mut routes: Vec<Route> = if leaves.len() <= FAN_OUT {
+        leaves
             .into_iter()
             .map(|(host, handle)| host_route(vec![host], handle))
-            .collect();
+            .collect()
+    } else {
+        let mut leaves = leaves.into_iter();
+        chunk_sizes(leaves.len())
+            .into_iter()
+            .map(|size| {
+                let chunk: Vec<_> = leaves.by_ref().take(size).collect();
+                let hosts = chunk.iter().map(|(h, _)| h.clone()).collect();
+                host_route(
+                    hosts,
+                    vec![Handler::Subroute {
+                        routes: subtree(chunk, true),
+                    }],
+                )
+            })
+            .collect()
+    };
+    if nested && let Some(last) = routes.last_mut() {
+        last.matchers.clear();
     }
-    let mut leaves = leaves.into_iter();
-    chunk_sizes(leaves.len())
-        .into_iter()
-        .map(|size| {
-            let chunk: Vec<_> = leaves.by_ref().take(size).collect();
-            let hosts = chunk.iter().map(|(h, _)| h.clone()).collect();
-            host_route(
-                hosts,
-                vec![Handler::Subroute {
-                    routes: tree(chunk),
-                }],
-            )
-        })
-        .collect()
+    routes
 }
 
 /// Kengine binary-searches a host list longer than this and scans a
@@ -384,6 +397,41 @@ mod tests {
             level[0].matchers[0].host.as_deref(),
             Some(&["h000.example.com".to_string()][..])
         );
+    }
+
+    /// Where Kengine sends `host` in `routes`: the first route whose host
+    /// matcher has it (or that has none), descending into tree nodes.
+    fn dispatch<'r>(routes: &'r [Route], host: &str) -> Option<&'r [Handler]> {
+        for route in routes {
+            let hosts = route.matchers.first().and_then(|m| m.host.as_ref());
+            if hosts.is_some_and(|h| !h.iter().any(|x| x == host)) {
+                continue;
+            }
+            return match &route.handle[..] {
+                [Handler::Subroute { routes }] => dispatch(routes, host),
+                leaf => Some(leaf),
+            };
+        }
+        None
+    }
+
+    #[test]
+    fn every_host_reaches_its_own_leaf_and_unknown_hosts_none() {
+        for n in [1, 4, 5, 17, 100, 313, 1000] {
+            let hosts: Vec<String> = (0..n).map(|i| format!("h{i:04}.example.com")).collect();
+            let mark = |h: &str| vec![Handler::Rewrite { uri: h.to_string() }];
+            let routes = tree(hosts.iter().map(|h| (h.clone(), mark(h))).collect());
+            assert!(
+                routes.iter().all(|r| r.matchers.len() == 1),
+                "{n}: the top level filters unknown hosts"
+            );
+            for h in &hosts {
+                assert_eq!(dispatch(&routes, h), Some(&mark(h)[..]), "{n}: {h}");
+            }
+            for unknown in ["a.example.com", "h0000.example.co", "zzz"] {
+                assert_eq!(dispatch(&routes, unknown), None, "{n}: {unknown}");
+            }
+        }
     }
 
     #[test]
