@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "kengine.khulnasoft.com";
 pub const KIND: &str = "KengineInstance";
+/// The admin-proxy sidecar's mutual-TLS admin port on managed pods.
+pub const ADMIN_PORT: u16 = 2019;
+/// The admin-proxy sidecar's plain-HTTP `/healthz` and `/readyz`.
+pub const HEALTH_PORT: u16 = 2020;
 
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(

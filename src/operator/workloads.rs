@@ -16,10 +16,7 @@ use serde_json::{Value, json};
 use crate::crd::{KengineInstance, Mode, ServiceType, TrafficPolicy};
 use crate::kengine::Flavor;
 
-/// The admin-proxy's mutual-TLS admin port on each pod.
-pub const ADMIN_PORT: u16 = 2019;
-/// The admin-proxy's plain-HTTP `/healthz` and `/readyz`.
-pub const HEALTH_PORT: u16 = 2020;
+pub use crate::crd::{ADMIN_PORT, HEALTH_PORT};
 /// Selects everything the operator generated (its watches use it).
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=kengine-gateway";
 /// The instance a generated object belongs to.

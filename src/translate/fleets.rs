@@ -14,6 +14,15 @@ use super::conditions::Cond;
 use crate::crd::{GROUP, KIND};
 use crate::snapshot::{ObjectRef, Snapshot};
 
+/// Does the operator run this fleet's pods (with the admin-proxy sidecar)?
+/// A missing instance is the per-Gateway one it is about to create.
+pub fn managed(snapshot: &Snapshot, fleet: &ObjectRef) -> bool {
+    snapshot
+        .kengine_instances
+        .get(fleet)
+        .is_none_or(|i| i.spec.mode.managed())
+}
+
 /// The one fleet of `render` and `standalone`.
 pub fn local() -> ObjectRef {
     ObjectRef::new("", "local")

@@ -105,6 +105,9 @@ pub fn model(
         .map(|l| listener(snapshot, &key, l))
         .collect();
     mark_conflicts_within(&mut listeners);
+    if fleets == super::FleetMode::Instances && super::fleets::managed(snapshot, &fleet) {
+        reserve_sidecar_ports(&mut listeners);
+    }
     // Binding an address the host lacks would make Kengine refuse the whole
     // config, so such addresses are left out and reported instead.
     let (binds, unusable): (Vec<IpAddr>, Vec<IpAddr>) = binds
@@ -117,6 +120,26 @@ pub fn model(
         rejected,
         unusable,
         fleet,
+    }
+}
+
+/// Managed pods run the admin-proxy sidecar on these ports: a listener
+/// there would make Kengine refuse the fleet's whole config.
+fn reserve_sidecar_ports(listeners: &mut [ListenerModel]) {
+    for l in listeners {
+        if [crate::crd::ADMIN_PORT, crate::crd::HEALTH_PORT].contains(&l.port) {
+            l.problems.push(Cond::new(
+                "Accepted",
+                false,
+                "PortUnavailable",
+                format!(
+                    "port {} is taken by the admin proxy on managed KengineInstance pods ({} admin API, {} health)",
+                    l.port,
+                    crate::crd::ADMIN_PORT,
+                    crate::crd::HEALTH_PORT
+                ),
+            ));
+        }
     }
 }
 

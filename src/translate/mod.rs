@@ -321,6 +321,57 @@ mod tests {
     }
 
     #[test]
+    fn managed_fleets_reserve_the_sidecar_ports() {
+        let mut snapshot = two_fleets();
+        let mut managed = snapshot.kengine_instances[&ObjectRef::new("n", "a")].clone();
+        managed.spec.mode = crate::crd::Mode::Deployment;
+        managed.spec.external = None;
+        snapshot
+            .kengine_instances
+            .insert(ObjectRef::new("n", "a"), managed);
+        for gw in ["a", "b"] {
+            let key = ObjectRef::new("n", gw);
+            let mut gateway = snapshot.gateways[&key].clone();
+            let mut admin = gateway.spec.listeners[0].clone();
+            admin.name = "admin".into();
+            admin.port = 2019;
+            gateway.spec.listeners.push(admin);
+            snapshot.gateways.insert(key, gateway);
+        }
+        let options = Options {
+            fleets: FleetMode::Instances,
+            ..Default::default()
+        };
+        let out = translate(&snapshot, &options);
+        let accepted = |gw: &str, listener: usize| {
+            let status = &out.status.gateways[&ObjectRef::new("n", gw)];
+            let l = &status.listeners.as_ref().unwrap()[listener];
+            let c = l.conditions.iter().find(|c| c.type_ == "Accepted").unwrap();
+            (c.status.clone(), c.reason.clone())
+        };
+        assert_eq!(accepted("a", 0), ("True".into(), "Accepted".into()));
+        assert_eq!(
+            accepted("a", 1),
+            ("False".into(), "PortUnavailable".into()),
+            "managed pods run the admin proxy on 2019"
+        );
+        assert_eq!(
+            accepted("b", 1),
+            ("True".into(), "Accepted".into()),
+            "External pods are not ours"
+        );
+        let servers = |fleet: &str| {
+            let config = &out.fleets[&ObjectRef::new("n", fleet)].config;
+            config.apps.http.as_ref().unwrap().servers.len()
+        };
+        assert_eq!(
+            (servers("a"), servers("b")),
+            (1, 2),
+            "2019 is served on b only"
+        );
+    }
+
+    #[test]
     fn each_fleet_holds_only_the_proxies_its_routes_invoke() {
         let options = Options {
             fleets: FleetMode::Instances,
