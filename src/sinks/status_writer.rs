@@ -23,7 +23,6 @@ use gateway_api::apis::experimental::httproutes::HttpRouteStatusParents;
 use crate::crd::KengineInstanceStatus;
 use crate::sinks::status;
 use crate::snapshot::{ObjectRef, Snapshot};
-use crate::translate::Status;
 
 pub const FIELD_MANAGER: &str = "kengine-gateway";
 
@@ -65,16 +64,6 @@ impl StatusWriter {
             controller,
             resources,
         }
-    }
-
-    /// Every status of `status` that differs from the snapshot's.
-    pub async fn write(&self, snapshot: &Snapshot, status: &Status) -> Writes {
-        let mut writes = self.write_classes(snapshot, &status.gateway_classes).await;
-        writes += self
-            .write_gateways(snapshot, &status.gateways, &mut BTreeMap::new())
-            .await;
-        writes += self.write_routes(snapshot, &status.http_routes).await;
-        writes
     }
 
     pub async fn write_classes(
@@ -258,6 +247,20 @@ mod tests {
     use kube::Resource;
 
     use super::*;
+    use crate::translate::Status;
+
+    /// Every status of `status` that differs from the snapshot's, in the
+    /// order the reconciler writes it (it splits this around the pushes).
+    async fn write(writer: &StatusWriter, snapshot: &Snapshot, status: &Status) -> Writes {
+        let mut writes = writer
+            .write_classes(snapshot, &status.gateway_classes)
+            .await;
+        writes += writer
+            .write_gateways(snapshot, &status.gateways, &mut BTreeMap::new())
+            .await;
+        writes += writer.write_routes(snapshot, &status.http_routes).await;
+        writes
+    }
     use crate::snapshot::Object;
 
     const OURS: &str = "kengine.khulnasoft.com/gateway-controller";
@@ -329,7 +332,7 @@ mod tests {
         let writer = StatusWriter::new(client.clone(), OURS.into(), &resources);
         let status = computed();
 
-        let writes = writer.write(&read(&client).await, &status).await;
+        let writes = write(&writer, &read(&client).await, &status).await;
         assert_eq!(
             writes,
             Writes {
@@ -357,7 +360,7 @@ mod tests {
             "the other controller's entry is untouched"
         );
 
-        let again = writer.write(&after, &status).await;
+        let again = write(&writer, &after, &status).await;
         assert_eq!(
             again,
             Writes {
@@ -377,7 +380,7 @@ mod tests {
             .unwrap();
         route.meta_mut().resource_version = Some("1".into());
         route.status = None;
-        let conflict = writer.write(&stale, &status).await;
+        let conflict = write(&writer, &stale, &status).await;
         assert_eq!(conflict.failed, 1, "{conflict:?}");
     }
 }
