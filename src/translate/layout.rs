@@ -72,17 +72,18 @@ pub fn routes<'a>(
                     proxies.insert(proxy.name.clone(), proxy.route.clone());
                 }
             }
-            let sub = Handler::Subroute {
-                routes: matches.into_iter().map(CompiledMatch::into_route).collect(),
-            };
+            let routes: Vec<Route> = matches.into_iter().map(CompiledMatch::into_route).collect();
             match host {
                 // Only the leaf of this very host can reach an exact
                 // bucket, so it is never named: the leaf holds it. (They
                 // come first, by name: the order of `Host`.)
-                Host::Exact(h) => chain.exact.push((h, Some(sub))),
+                Host::Exact(h) => chain.exact.push((h, Some(bucket_handlers(routes)))),
                 other => {
                     let name = format!("{}|{other}", listener.id);
-                    named.insert(name.clone(), Route::handle(vec![sub]));
+                    named.insert(
+                        name.clone(),
+                        Route::handle(vec![Handler::Subroute { routes }]),
+                    );
                     chain.others.push((other, name));
                 }
             }
@@ -238,7 +239,7 @@ fn misdirected_guard(listeners: &[PlannedListener<'_>], winner: usize) -> Handle
 /// the number of hostnames.
 #[derive(Default)]
 struct Chain {
-    exact: Vec<(String, Option<Handler>)>,
+    exact: Vec<(String, Option<Vec<Handler>>)>,
     others: Vec<(Host, String)>,
 }
 
@@ -257,6 +258,7 @@ impl Chain {
         };
         exact
             .into_iter()
+            .flatten()
             .chain(
                 self.others
                     .iter()
@@ -265,6 +267,17 @@ impl Chain {
             )
             .chain(std::iter::once(Handler::status(404)))
             .collect()
+    }
+}
+
+/// The handlers that run a host's own bucket. Kengine compiles a
+/// subroute's routes on every request, so a bucket of one unconditional
+/// route (a route with a single catch-all rule, the common case) runs its
+/// handlers in the leaf itself: the same chain, one compile less.
+fn bucket_handlers(mut routes: Vec<Route>) -> Vec<Handler> {
+    match routes.as_mut_slice() {
+        [only] if only.matchers.is_empty() && !only.terminal => std::mem::take(&mut only.handle),
+        _ => vec![Handler::Subroute { routes }],
     }
 }
 
@@ -365,6 +378,38 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_bucket_of_one_unconditional_route_runs_inline() {
+        let plain = Route::handle(vec![Handler::status(200)]);
+        assert_eq!(
+            bucket_handlers(vec![plain.clone()]),
+            vec![Handler::status(200)]
+        );
+        // A matcher, a terminal flag or a second route needs the subroute's
+        // route semantics.
+        let matched = Route {
+            matchers: vec![MatcherSet {
+                path: Some(vec!["/a".into()]),
+                ..Default::default()
+            }],
+            ..plain.clone()
+        };
+        let terminal = Route {
+            terminal: true,
+            ..plain.clone()
+        };
+        for routes in [
+            vec![matched],
+            vec![terminal],
+            vec![plain.clone(), plain.clone()],
+        ] {
+            assert_eq!(
+                bucket_handlers(routes.clone()),
+                vec![Handler::Subroute { routes }]
+            );
+        }
     }
 
     #[test]
