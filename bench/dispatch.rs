@@ -5,6 +5,7 @@
 //! machine hits all three alike. Comparing with the one-route config catches
 //! a uniform slowdown that a first/last ratio alone would hide.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -28,8 +29,35 @@ pub struct Args {
     pub distinct_backends: bool,
 }
 
-fn host(i: usize) -> String {
+pub fn host(i: usize) -> String {
     format!("h{i:05}.example.com")
+}
+
+/// The benchmark's objects: a Gateway on `port` and `hosts` routes, each
+/// its own hostname, one rule, one backend (`echo`, or with
+/// `distinct_backends` a Service each on a loopback alias 127.1.x.y).
+pub fn snapshot(hosts: usize, port: u16, echo: SocketAddr, distinct_backends: bool) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    snapshot.insert(objects::class());
+    snapshot.insert(objects::gateway(port, Some("127.0.0.1")));
+    snapshot.insert(objects::service("apps", "echo", echo));
+    for i in 0..hosts {
+        let service = if distinct_backends {
+            let alias = std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250) as u8 + 1);
+            let name = format!("echo-{i:05}");
+            snapshot.insert(objects::service("apps", &name, (alias, echo.port()).into()));
+            name
+        } else {
+            "echo".to_string()
+        };
+        snapshot.insert(objects::route(
+            "apps",
+            &format!("route-{i:05}"),
+            &[host(i)],
+            json!([{"backendRefs": [{"name": service, "port": echo.port()}]}]),
+        ));
+    }
+    snapshot
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -43,29 +71,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let echo = util::loopback(backend.addr.port());
 
-    // The translated config: `hosts` routes, each its own hostname, one rule, one backend.
     let port_many = util::free_port()?;
-    let mut snapshot = Snapshot::default();
-    snapshot.insert(objects::class());
-    snapshot.insert(objects::gateway(port_many, Some("127.0.0.1")));
-    snapshot.insert(objects::service("apps", "echo", echo));
-    for i in 0..args.hosts {
-        let service = if args.distinct_backends {
-            let alias = std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250) as u8 + 1);
-            let name = format!("echo-{i:05}");
-            let addr = std::net::SocketAddr::from((alias, echo.port()));
-            snapshot.insert(objects::service("apps", &name, addr));
-            name
-        } else {
-            "echo".to_string()
-        };
-        snapshot.insert(objects::route(
-            "apps",
-            &format!("route-{i:05}"),
-            &[host(i)],
-            json!([{"backendRefs": [{"name": service, "port": echo.port()}]}]),
-        ));
-    }
+    let snapshot = snapshot(args.hosts, port_many, echo, args.distinct_backends);
     let t = Instant::now();
     let output = translate::translate(&snapshot, &util::options(&snapshot));
     let translate_ms = util::ms(t.elapsed());

@@ -15,6 +15,7 @@ mod load;
 mod objects;
 mod propagation;
 mod reload;
+mod route_cost;
 mod translate;
 mod util;
 
@@ -76,6 +77,22 @@ enum Command {
         /// shared by all; the Services' ClusterIPs are loopback aliases.
         #[arg(long)]
         distinct_backends: bool,
+    },
+    /// Where dispatch cost goes: Caddy's CPU per request for hand-written
+    /// servers that each add one kind of work, and the translated tree's
+    /// path counted in those units, predicted against measured.
+    RouteCost {
+        /// Hosts of the translated tree.
+        #[arg(long, default_value_t = 5_000)]
+        hosts: usize,
+        /// Seconds per load run.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Rounds over every server, interleaved.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Propagation: add routes one at a time into a real Caddy, time each until it answers 200.
     Propagation {
@@ -156,6 +173,20 @@ async fn live(command: Command) -> anyhow::Result<()> {
                 rounds,
                 wrk,
                 distinct_backends,
+            })
+            .await
+        }
+        Command::RouteCost {
+            hosts,
+            seconds,
+            connections,
+            rounds,
+        } => {
+            route_cost::run(route_cost::Args {
+                hosts,
+                seconds,
+                connections,
+                rounds,
             })
             .await
         }
