@@ -3,14 +3,15 @@
 //! one-route config. The same load hits the first route, the last route and
 //! the one-route config, interleaved round by round, so a drift of the
 //! machine hits all three alike. Comparing with the one-route config catches
-//! a uniform slowdown that a first/last ratio alone would hide.
+//! a uniform slowdown that a first/last ratio alone would hide. The same
+//! one route also runs beside the tree, in its process, which splits that
+//! slowdown into what any big config costs and what the dispatch costs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use kengine_gateway::sinks::pusher::Pusher;
 use kengine_gateway::snapshot::Snapshot;
 use kengine_gateway::translate;
 use serde_json::json;
@@ -77,10 +78,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let output = translate::translate(&snapshot, &util::options(&snapshot));
     let translate_ms = util::ms(t.elapsed());
     let config_bytes = output.config().to_json().len();
+    let last = host(args.hosts - 1);
+    // The data plane's own limit: one hand-written route for the same request.
+    let one_route = |port: u16| {
+        json!({
+            "listen": [format!("127.0.0.1:{port}")],
+            "routes": [{
+                "match": [{"host": [last]}],
+                "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": echo.to_string()}]}],
+            }],
+            "automatic_https": {"disable": true},
+            "protocols": ["h1", "h2", "h2c"],
+        })
+    };
+    // The same route also runs beside the tree, in its process: it pays the
+    // big config's garbage collection but none of the dispatch, which
+    // separates the two costs.
+    let port_beside = util::free_port()?;
+    let mut config: serde_json::Value = serde_json::from_slice(&output.config().to_json())?;
+    config["apps"]["http"]["servers"]["one-route-beside"] = one_route(port_beside);
     let many = Kengine::start().await?;
-    let mut pusher = Pusher::new(many.process.admin().clone());
+    config["admin"] =
+        json!({"listen": many.process.admin_addr().to_string(), "config": {"persist": false}});
     let t = Instant::now();
-    if let Err(e) = pusher.push(output.config()).await {
+    if let Err(e) = many
+        .process
+        .admin()
+        .load(serde_json::to_vec(&config)?)
+        .await
+    {
         anyhow::bail!("loading {} routes: {e}\n{}", args.hosts, many.log_tail(20));
     }
     let load_ms = util::ms(t.elapsed());
@@ -95,21 +121,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config_bytes as f64 / 1024.0
     );
 
-    // The data plane's own limit: one hand-written route for the same request.
     let port_one = util::free_port()?;
     let one = Kengine::start().await?;
-    let last = host(args.hosts - 1);
     let hand_written = json!({
         "admin": {"listen": one.process.admin_addr().to_string(), "config": {"persist": false}},
-        "apps": {"http": {"servers": {"one": {
-            "listen": [format!("127.0.0.1:{port_one}")],
-            "routes": [{
-                "match": [{"host": [last]}],
-                "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": echo.to_string()}]}],
-            }],
-            "automatic_https": {"disable": true},
-            "protocols": ["h1", "h2", "h2c"],
-        }}}},
+        "apps": {"http": {"servers": {"one": one_route(port_one)}}},
     });
     one.process
         .admin()
@@ -141,6 +157,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 path: "/".into(),
             },
         ),
+        (
+            "one route beside",
+            Target {
+                addr: util::loopback(port_beside),
+                host: last.clone(),
+                path: "/".into(),
+            },
+        ),
     ];
     for (name, target) in &targets {
         let p = live::until_200(target, Duration::from_secs(10)).await;
@@ -152,7 +176,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     println!(
-        "{} connections, {} s per run, {} rounds interleaved (first, last, one-route)",
+        "{} connections, {} s per run, {} rounds interleaved (first, last, one-route, one route beside)",
         args.connections, args.seconds, args.rounds
     );
     // Caddy's own CPU time per request: unlike req/s it barely moves when
@@ -162,6 +186,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         many.process.id().unwrap_or(0),
         many.process.id().unwrap_or(0),
         one.process.id().unwrap_or(0),
+        many.process.id().unwrap_or(0),
     ];
     let mut results: Vec<Vec<LoadResult>> = vec![Vec::new(); targets.len()];
     let mut cpu_us: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
@@ -225,6 +250,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         c_one / c_first,
         c_one / c_last
     );
+    let c_beside = cpu_medians[3];
+    println!(
+        "one route beside the tree: {c_beside:.1} us per request: the big config's cost alone \
+         (one-route/beside {:.2}); the tree's dispatch alone: first {:.2}, last {:.2} of beside",
+        c_one / c_beside,
+        c_beside / c_first,
+        c_beside / c_last
+    );
     let wrk = if args.wrk {
         run_wrk(&targets, &args)
     } else {
@@ -252,6 +285,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "cpu_ratio_last_first": round3(c_first / c_last),
             "cpu_ratio_first_one_route": round3(c_one / c_first),
             "cpu_ratio_last_one_route": round3(c_one / c_last),
+            "cpu_ratio_one_route_beside": round3(c_one / c_beside),
+            "cpu_ratio_first_beside": round3(c_beside / c_first),
+            "cpu_ratio_last_beside": round3(c_beside / c_last),
             "wrk": wrk,
         })
     );
