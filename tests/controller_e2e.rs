@@ -424,6 +424,146 @@ async fn controller_end_to_end() {
     drop(follower);
 }
 
+/// A fleet whose Kengine hangs holds its push, and with it the pass, for
+/// up to a minute per attempt. Other Gateways' status keeps up meanwhile
+/// (the status lane), the change is pushed once the hung push gives up,
+/// and only the hung fleet's Gateway reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_status_keeps_up_while_a_fleet_hangs() {
+    const NS: &str = "e2e-lane";
+    let cluster = cluster().await;
+    let c = &cluster.client;
+    let dir = tempfile::Builder::new()
+        .prefix("kengine-e2e-lane-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    eprintln!("controller logs in {}", dir.display());
+    let (ns, svc) = (
+        resource("", "v1", "Namespace", "namespaces"),
+        resource("", "v1", "Service", "services"),
+    );
+    let ki = resource(
+        "kengine.khulnasoft.com",
+        "v1alpha1",
+        "KengineInstance",
+        "kengineinstances",
+    );
+    let (class, gateway, route) = (
+        resource(GW, "v1", "GatewayClass", "gatewayclasses"),
+        resource(GW, "v1", "Gateway", "gateways"),
+        resource(GW, "v1", "HTTPRoute", "httproutes"),
+    );
+    apply(
+        c,
+        &ns,
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
+    )
+    .await;
+    let backend = echo("127.0.43.9", "backend").await;
+    apply(c, &svc, Some(NS), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "backend", "namespace": NS},
+        "spec": {"clusterIP": backend.ip().to_string(), "ports": [{"port": backend.port()}]}}))
+    .await;
+    // Fleets "a" and "b", one pod each, a Gateway each.
+    let mut pods = Vec::new();
+    for (fleet, ip, port) in [("a", "127.0.43.1", 18096), ("b", "127.0.43.2", 18097)] {
+        let admin: SocketAddr = format!("{ip}:2019").parse().unwrap();
+        let labels = json!({"app": format!("lane-{fleet}")});
+        pods.push(
+            FakePod::start(
+                c.clone(),
+                NS,
+                &format!("kengine-{fleet}"),
+                admin,
+                labels.clone(),
+            )
+            .await,
+        );
+        apply(c, &ki, Some(NS), json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
+            "metadata": {"name": fleet, "namespace": NS},
+            "spec": {"mode": "External", "external": {"selector": labels, "adminPort": 2019, "allowPlainHttp": true}}}))
+        .await;
+        apply(c, &class, None, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass", "metadata": {"name": format!("lane-{fleet}")},
+            "spec": {"controllerName": "kengine.khulnasoft.com/gateway-controller",
+                     "parametersRef": {"group": "kengine.khulnasoft.com", "kind": "KengineInstance", "name": fleet, "namespace": NS}}}))
+        .await;
+        apply(c, &gateway, Some(NS), json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": fleet, "namespace": NS},
+            "spec": {"gatewayClassName": format!("lane-{fleet}"), "listeners": [{"name": "http", "protocol": "HTTP", "port": port}]}}))
+        .await;
+    }
+    let route_to = |name: &str, gw: &str, host: &str| {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": name, "namespace": NS},
+            "spec": {"parentRefs": [{"name": gw}], "hostnames": [host],
+                     "rules": [{"backendRefs": [{"name": "backend", "port": backend.port()}]}]}})
+    };
+    apply(c, &route, Some(NS), route_to("a1", "a", "a1.example.com")).await;
+    let _controller = Controller::start(&cluster.kubeconfig, "lane", &dir, &[]);
+    let gateway_status = async |name: &str| {
+        let g = get(c, &gateway, Some(NS), name).await;
+        let programmed =
+            condition(&g["status"]["conditions"], "Programmed").map(|p| p["status"].clone());
+        (
+            programmed,
+            g["status"]["listeners"][0]["attachedRoutes"].as_i64(),
+        )
+    };
+    for fleet in ["a", "b"] {
+        eventually(
+            "both Gateways Programmed",
+            Duration::from_secs(60),
+            async || (gateway_status(fleet).await.0 == Some(json!("True"))).then_some(()),
+        )
+        .await;
+    }
+
+    // Fleet b hangs; a change for it starts a push that hangs too.
+    let hang = pods[1].hang().await;
+    apply(c, &route, Some(NS), route_to("b1", "b", "b1.example.com")).await;
+    eventually(
+        "the push to the hung pod",
+        Duration::from_secs(30),
+        async || (hang.accepted.load(Ordering::Relaxed) > 0).then_some(()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A new route on Gateway a: counted long before the hung push (60 s
+    // per attempt) could end.
+    apply(c, &route, Some(NS), route_to("a2", "a", "a2.example.com")).await;
+    eventually(
+        "Gateway a counts its new route while b's push hangs",
+        Duration::from_secs(20),
+        async || (gateway_status("a").await == (Some(json!("True")), Some(2))).then_some(()),
+    )
+    .await;
+    assert!(
+        hang.accepted.load(Ordering::Relaxed) > 0,
+        "the push to b was still hanging"
+    );
+
+    // b's Kengine goes away: its push fails, a's new route is pushed, and
+    // only b's Gateway says so.
+    drop(hang);
+    eventually("b not Programmed", Duration::from_secs(60), async || {
+        (gateway_status("b").await.0 == Some(json!("False"))).then_some(())
+    })
+    .await;
+    let a2 = async || {
+        reqwest::Client::new()
+            .get("http://127.0.43.1:18096/")
+            .header("Host", "a2.example.com")
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+    };
+    eventually("a2 served", Duration::from_secs(30), async || {
+        (a2().await == Some(200)).then_some(())
+    })
+    .await;
+    assert_eq!(gateway_status("a").await, (Some(json!("True")), Some(2)));
+}
+
 /// Translates what the API holds, as `render` would.
 async fn render_status(
     c: &kube::Client,

@@ -27,6 +27,7 @@ pub struct PodLabel {
 pub struct Metrics {
     pub registry: Registry,
     pub reconciles: Counter,
+    pub status_lane_passes: Counter,
     pub reconcile_seconds: Histogram,
     pub pushes: Family<PodLabel, Counter>,
     pub config_bytes: Family<FleetLabel, Gauge>,
@@ -39,6 +40,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("kengine_gateway");
         let reconciles = Counter::default();
+        let status_lane_passes = Counter::default();
         let reconcile_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let pushes = Family::<PodLabel, Counter>::default();
         let config_bytes = Family::<FleetLabel, Gauge>::default();
@@ -46,6 +48,11 @@ impl Default for Metrics {
         let generated_writes = Family::<ResultLabel, Counter>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
+        registry.register(
+            "status_lane_passes",
+            "Gateway status passes run while a reconcile's pushes were in flight",
+            status_lane_passes.clone(),
+        );
         registry.register(
             "reconcile_duration_seconds",
             "Time from snapshot to the last status write",
@@ -75,6 +82,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             reconciles,
+            status_lane_passes,
             reconcile_seconds,
             pushes,
             config_bytes,

@@ -13,6 +13,7 @@ mod http;
 pub mod metrics;
 pub mod rbac;
 mod reconcile;
+mod status_lane;
 mod targets;
 
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
             tracing::warn!(missing = ?served.missing, "optional CRDs are not installed; their features are unavailable");
         }
         let (tx, mut changes) = mpsc::channel(1);
+        // Asks for another pass when the status lane took changes.
+        let again = tx.clone();
         let scope = Scope {
             namespace: args.watch_namespace.as_deref(),
             configmap_selector: &args.configmap_selector,
@@ -108,7 +111,10 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
             let is_leader = *leading.borrow();
             metrics.leader.set(i64::from(is_leader));
             if is_leader {
-                reconciler.reconcile(&watches).await;
+                let debounce = Duration::from_millis(args.debounce_ms);
+                if reconciler.reconcile(&watches, &mut changes, debounce).await {
+                    let _ = again.try_send(());
+                }
             }
         }
     }

@@ -10,8 +10,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::{FleetLabel, Metrics, PodLabel, ResultLabel};
+use super::status_lane;
 use super::targets::Clients;
 use crate::cli::ControllerArgs;
 use crate::crd::{KengineInstanceStatus, PodConfigStatus};
@@ -84,7 +86,14 @@ impl Reconciler {
         )));
     }
 
-    pub async fn reconcile(&mut self, watches: &Watches) {
+    /// One pass. Changes that arrive while its pushes run are taken by the
+    /// status lane; `true` means it took some and another pass must follow.
+    pub async fn reconcile(
+        &mut self,
+        watches: &Watches,
+        changes: &mut mpsc::Receiver<()>,
+        debounce: Duration,
+    ) -> bool {
         let started = Instant::now();
         self.metrics.reconciles.inc();
         let snapshot = watches.snapshot();
@@ -93,13 +102,7 @@ impl Reconciler {
             .into_iter()
             .filter_map(|v| serde_json::from_value(v).ok())
             .collect();
-        // Whole seconds, as the API server stores them, so unchanged status compares equal.
-        let now = Time(
-            k8s_openapi::jiff::Timestamp::from_second(
-                k8s_openapi::jiff::Timestamp::now().as_second(),
-            )
-            .unwrap_or_default(),
-        );
+        let now = now();
         let options = Options {
             controller_name: self.controller_name.clone(),
             flavor: self.flavor,
@@ -156,15 +159,34 @@ impl Reconciler {
                 status::before_push(computed, live).map(|s| (key.clone(), s))
             })
             .collect();
-        let early_writes = async {
+        let (pass_done, pass_done_rx) = oneshot::channel();
+        // Gateways first, then the lane keeps them current until the
+        // pushes and the route writes (many) are done.
+        let gateway_writes = async {
             let mut writes = Writes::default();
             let mut written = BTreeMap::new();
+            let mut lane = status_lane::Lane::default();
             if let Some(writer) = &writer {
                 writes += writer.write_classes(&snapshot, gateway_classes).await;
                 writes += writer.write_gateways(&snapshot, &early, &mut written).await;
-                writes += writer.write_routes(&snapshot, http_routes).await;
+                lane = status_lane::run(
+                    writer,
+                    watches,
+                    &options,
+                    debounce,
+                    changes,
+                    &mut written,
+                    pass_done_rx,
+                )
+                .await;
             }
-            (writes, written)
+            (writes, written, lane)
+        };
+        let route_writes = async {
+            match &writer {
+                Some(writer) => writer.write_routes(&snapshot, http_routes).await,
+                None => Writes::default(),
+            }
         };
         let pushes = async {
             let mut live_pods = Vec::new();
@@ -206,8 +228,28 @@ impl Reconciler {
             }
             (live_pods, instance_status)
         };
-        let ((mut writes, mut written), (live_pods, instance_status)) =
-            tokio::join!(early_writes, pushes);
+        // The lane runs as long as the pass has work in flight.
+        let in_flight = async {
+            let done = tokio::join!(route_writes, pushes);
+            let _ = pass_done.send(());
+            done
+        };
+        let ((mut writes, mut written, lane), (route_writes, (live_pods, instance_status))) =
+            tokio::join!(gateway_writes, in_flight);
+        writes += route_writes;
+        writes += lane.writes;
+        self.metrics
+            .status_lane_passes
+            .inc_by(lane.iterations as u64);
+        // What the lane wrote is newer than this pass's translate: keep it,
+        // with the Programmed condition (and addresses) the push decided.
+        for (key, latest) in &lane.latest {
+            if let Some(gs) = gateways.get_mut(key)
+                && let Some(merged) = status::before_push(latest, Some(gs))
+            {
+                *gs = merged;
+            }
+        }
         self.pushers.retain(|k, _| fleets.contains_key(k));
         for pusher in self.pushers.values_mut() {
             pusher.retain(&live_pods);
@@ -219,7 +261,7 @@ impl Reconciler {
                 .write_gateways(&snapshot, gateways, &mut written)
                 .await;
             let instances = writer.write_instances(&snapshot, &instance_status).await;
-            tracing::debug!(fleets = fleets.len(), ?writes, ?instances, elapsed = ?started.elapsed(), "reconciled");
+            tracing::debug!(fleets = fleets.len(), ?writes, ?instances, lane = lane.iterations, elapsed = ?started.elapsed(), "reconciled");
             for (result, n) in [
                 ("written", writes.written + instances.written),
                 ("unchanged", writes.unchanged + instances.unchanged),
@@ -236,6 +278,7 @@ impl Reconciler {
         self.metrics
             .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());
+        lane.dirty
     }
 
     async fn push(
@@ -382,6 +425,15 @@ impl Reconciler {
             tracing::warn!(pod = r.name, "{error}");
         }
     }
+}
+
+/// Now in whole seconds, as the API server stores times, so an unchanged
+/// status compares equal.
+pub(super) fn now() -> Time {
+    Time(
+        k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second())
+            .unwrap_or_default(),
+    )
 }
 
 fn settings(args: &ControllerArgs) -> Settings {

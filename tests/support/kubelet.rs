@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -120,6 +122,40 @@ impl FakePod {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The container hangs: Kengine stops answering on its admin address
+    /// (connections are accepted and never answered) while the pod stays
+    /// Ready. Dropping the handle lets go of the address and the
+    /// connections it holds.
+    pub async fn hang(&mut self) -> Hang {
+        if let Some(mut p) = self.process.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let listener = tokio::net::TcpListener::bind(self.admin).await.unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                held.push(socket);
+            }
+        });
+        Hang { task, accepted }
+    }
+}
+
+pub struct Hang {
+    task: tokio::task::JoinHandle<()>,
+    /// Connections accepted (and never answered) so far.
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl Drop for Hang {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
