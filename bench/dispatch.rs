@@ -294,7 +294,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_load(target: &Target, connections: usize, seconds: f64) -> LoadResult {
+pub async fn run_load(target: &Target, connections: usize, seconds: f64) -> LoadResult {
     load::run(
         target,
         connections,

@@ -9,8 +9,6 @@
 //! dispatch work stands out from the proxying.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use kengine_gateway::translate;
@@ -18,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::dispatch;
 use crate::live::{self, Kengine};
-use crate::load::{self, Target};
+use crate::load::Target;
 use crate::util::{self, median, round3};
 
 pub struct Args {
@@ -232,7 +230,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for (name, t) in &targets {
         let p = live::until_200(t, Duration::from_secs(10)).await;
         anyhow::ensure!(p.ok, "{name} ({}) never answered 200", t.host);
-        run_load(t, args.connections, 0.5).await;
+        dispatch::run_load(t, args.connections, 0.5).await;
     }
 
     println!(
@@ -249,7 +247,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for _ in 0..args.rounds {
         for (k, (_, t)) in targets.iter().enumerate() {
             let before = util::process_cpu(pid);
-            let r = run_load(t, args.connections, args.seconds).await;
+            let r = dispatch::run_load(t, args.connections, args.seconds).await;
             let cpu = util::process_cpu(pid).saturating_sub(before);
             non_2xx += r.non_2xx() + r.transport_errors;
             cpu_us[k].push(cpu.as_secs_f64() * 1e6 / r.answered().max(1) as f64);
@@ -316,17 +314,6 @@ fn target(addr: SocketAddr, host: &str) -> Target {
         host: host.into(),
         path: "/".into(),
     }
-}
-
-async fn run_load(target: &Target, connections: usize, seconds: f64) -> load::LoadResult {
-    load::run(
-        target,
-        connections,
-        Duration::from_secs_f64(seconds),
-        Arc::new(AtomicBool::new(false)),
-        load::Options::default(),
-    )
-    .await
 }
 
 #[cfg(test)]

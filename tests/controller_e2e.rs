@@ -26,29 +26,16 @@ const GW: &str = "gateway.networking.k8s.io";
 async fn controller_end_to_end() {
     let cluster = cluster().await;
     let c = &cluster.client;
-    // Controller logs stay here for a failed run to be read.
-    let dir = tempfile::Builder::new()
-        .prefix("kengine-e2e-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    eprintln!("controller logs in {}", dir.display());
-    let (ns, svc, secret) = (
-        resource("", "v1", "Namespace", "namespaces"),
-        resource("", "v1", "Service", "services"),
-        resource("", "v1", "Secret", "secrets"),
-    );
-    let ki = resource(
-        "kengine.khulnasoft.com",
-        "v1alpha1",
-        "KengineInstance",
-        "kengineinstances",
-    );
-    let (class, gateway, route) = (
-        resource(GW, "v1", "GatewayClass", "gatewayclasses"),
-        resource(GW, "v1", "Gateway", "gateways"),
-        resource(GW, "v1", "HTTPRoute", "httproutes"),
-    );
+    let dir = log_dir("kengine-e2e-");
+    let Kinds {
+        ns,
+        svc,
+        secret,
+        ki,
+        class,
+        gateway,
+        route,
+    } = kinds();
     apply(
         c,
         &ns,
@@ -424,6 +411,45 @@ async fn controller_end_to_end() {
     drop(follower);
 }
 
+/// The API resources the tests write.
+struct Kinds {
+    ns: ApiResource,
+    svc: ApiResource,
+    secret: ApiResource,
+    ki: ApiResource,
+    class: ApiResource,
+    gateway: ApiResource,
+    route: ApiResource,
+}
+
+fn kinds() -> Kinds {
+    Kinds {
+        ns: resource("", "v1", "Namespace", "namespaces"),
+        svc: resource("", "v1", "Service", "services"),
+        secret: resource("", "v1", "Secret", "secrets"),
+        ki: resource(
+            "kengine.khulnasoft.com",
+            "v1alpha1",
+            "KengineInstance",
+            "kengineinstances",
+        ),
+        class: resource(GW, "v1", "GatewayClass", "gatewayclasses"),
+        gateway: resource(GW, "v1", "Gateway", "gateways"),
+        route: resource(GW, "v1", "HTTPRoute", "httproutes"),
+    }
+}
+
+/// Controller logs stay here for a failed run to be read.
+fn log_dir(prefix: &str) -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap()
+        .keep();
+    eprintln!("controller logs in {}", dir.display());
+    dir
+}
+
 /// A fleet whose Kengine hangs holds its push, and with it the pass, for
 /// up to a minute per attempt. Other Gateways' status keeps up meanwhile
 /// (the status lane), the change is pushed once the hung push gives up,
@@ -433,27 +459,16 @@ async fn gateway_status_keeps_up_while_a_fleet_hangs() {
     const NS: &str = "e2e-lane";
     let cluster = cluster().await;
     let c = &cluster.client;
-    let dir = tempfile::Builder::new()
-        .prefix("kengine-e2e-lane-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    eprintln!("controller logs in {}", dir.display());
-    let (ns, svc) = (
-        resource("", "v1", "Namespace", "namespaces"),
-        resource("", "v1", "Service", "services"),
-    );
-    let ki = resource(
-        "kengine.khulnasoft.com",
-        "v1alpha1",
-        "KengineInstance",
-        "kengineinstances",
-    );
-    let (class, gateway, route) = (
-        resource(GW, "v1", "GatewayClass", "gatewayclasses"),
-        resource(GW, "v1", "Gateway", "gateways"),
-        resource(GW, "v1", "HTTPRoute", "httproutes"),
-    );
+    let dir = log_dir("kengine-e2e-lane-");
+    let Kinds {
+        ns,
+        svc,
+        ki,
+        class,
+        gateway,
+        route,
+        ..
+    } = kinds();
     apply(
         c,
         &ns,
