@@ -191,10 +191,10 @@ impl Reconciler {
         let pushes = async {
             let mut live_pods = Vec::new();
             let mut instance_status = Vec::new();
-            for (key, fleet) in &fleets {
-                let outcome = self
-                    .push(&snapshot, &pods, key, &fleet.config, &mut live_pods)
-                    .await;
+            let outcomes = self
+                .push_all(&snapshot, &pods, &fleets, &mut live_pods)
+                .await;
+            for ((key, fleet), outcome) in fleets.iter().zip(outcomes) {
                 for gw in &fleet.gateways {
                     let previous = snapshot.gateways.get(gw).and_then(|g| g.status.as_ref());
                     let Some(gs) = gateways.get_mut(gw) else {
@@ -281,26 +281,52 @@ impl Reconciler {
         lane.dirty
     }
 
-    async fn push(
+    /// Pushes every fleet's config at once, so a slow or hung fleet holds
+    /// up no other fleet's push. One outcome per fleet, in `fleets` order.
+    async fn push_all(
         &mut self,
         snapshot: &Snapshot,
         pods: &[Pod],
-        key: &ObjectRef,
-        config: &crate::kengine::config::Config,
+        fleets: &BTreeMap<ObjectRef, translate::Fleet>,
         live: &mut Vec<String>,
+    ) -> Vec<FleetOutcome> {
+        let mut jobs = Vec::new();
+        for (key, fleet) in fleets {
+            let targets = self
+                .clients
+                .fleet(snapshot, pods, key, Duration::from_secs(60));
+            live.extend(targets.pods.iter().map(|p| p.uid.clone()));
+            self.metrics
+                .config_bytes
+                .get_or_create(&FleetLabel {
+                    fleet: key.to_string(),
+                })
+                .set(fleet.config.to_json().len() as i64);
+            let mut pusher = self.pushers.remove(key).unwrap_or_default();
+            let concurrency = self.concurrency;
+            jobs.push(async move {
+                let (results, counts) =
+                    pusher.push(&targets.pods, &fleet.config, concurrency).await;
+                (pusher, targets, results, counts)
+            });
+        }
+        let done = futures_util::future::join_all(jobs).await;
+        let mut outcomes = Vec::with_capacity(done.len());
+        for (key, (pusher, targets, results, counts)) in fleets.keys().zip(done) {
+            self.pushers.insert(key.clone(), pusher);
+            outcomes.push(self.outcome(key, targets, results, counts));
+        }
+        outcomes
+    }
+
+    /// What one fleet's push means for its Gateways, logged and counted.
+    fn outcome(
+        &self,
+        key: &ObjectRef,
+        targets: super::targets::Fleet,
+        results: Vec<PodResult>,
+        counts: crate::sinks::fleet::PushCounts,
     ) -> FleetOutcome {
-        let targets = self
-            .clients
-            .fleet(snapshot, pods, key, Duration::from_secs(60));
-        live.extend(targets.pods.iter().map(|p| p.uid.clone()));
-        self.metrics
-            .config_bytes
-            .get_or_create(&FleetLabel {
-                fleet: key.to_string(),
-            })
-            .set(config.to_json().len() as i64);
-        let pusher = self.pushers.entry(key.clone()).or_default();
-        let (results, counts) = pusher.push(&targets.pods, config, self.concurrency).await;
         if counts.loaded > 0 {
             tracing::info!(fleet = %key, pods = counts.loaded, "config loaded");
         }

@@ -64,6 +64,13 @@ pub struct RemoteTls<'a> {
     pub server_name: Option<&'a str>,
 }
 
+impl AdminError {
+    /// The request got no answer within the client's timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, AdminError::Transport(e) if e.is_timeout())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     http: reqwest::Client,

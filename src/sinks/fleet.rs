@@ -128,7 +128,10 @@ impl FleetPusher {
 
 /// Loads `body` into one pod, keeping its admin settings: a config without
 /// them would move its admin API. Transport errors are retried with
-/// backoff; a rejection is final (Kengine keeps its old config).
+/// backoff; a rejection is final (Kengine keeps its old config), and so is
+/// a timeout: a pod that did not answer within the client's timeout is
+/// hung or still loading, and asking again would hold the pass up to
+/// [`ATTEMPTS`] times as long.
 async fn push_one(
     client: &AdminClient,
     body: &[u8],
@@ -144,7 +147,9 @@ async fn push_one(
                     "kengine rejected the config (HTTP {status}): {body}"
                 ));
             }
-            Err(e) if attempt == ATTEMPTS => return Err(e.to_string()),
+            Err(e @ AdminError::Transport(_)) if attempt == ATTEMPTS || e.is_timeout() => {
+                return Err(e.to_string());
+            }
             Err(_) => {
                 tokio::time::sleep(delay).await;
                 delay *= 2;
@@ -286,6 +291,33 @@ mod tests {
             counts.loaded, 1,
             "a pod that went away and came back is pushed again"
         );
+    }
+
+    #[tokio::test]
+    async fn a_hung_pod_is_given_up_after_one_timeout() {
+        // Accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        let hung = PodTarget {
+            uid: "hung".into(),
+            name: "pod-hung".into(),
+            client: AdminClient::remote(addr, None, Duration::from_millis(300)).unwrap(),
+        };
+        let (results, counts) = FleetPusher::default()
+            .push(&[hung], &Config::default(), 1)
+            .await;
+        assert_eq!(counts.failed, 1);
+        assert!(results[0].error.is_some(), "{results:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "not asked again");
     }
 
     #[tokio::test]
