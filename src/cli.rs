@@ -100,7 +100,7 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease (default: the pod name or host name).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Pods pushed to at once.
+    /// Pods of one fleet pushed to at once (fleets are pushed concurrently).
     #[arg(long, default_value_t = 16)]
     pub push_concurrency: usize,
     /// Quiet period that coalesces a burst of changes into one reconcile.
