@@ -278,7 +278,7 @@ impl Reconciler {
         self.metrics
             .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());
-        lane.dirty
+        lane.iterations > 0
     }
 
     /// Pushes every fleet's config at once, so a slow or hung fleet holds

@@ -29,8 +29,7 @@ pub struct Lane {
     /// writes these after its push, with the `Programmed` condition the
     /// push decided, rather than its own older ones.
     pub latest: BTreeMap<ObjectRef, GatewayStatus>,
-    /// Changes were taken: the next pass must run.
-    pub dirty: bool,
+    /// Debounced changes handled; any means the next pass must run.
     pub iterations: usize,
 }
 
@@ -56,7 +55,6 @@ pub async fn run(
         }
         tokio::time::sleep(debounce).await;
         while changes.try_recv().is_ok() {}
-        lane.dirty = true;
         lane.iterations += 1;
         let snapshot = watches.snapshot();
         let options = Options {
