@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use kengine_gateway::snapshot::Snapshot;
 use kengine_gateway::translate;
 use serde_json::json;
@@ -98,17 +99,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut config: serde_json::Value = serde_json::from_slice(&output.config().to_json())?;
     config["apps"]["http"]["servers"]["one-route-beside"] = one_route(port_beside);
     let many = Kengine::start().await?;
-    config["admin"] =
-        json!({"listen": many.process.admin_addr().to_string(), "config": {"persist": false}});
     let t = Instant::now();
-    if let Err(e) = many
-        .process
-        .admin()
-        .load(serde_json::to_vec(&config)?)
+    many.load_json(config)
         .await
-    {
-        anyhow::bail!("loading {} routes: {e}\n{}", args.hosts, many.log_tail(20));
-    }
+        .with_context(|| format!("loading {} routes", args.hosts))?;
     let load_ms = util::ms(t.elapsed());
     println!(
         "dispatch: {} routes ({}) translated in {translate_ms:.1} ms, config {:.0} KB, loaded in {load_ms:.0} ms",
@@ -123,13 +117,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let port_one = util::free_port()?;
     let one = Kengine::start().await?;
-    let hand_written = json!({
-        "admin": {"listen": one.process.admin_addr().to_string(), "config": {"persist": false}},
-        "apps": {"http": {"servers": {"one": one_route(port_one)}}},
-    });
-    one.process
-        .admin()
-        .load(serde_json::to_vec(&hand_written)?)
+    one.load_json(json!({"apps": {"http": {"servers": {"one": one_route(port_one)}}}}))
         .await?;
 
     let targets = [

@@ -30,6 +30,21 @@ impl Kengine {
         Ok(Kengine { process, dir })
     }
 
+    /// Loads a hand-built JSON config, keeping the admin API where it is
+    /// (what `Pusher` does for a translated one). A rejection carries the
+    /// log's last lines.
+    pub async fn load_json(&self, mut config: serde_json::Value) -> anyhow::Result<()> {
+        config["admin"] = serde_json::json!({
+            "listen": self.process.admin_addr().to_string(),
+            "config": {"persist": false},
+        });
+        let body = serde_json::to_vec(&config)?;
+        if let Err(e) = self.process.admin().load(body).await {
+            anyhow::bail!("{e}\n{}", self.log_tail(20));
+        }
+        Ok(())
+    }
+
     /// The last lines of the Caddy log, for error reports.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("kengine.log")).unwrap_or_default();

@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use anyhow::Context;
 use kengine_gateway::translate;
 use serde_json::{Value, json};
 
@@ -217,16 +218,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for (name, host) in [("tree first", &first), ("tree last", &last)] {
         targets.push((name.into(), target(util::loopback(port_tree), host)));
     }
-    config["admin"] =
-        json!({"listen": kengine.process.admin_addr().to_string(), "config": {"persist": false}});
-    if let Err(e) = kengine
-        .process
-        .admin()
-        .load(serde_json::to_vec(&config)?)
+    kengine
+        .load_json(config)
         .await
-    {
-        anyhow::bail!("loading the unit servers: {e}\n{}", kengine.log_tail(20));
-    }
+        .context("loading the unit servers")?;
     for (name, t) in &targets {
         let p = live::until_200(t, Duration::from_secs(10)).await;
         anyhow::ensure!(p.ok, "{name} ({}) never answered 200", t.host);

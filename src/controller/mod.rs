@@ -68,6 +68,7 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
         let (tx, mut changes) = mpsc::channel(1);
         // Asks for another pass when the status lane took changes.
         let again = tx.clone();
+        let debounce = Duration::from_millis(args.debounce_ms);
         let scope = Scope {
             namespace: args.watch_namespace.as_deref(),
             configmap_selector: &args.configmap_selector,
@@ -89,7 +90,7 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
                 () = &mut shutdown => break 'discover,
                 Some(()) = changes.recv() => {
                     // Coalesce a burst into one pass.
-                    tokio::time::sleep(Duration::from_millis(args.debounce_ms)).await;
+                    tokio::time::sleep(debounce).await;
                     while changes.try_recv().is_ok() {}
                 }
                 _ = resync.tick() => {}
@@ -110,11 +111,8 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
             }
             let is_leader = *leading.borrow();
             metrics.leader.set(i64::from(is_leader));
-            if is_leader {
-                let debounce = Duration::from_millis(args.debounce_ms);
-                if reconciler.reconcile(&watches, &mut changes, debounce).await {
-                    let _ = again.try_send(());
-                }
+            if is_leader && reconciler.reconcile(&watches, &mut changes, debounce).await {
+                let _ = again.try_send(());
             }
         }
     }
