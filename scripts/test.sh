@@ -2,7 +2,9 @@
 # Run the whole local test suite:
 #   1. cargo test (unit, golden and data-plane integration tests; the
 #      integration tests load configs into a real Kengine/Caddy 2.8.4 binary,
-#      passed to them as KENGINE_GATEWAY_TEST_CADDY);
+#      passed to them as KENGINE_GATEWAY_TEST_CADDY, and start a real
+#      control plane built by scripts/ensure-kube.sh, passed to them as
+#      KENGINE_GATEWAY_KUBE_BIN);
 #   2. ./scripts/quickstart.sh --check (the quickstart, end to end);
 #   3. ./scripts/chart-test.sh (helm lint/template, manifest and CRD schema checks);
 #   4. ./scripts/bench-smoke.sh (every benchmark scenario at a small size).
@@ -16,6 +18,11 @@ cd "$REPO"
 export KENGINE_BIN="$BIN"
 export KENGINE_GATEWAY_TEST_CADDY="$BIN"
 echo "==> data plane for tests: $BIN" >&2
+# The real control plane (etcd, kube-apiserver, kube-controller-manager),
+# built from e2e/kube's pinned Go modules; reused while they are unchanged.
+KUBE_BIN="$("$REPO/scripts/ensure-kube.sh")"
+export KENGINE_GATEWAY_KUBE_BIN="$KUBE_BIN"
+echo "==> control plane for tests: $KUBE_BIN" >&2
 
 LOCKED=()
 [[ -f Cargo.lock ]] && LOCKED=(--locked)

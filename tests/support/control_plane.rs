@@ -1,0 +1,428 @@
+//! A real Kubernetes control plane for the end-to-end tests: etcd,
+//! kube-apiserver and kube-controller-manager, built from the Go modules
+//! pinned in `e2e/kube/` by `scripts/ensure-kube.sh`, listening on loopback
+//! with certificates generated here, RBAC authorization on and
+//! service-account token signing. Every process is killed when the handle
+//! is dropped; a failing test prints the tail of each process's log.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// The folder with the pinned binaries: `$KENGINE_GATEWAY_KUBE_BIN`, else
+/// the repo's `.kube-bin` that `scripts/ensure-kube.sh` fills.
+pub fn bin_dir() -> PathBuf {
+    let dir = std::env::var_os("KENGINE_GATEWAY_KUBE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".kube-bin"));
+    for c in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+        assert!(
+            dir.join(c).is_file(),
+            "{} has no {c}: run scripts/ensure-kube.sh (it builds the pinned control plane)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// The IP range Services get their ClusterIPs from. Nothing is routed to
+/// it: no test sends traffic to a ClusterIP of this cluster.
+pub const SERVICE_CIDR: &str = "10.96.0.0/24";
+
+pub struct ControlPlane {
+    /// A kubeconfig with cluster-admin rights (group `system:masters`).
+    pub kubeconfig: PathBuf,
+    /// `https://127.0.0.1:PORT`
+    pub url: String,
+    pub etcd_url: String,
+    // Dropped in this order: the processes, then their folder.
+    processes: Vec<Process>,
+    dir: tempfile::TempDir,
+}
+
+struct Process {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            eprintln!(
+                "--- {} log (last lines, newest first) ---\n{}",
+                self.name,
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn name(cn: &str, org: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    if let Some(o) = org {
+        dn.push(DnType::OrganizationName, o);
+    }
+    dn
+}
+
+/// The cluster's PKI, written as PEM files into a folder.
+struct Pki {
+    ca: PathBuf,
+}
+
+impl Pki {
+    fn write(dir: &Path) -> Pki {
+        let write = |file: &str, text: String| {
+            std::fs::write(dir.join(file), text).unwrap();
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name = name("kengine-gateway-test-ca", None);
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        write("ca.crt", ca.self_signed(&ca_key).unwrap().pem());
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = |file: &str, params: CertificateParams| {
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            write(&format!("{file}.crt"), cert.pem());
+            write(&format!("{file}.key"), key.serialize_pem());
+        };
+        let mut server = CertificateParams::default();
+        server.distinguished_name = name("kube-apiserver", None);
+        server.subject_alt_names = vec![
+            SanType::IpAddress("127.0.0.1".parse().unwrap()),
+            SanType::DnsName("localhost".try_into().unwrap()),
+            SanType::DnsName("kubernetes.default.svc".try_into().unwrap()),
+        ];
+        server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        leaf("apiserver", server);
+        let mut admin = CertificateParams::default();
+        admin.distinguished_name = name("test-admin", Some("system:masters"));
+        admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        leaf("admin", admin);
+        // Service-account tokens are signed with this key and checked
+        // with its public half.
+        let sa = KeyPair::generate().unwrap();
+        write("sa.key", sa.serialize_pem());
+        write("sa.pub", sa.public_key_pem());
+        Pki {
+            ca: dir.join("ca.crt"),
+        }
+    }
+}
+
+/// A kubeconfig for `url` that authenticates with a client certificate or
+/// a bearer token.
+pub fn kubeconfig(url: &str, ca: &Path, user: KubeUser<'_>) -> String {
+    let user = match user {
+        KubeUser::Certificate { cert, key } => format!(
+            "    client-certificate: {}\n    client-key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+        KubeUser::Token(token) => format!("    token: {token}\n"),
+    };
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    \
+         certificate-authority: {}\nusers:\n- name: test\n  user:\n{user}contexts:\n- name: test\n  \
+         context:\n    cluster: test\n    user: test\n    namespace: default\n\
+         current-context: test\n",
+        ca.display()
+    )
+}
+
+pub enum KubeUser<'a> {
+    Certificate { cert: &'a Path, key: &'a Path },
+    Token(&'a str),
+}
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver and kube-controller-manager, and waits
+    /// until the apiserver is ready.
+    pub async fn start() -> ControlPlane {
+        let bin = bin_dir();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let pki = Pki::write(d);
+        let path = |f: &str| d.join(f).display().to_string();
+        let mut processes = Vec::new();
+        let mut spawn = |name: &'static str, args: Vec<String>| {
+            let log = d.join(format!("{name}.log"));
+            let file = std::fs::File::create(&log).unwrap();
+            let child = Command::new(bin.join(name))
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(file.try_clone().unwrap())
+                .stderr(file)
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {name}: {e}"));
+            processes.push(Process { name, child, log });
+        };
+
+        let (client_port, peer_port) = (free_port(), free_port());
+        let etcd_url = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        spawn(
+            "etcd",
+            [
+                "--name=test",
+                &format!("--data-dir={}", path("etcd")),
+                &format!("--listen-client-urls={etcd_url}"),
+                &format!("--advertise-client-urls={etcd_url}"),
+                &format!("--listen-peer-urls={peer}"),
+                &format!("--initial-advertise-peer-urls={peer}"),
+                &format!("--initial-cluster=test={peer}"),
+                // Tests need no durability; fsync is most of etcd's latency.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+
+        let port = free_port();
+        let url = format!("https://127.0.0.1:{port}");
+        spawn(
+            "kube-apiserver",
+            [
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={port}"),
+                "--advertise-address=127.0.0.1".into(),
+                // The `kubernetes` Endpoints may not point at loopback; the
+                // apiserver's own endpoints are not needed here.
+                "--endpoint-reconciler-type=none".into(),
+                format!("--cert-dir={}", path("apiserver-certs")),
+                format!("--tls-cert-file={}", path("apiserver.crt")),
+                format!("--tls-private-key-file={}", path("apiserver.key")),
+                format!("--client-ca-file={}", path("ca.crt")),
+                "--authorization-mode=RBAC".into(),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                format!("--service-account-key-file={}", path("sa.pub")),
+                format!("--service-account-signing-key-file={}", path("sa.key")),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--enable-priority-and-fairness=false".into(),
+                "--profiling=false".into(),
+                "--v=1".into(),
+            ]
+            .to_vec(),
+        );
+
+        let kubeconfig = d.join("admin.kubeconfig");
+        std::fs::File::create(&kubeconfig)
+            .unwrap()
+            .write_all(
+                self::kubeconfig(
+                    &url,
+                    &pki.ca,
+                    KubeUser::Certificate {
+                        cert: &d.join("admin.crt"),
+                        key: &d.join("admin.key"),
+                    },
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        spawn(
+            "kube-controller-manager",
+            [
+                format!("--kubeconfig={}", kubeconfig.display()),
+                format!("--authentication-kubeconfig={}", kubeconfig.display()),
+                format!("--authorization-kubeconfig={}", kubeconfig.display()),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", free_port()),
+                format!("--cert-dir={}", path("kcm-certs")),
+                format!("--service-account-private-key-file={}", path("sa.key")),
+                format!("--root-ca-file={}", path("ca.crt")),
+                "--use-service-account-credentials=true".into(),
+                "--leader-elect=false".into(),
+                "--profiling=false".into(),
+                "--v=1".into(),
+            ]
+            .to_vec(),
+        );
+
+        let plane = ControlPlane {
+            kubeconfig,
+            url,
+            etcd_url,
+            processes,
+            dir,
+        };
+        plane.wait_ready().await;
+        plane
+    }
+
+    /// A kube client with cluster-admin rights.
+    pub async fn client(&self) -> kube::Client {
+        client_for(&self.kubeconfig).await
+    }
+
+    /// The cluster CA's certificate file.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// A kubeconfig that authenticates with `token`, written beside the
+    /// admin's.
+    pub fn token_kubeconfig(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        std::fs::write(
+            &path,
+            kubeconfig(&self.url, &self.ca(), KubeUser::Token(token)),
+        )
+        .unwrap();
+        path
+    }
+
+    async fn wait_ready(&self) {
+        let client = self.client().await;
+        let start = Instant::now();
+        loop {
+            let req = hyper::Request::get("/readyz").body(Vec::new()).unwrap();
+            match client.request_text(req).await {
+                Ok(body) if body.trim() == "ok" => break,
+                result => {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(120),
+                        "kube-apiserver not ready after 120 s: {result:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+        // The default ServiceAccount of `default` appears when the
+        // controller manager runs; Pods need it.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client, "default");
+        loop {
+            if sa.get_opt("default").await.ok().flatten().is_some() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "kube-controller-manager created no default ServiceAccount in 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Applies every CRD in the YAML files under `paths` and waits until
+    /// each is Established.
+    pub async fn install_crds(&self, paths: &[PathBuf]) {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client().await);
+        let mut names = Vec::new();
+        for file in paths.iter().flat_map(|p| yaml_files(p)) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+                let value: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+                if value["kind"] != "CustomResourceDefinition" {
+                    continue;
+                }
+                let name = value["metadata"]["name"].as_str().unwrap().to_string();
+                api.patch(
+                    &name,
+                    &PatchParams::apply("e2e-test").force(),
+                    &Patch::Apply(value),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("install CRD {name} from {}: {e}", file.display()));
+                names.push(name);
+            }
+        }
+        let start = Instant::now();
+        for name in names {
+            loop {
+                let crd = api.get(&name).await.unwrap();
+                let established = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                if established {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "CRD {name} not Established in 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    /// The address kube-apiserver listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.url.trim_start_matches("https://").parse().unwrap()
+    }
+
+    /// The log of one component, for assertions and debugging.
+    pub fn log(&self, component: &str) -> String {
+        self.processes
+            .iter()
+            .find(|p| p.name == component)
+            .map(|p| std::fs::read_to_string(&p.log).unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+pub async fn client_for(kubeconfig: &Path) -> kube::Client {
+    // Test builds enable two rustls providers (a dev-dependency brings
+    // aws-lc-rs), so the process-wide default must be chosen explicitly.
+    kengine_gateway::kengine::admin::install_crypto_provider();
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig");
+    kube::Client::try_from(config).expect("kube client")
+}
+
+fn yaml_files(path: &Path) -> Vec<PathBuf> {
+    if path.is_file() {
+        return vec![path.to_path_buf()];
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .map(|e| e.unwrap().path())
+        .flat_map(|p| {
+            if p.is_dir() {
+                yaml_files(&p)
+            } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                vec![p]
+            } else {
+                vec![]
+            }
+        })
+        .collect();
+    files.sort();
+    files
+}
