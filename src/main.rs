@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use kengine_gateway::cli::{Cli, Command, LogFormat};
+use kengine_gateway::providers::files;
 use kengine_gateway::{controller, echo, render, standalone};
 
 fn main() -> ExitCode {
@@ -63,7 +64,7 @@ fn run_async(job: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes.
-            eprintln!("kengine-gateway: {e:#}");
+            eprintln!("kengine-gateway: {}", files::one_line(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }
@@ -94,8 +95,10 @@ async fn shutdown_signal() {
 
 fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    // Colour codes only for a terminal: in a file or a pipe they are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),

@@ -13,6 +13,9 @@ use crate::translate::{self, Options};
 /// logged as warnings; invalid objects only show in status.
 pub fn render(args: &RenderArgs) -> Result<String, LoadError> {
     let snapshot = load(&args.translate.files)?;
+    if let Some(warning) = no_class_of_ours(&snapshot, &args.translate.controller_name) {
+        tracing::warn!("{warning}");
+    }
     // A fixed time keeps the output reproducible; previous times are kept.
     let options = options(
         &args.translate,
@@ -36,6 +39,31 @@ pub fn load(paths: &[std::path::PathBuf]) -> Result<Snapshot, LoadError> {
         tracing::warn!("{warning}");
     }
     Ok(Snapshot::from_objects(loaded.objects))
+}
+
+/// Says so when no GatewayClass is ours: then nothing is served, and an
+/// empty config alone would not tell why.
+pub fn no_class_of_ours(snapshot: &Snapshot, controller_name: &str) -> Option<String> {
+    let classes: Vec<String> = snapshot
+        .gateway_classes
+        .iter()
+        .map(|(name, class)| format!("{name} ({})", class.spec.controller_name))
+        .collect();
+    if snapshot
+        .gateway_classes
+        .values()
+        .any(|c| c.spec.controller_name == controller_name)
+    {
+        return None;
+    }
+    let seen = if classes.is_empty() {
+        "the input has none".to_string()
+    } else {
+        format!("the input has {}", classes.join(", "))
+    };
+    Some(format!(
+        "no GatewayClass has controllerName {controller_name}, so no Gateway is served; {seen}"
+    ))
 }
 
 /// Translation options for local use: addresses are probed on this host,

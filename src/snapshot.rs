@@ -61,6 +61,30 @@ pub enum Object {
     KengineInstance(KengineInstance),
 }
 
+impl Object {
+    /// Kind and name: what [`Snapshot::insert`] replaces by. Cluster-scoped
+    /// objects have an empty namespace.
+    pub fn key(&self) -> (&'static str, ObjectRef) {
+        fn cluster<K: kube::Resource>(o: &K) -> ObjectRef {
+            ObjectRef::new("", o.name_any())
+        }
+        match self {
+            Object::GatewayClass(o) => ("GatewayClass", cluster(o)),
+            Object::Namespace(o) => ("Namespace", cluster(o)),
+            Object::Gateway(o) => ("Gateway", ObjectRef::of(o)),
+            Object::HttpRoute(o) => ("HTTPRoute", ObjectRef::of(o)),
+            Object::GrpcRoute(o) => ("GRPCRoute", ObjectRef::of(o)),
+            Object::ReferenceGrant(o) => ("ReferenceGrant", ObjectRef::of(o)),
+            Object::BackendTlsPolicy(o) => ("BackendTLSPolicy", ObjectRef::of(o)),
+            Object::Service(o) => ("Service", ObjectRef::of(o)),
+            Object::EndpointSlice(o) => ("EndpointSlice", ObjectRef::of(o)),
+            Object::Secret(o) => ("Secret", ObjectRef::of(o)),
+            Object::ConfigMap(o) => ("ConfigMap", ObjectRef::of(o)),
+            Object::KengineInstance(o) => (crate::crd::KIND, ObjectRef::of(o)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub gateway_classes: BTreeMap<String, GatewayClass>,
@@ -86,7 +110,7 @@ impl Snapshot {
         snapshot
     }
 
-    /// Adds or replaces an object.
+    /// Adds or replaces an object (of the same [`Object::key`]).
     pub fn insert(&mut self, object: Object) {
         match object {
             Object::GatewayClass(o) => {

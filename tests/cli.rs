@@ -116,6 +116,112 @@ fn unreadable_or_unparseable_input_is_one_line_and_exit_2() {
     );
 }
 
+/// `run`, killed after `limit`: a hang is a failure, not a stuck suite.
+fn run_within(limit: Duration, args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn hostile_input_files_are_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let loops = dir.path().join("loops");
+    std::fs::create_dir(&loops).unwrap();
+    write(
+        &loops,
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+    );
+    std::os::unix::fs::symlink(".", loops.join("l1")).unwrap();
+    std::os::unix::fs::symlink(".", loops.join("l2")).unwrap();
+    let fifo = dir.path().join("fifo.yaml");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deep = write(
+        dir.path(),
+        "deep.yaml",
+        &format!("a: {}\n", "[".repeat(100_000)),
+    );
+    let newline = dir.path().join("two\nlines.yaml");
+    let cases = [
+        (loops.to_str().unwrap(), "directory loop"),
+        (fifo.to_str().unwrap(), "not a regular file (a FIFO)"),
+        ("/dev/zero", "not a regular file (a device)"),
+        (&deep, "YAML nested deeper than 128 levels"),
+        (newline.to_str().unwrap(), "No such file"),
+    ];
+    for (path, expected) in cases {
+        let (code, stdout, stderr) = run_within(Duration::from_secs(10), &["render", "-f", path]);
+        assert_eq!(code, 2, "{path}: {stderr}");
+        assert!(stdout.is_empty(), "{path}");
+        assert_eq!(stderr.lines().count(), 1, "{path}: {stderr}");
+        assert!(stderr.contains(expected), "{path}: {stderr}");
+    }
+}
+
+#[test]
+fn warnings_name_duplicates_and_a_missing_class_without_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\n\
+         spec: {gatewayClassName: other, listeners: [{name: h, protocol: HTTP, port: 8080}]}\n";
+    let a = write(dir.path(), "a.yaml", gateway);
+    let b = write(
+        dir.path(),
+        "b.yaml",
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: other}}\n\
+             spec: {{controllerName: example.com/other}}\n---\n{gateway}"
+        ),
+    );
+    let (code, stdout, stderr) = run(&["render", "-f", &a, "-f", &b]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"apps\""), "{stdout}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour codes into a pipe: {stderr:?}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{b} (document 2): Gateway default/gw is also in {a} (document 1); using this later one"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "no GatewayClass has controllerName kengine.khulnasoft.com/gateway-controller, \
+             so no Gateway is served; the input has other (example.com/other)"
+        ),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["render", "-f", &write(dir.path(), "c.yaml", CLASS)]);
+    assert_eq!(code, 0);
+    assert!(!stderr.contains("no GatewayClass"), "{stderr}");
+}
+
 #[test]
 fn invalid_objects_are_status_not_errors() {
     let dir = tempfile::tempdir().unwrap();
