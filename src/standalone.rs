@@ -13,7 +13,7 @@ use crate::cli::StandaloneArgs;
 use crate::kengine::config::Config;
 use crate::kengine::process::KengineProcess;
 use crate::kengine::{AdminAddr, AdminClient, Flavor};
-use crate::providers::files;
+use crate::providers::{addresses, files};
 use crate::render;
 use crate::sinks::pusher::{Pushed, Pusher};
 use crate::sinks::status;
@@ -191,6 +191,9 @@ impl Supervised {
     }
 }
 
+/// Retries of one sync for taken addresses: a bound on pushes.
+const MAX_TAKEN_LISTENS: usize = 32;
+
 #[derive(Default)]
 struct State {
     status: Option<Status>,
@@ -231,19 +234,33 @@ impl State {
         let mut snapshot = snapshot;
         carry_status(&mut snapshot, self.status.as_ref());
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let options = render::options(&args.translate, now.clone(), &snapshot);
-        let mut output = translate::translate(&snapshot, &options);
-        match pusher.push(output.config()).await {
-            Ok(Pushed::Loaded) => {
-                tracing::info!(bytes = output.config().to_json().len(), "config loaded");
-                self.last_good = Some(output.config().clone());
+        let mut options = render::options(&args.translate, now.clone(), &snapshot);
+        // Kengine binds one address at a time and stops at the first taken
+        // one: each refusal names one more listener to leave out. Every sync
+        // starts afresh, since the other process may have let go.
+        let output = loop {
+            let mut output = translate::translate(&snapshot, &options);
+            match pusher.push(output.config()).await {
+                Ok(Pushed::Loaded) => {
+                    tracing::info!(bytes = output.config().to_json().len(), "config loaded");
+                    self.last_good = Some(output.config().clone());
+                }
+                Ok(Pushed::Unchanged) => tracing::info!("config unchanged; nothing pushed"),
+                Err(e) => {
+                    let message = e.to_string();
+                    if let Some(addr) = addresses::in_use(&message)
+                        && options.taken_listens.len() < MAX_TAKEN_LISTENS
+                        && options.taken_listens.insert(addr)
+                    {
+                        tracing::warn!(%addr, "address in use by another process; leaving its listeners out");
+                        continue;
+                    }
+                    tracing::error!("config not loaded, the last good one keeps serving: {e}");
+                    status::mark_not_programmed(&mut output.status, &message, &now);
+                }
             }
-            Ok(Pushed::Unchanged) => tracing::info!("config unchanged; nothing pushed"),
-            Err(e) => {
-                tracing::error!("config not loaded, the last good one keeps serving: {e}");
-                status::mark_not_programmed(&mut output.status, &e.to_string(), &now);
-            }
-        }
+            break output;
+        };
         log_status(&output.status);
         if let Some(path) = &args.status_file {
             let text = status::yaml_stream(&status::objects(

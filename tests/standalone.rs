@@ -521,3 +521,90 @@ async fn sigterm_does_not_wait_out_the_quiet_period() {
         "kengine stopped"
     );
 }
+
+/// Item 8: another process holds one listener's port. That listener is
+/// reported (`PortUnavailable`), the Gateway says which, and the other
+/// listener serves.
+#[tokio::test]
+async fn a_port_held_by_another_process_fails_only_its_listener() {
+    let v1 = echo("127.0.67.2", "v1").await;
+    let squatter = std::net::TcpListener::bind("127.0.67.1:18081").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.yaml");
+    std::fs::write(
+        &input,
+        gateway(
+            "127.0.67.1",
+            "{name: free, protocol: HTTP, port: 18080}, {name: held, protocol: HTTP, port: 18081}",
+        ) + &route("v1", v1, "/"),
+    )
+    .unwrap();
+    let status_file = dir.path().join("status.out");
+    let sa = Standalone::start(
+        dir.path(),
+        dir.path(),
+        &[&input],
+        &["--status-file", status_file.to_str().unwrap()],
+    );
+    let gw: SocketAddr = "127.0.67.1:18080".parse().unwrap();
+    let c = http();
+    wait_until(
+        "the free listener serves",
+        Duration::from_secs(20),
+        async || answers(&c, gw, "/", "v1").await,
+    )
+    .await;
+    wait_until("the status file", Duration::from_secs(5), async || {
+        status_file.exists()
+    })
+    .await;
+    let text = std::fs::read_to_string(&status_file).unwrap();
+    let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let gateway = docs.iter().find(|d| d["kind"] == "Gateway").unwrap();
+    let cond = |conds: &serde_json::Value, t: &str| {
+        conds
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == t)
+            .cloned()
+            .unwrap()
+    };
+    let listener = |name: &str| {
+        gateway["status"]["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let held = cond(&listener("held")["conditions"], "Accepted");
+    assert_eq!(held["status"], "False", "{text}");
+    assert_eq!(held["reason"], "PortUnavailable");
+    assert!(
+        held["message"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.67.1:18081 is in use"),
+        "{held}"
+    );
+    assert_eq!(
+        cond(&listener("held")["conditions"], "Programmed")["status"],
+        "False"
+    );
+    assert_eq!(
+        cond(&listener("free")["conditions"], "Programmed")["status"],
+        "True"
+    );
+    let accepted = cond(&gateway["status"]["conditions"], "Accepted");
+    assert_eq!(accepted["reason"], "ListenersNotValid", "{accepted}");
+    assert_eq!(
+        cond(&gateway["status"]["conditions"], "Programmed")["status"],
+        "True"
+    );
+    assert!(sa.log_text().contains("address in use by another process"));
+    drop(squatter);
+}
