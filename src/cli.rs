@@ -223,9 +223,12 @@ pub struct StandaloneArgs {
     /// Also write every object's status, as YAML, to this file after each push.
     #[arg(long, value_name = "FILE")]
     pub status_file: Option<PathBuf>,
-    /// Quiet period that coalesces a burst of file changes into one push.
+    /// Quiet period: push once no file has changed for this long.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub debounce_ms: u64,
+    /// Push at the latest this long after the first change of a burst that never quiets.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub max_delay_ms: u64,
 }
 
 #[derive(Debug, Args)]

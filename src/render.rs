@@ -74,6 +74,7 @@ pub fn options(args: &TranslateArgs, now: Time, snapshot: &Snapshot) -> Options 
         flavor: args.flavor,
         now,
         usable_addresses: Some(addresses::usable(snapshot)),
+        taken_listens: Default::default(),
         fleets: translate::FleetMode::Local,
         missing_kinds: Default::default(),
     }

@@ -1,15 +1,19 @@
 //! `standalone`: serve YAML files through one local Kengine, pushing again
 //! whenever the files change.
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio::time::Instant;
 
 use crate::cli::StandaloneArgs;
+use crate::kengine::config::Config;
 use crate::kengine::process::KengineProcess;
 use crate::kengine::{AdminAddr, AdminClient, Flavor};
-use crate::providers::files;
+use crate::providers::{addresses, files};
 use crate::render;
 use crate::sinks::pusher::{Pushed, Pusher};
 use crate::sinks::status;
@@ -17,16 +21,24 @@ use crate::snapshot::Snapshot;
 use crate::translate::{self, Status};
 
 pub async fn run(args: StandaloneArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
     let mut flavor = args.translate.flavor;
-    let (process, client) = match (&args.kengine, &args.admin) {
+    let (mut process, client) = match (&args.kengine, &args.admin) {
         (Some(bin), _) => {
             if flavor == Flavor::Kengine && Flavor::from_binary_name(bin) == Flavor::Caddy {
                 flavor = Flavor::Caddy;
             }
-            let process = KengineProcess::start(bin, flavor, None).await?;
+            // A signal while Kengine starts: dropping the start kills the child.
+            let process = tokio::select! {
+                () = &mut shutdown => {
+                    tracing::info!("shutting down during startup");
+                    return Ok(());
+                }
+                p = KengineProcess::start(bin, flavor, None) => p?,
+            };
             tracing::info!(bin = %bin.display(), admin = %process.admin_addr(), "started kengine");
             let client = process.admin().clone();
-            (Some(process), client)
+            (Some(Supervised::new(process)), client)
         }
         (None, Some(addr)) => {
             let addr: AdminAddr = addr.parse().map_err(anyhow::Error::msg)?;
@@ -34,62 +46,221 @@ pub async fn run(args: StandaloneArgs, shutdown: impl Future<Output = ()>) -> an
         }
         (None, None) => unreachable!("clap requires --kengine or --admin"),
     };
+    let ignore: Vec<_> = args.status_file.iter().cloned().collect();
     let (_watcher, mut changes) =
-        files::watch(&args.translate.files).context("watching input files")?;
+        files::watch(&args.translate.files, &ignore).context("watching input files")?;
     let mut pusher = Pusher::new(client);
     let mut state = State::default();
-    state.sync(&args, &mut pusher).await;
+    let quiet = Quiet {
+        period: Duration::from_millis(args.debounce_ms),
+        max_delay: Duration::from_millis(args.debounce_ms.max(args.max_delay_ms)),
+    };
+    let mut burst: Option<Burst> = None;
+    let mut first = true;
 
-    tokio::pin!(shutdown);
     loop {
+        let due = burst.map(|b| quiet.due(b));
         tokio::select! {
             () = &mut shutdown => break,
+            // The first sync, and each burst of changes once it has quieted.
+            () = sleep_until_opt(due), if first || due.is_some() => {
+                first = false;
+                burst = None;
+                let changed = changes.take();
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = state.sync(&args, &mut pusher, changed) => {}
+                }
+            }
             Some(()) = changes.recv() => {
-                // Coalesce a burst of edits into one push.
-                tokio::time::sleep(Duration::from_millis(args.debounce_ms)).await;
-                while changes.try_recv().is_ok() {}
-                state.sync(&args, &mut pusher).await;
+                let now = Instant::now();
+                burst = Some(match burst {
+                    Some(b) => Burst { last: now, ..b },
+                    None => Burst { first: now, last: now },
+                });
+            }
+            status = exited(&mut process) => {
+                let bin = args.kengine.as_deref().expect("only a started kengine exits");
+                let Some(mut supervised) = process.take() else { continue };
+                let delay = supervised.backoff();
+                tracing::error!(
+                    "kengine exited unexpectedly ({}); restarting it in {delay:?}",
+                    status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                );
+                let restarted = tokio::select! {
+                    () = &mut shutdown => break,
+                    p = supervised.restart(bin, flavor, delay) => p,
+                };
+                tracing::info!(admin = %restarted.process.admin_addr(), "restarted kengine");
+                pusher = Pusher::new(restarted.process.admin().clone());
+                process = Some(restarted);
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = state.push_last_good(&mut pusher) => {}
+                }
             }
         }
     }
     tracing::info!("shutting down");
-    if let Some(process) = process {
-        process.stop().await?;
+    if let Some(supervised) = process {
+        supervised.process.stop().await?;
     }
     Ok(())
 }
 
+/// When a burst of file changes is pushed: once no change came for
+/// `period`, and at the latest `max_delay` after its first change.
+#[derive(Clone, Copy)]
+struct Quiet {
+    period: Duration,
+    max_delay: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Burst {
+    first: Instant,
+    last: Instant,
+}
+
+impl Quiet {
+    fn due(&self, burst: Burst) -> Instant {
+        (burst.last + self.period).min(burst.first + self.max_delay)
+    }
+}
+
+async fn sleep_until_opt(due: Option<Instant>) {
+    if let Some(due) = due {
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+async fn exited(process: &mut Option<Supervised>) -> std::io::Result<std::process::ExitStatus> {
+    match process {
+        Some(s) => s.process.exited().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The Kengine we started, restarted with backoff when it dies.
+struct Supervised {
+    process: KengineProcess,
+    started: Instant,
+    delay: Duration,
+}
+
+const FIRST_RESTART_DELAY: Duration = Duration::from_millis(500);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+
+impl Supervised {
+    fn new(process: KengineProcess) -> Self {
+        Supervised {
+            process,
+            started: Instant::now(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// How long to wait before the next start: doubles while Kengine keeps
+    /// dying young, starts over once it has run for a while.
+    fn backoff(&mut self) -> Duration {
+        self.delay = if self.started.elapsed() > MAX_RESTART_DELAY || self.delay.is_zero() {
+            FIRST_RESTART_DELAY
+        } else {
+            (self.delay * 2).min(MAX_RESTART_DELAY)
+        };
+        self.delay
+    }
+
+    /// Starts a new Kengine after `delay`, and again with backoff until one
+    /// answers.
+    async fn restart(mut self, bin: &Path, flavor: Flavor, mut delay: Duration) -> Supervised {
+        loop {
+            tokio::time::sleep(delay).await;
+            match KengineProcess::start(bin, flavor, None).await {
+                Ok(process) => {
+                    self.process = process;
+                    self.started = Instant::now();
+                    return self;
+                }
+                Err(e) => {
+                    delay = (delay * 2).min(MAX_RESTART_DELAY);
+                    tracing::error!("restarting kengine failed, next try in {delay:?}: {e:#}");
+                }
+            }
+        }
+    }
+}
+
+/// Retries of one sync for taken addresses: a bound on pushes.
+const MAX_TAKEN_LISTENS: usize = 32;
+
 #[derive(Default)]
 struct State {
     status: Option<Status>,
+    /// The status file as last written, to annotate when a reload is refused.
+    status_text: Option<String>,
+    /// The last config Kengine accepted: pushed again to a restarted one.
+    last_good: Option<Config>,
+    /// Changed files found empty: probably being rewritten in place.
+    empty: BTreeSet<PathBuf>,
 }
 
 impl State {
-    /// Reload the files and push. A bad file or a rejected config is logged
-    /// and the last good config keeps serving.
-    async fn sync(&mut self, args: &StandaloneArgs, pusher: &mut Pusher) {
+    /// Reload the files and push. A bad or emptied file, or a rejected
+    /// config, is logged and the last good config keeps serving.
+    async fn sync(
+        &mut self,
+        args: &StandaloneArgs,
+        pusher: &mut Pusher,
+        changed: BTreeSet<PathBuf>,
+    ) {
+        self.empty.extend(changed);
+        self.empty.retain(|p| is_empty_file(p));
+        if let Some(path) = self.empty.first() {
+            let why = format!(
+                "{} is empty (being rewritten?); waiting until it has content or is removed",
+                path.display()
+            );
+            self.refuse(args, &why);
+            return;
+        }
         let snapshot = match render::load(&args.translate.files) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!("not reloading: {e}");
+                self.refuse(args, &e.to_string());
                 return;
             }
         };
         let mut snapshot = snapshot;
         carry_status(&mut snapshot, self.status.as_ref());
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let options = render::options(&args.translate, now.clone(), &snapshot);
-        let mut output = translate::translate(&snapshot, &options);
-        match pusher.push(output.config()).await {
-            Ok(Pushed::Loaded) => {
-                tracing::info!(bytes = output.config().to_json().len(), "config loaded")
+        let mut options = render::options(&args.translate, now.clone(), &snapshot);
+        // Kengine binds one address at a time and stops at the first taken
+        // one: each refusal names one more listener to leave out. Every sync
+        // starts afresh, since the other process may have let go.
+        let output = loop {
+            let mut output = translate::translate(&snapshot, &options);
+            match pusher.push(output.config()).await {
+                Ok(Pushed::Loaded) => {
+                    tracing::info!(bytes = output.config().to_json().len(), "config loaded");
+                    self.last_good = Some(output.config().clone());
+                }
+                Ok(Pushed::Unchanged) => tracing::info!("config unchanged; nothing pushed"),
+                Err(e) => {
+                    let message = e.to_string();
+                    if let Some(addr) = addresses::in_use(&message)
+                        && options.taken_listens.len() < MAX_TAKEN_LISTENS
+                        && options.taken_listens.insert(addr)
+                    {
+                        tracing::warn!(%addr, "address in use by another process; leaving its listeners out");
+                        continue;
+                    }
+                    tracing::error!("config not loaded, the last good one keeps serving: {e}");
+                    status::mark_not_programmed(&mut output.status, &message, &now);
+                }
             }
-            Ok(Pushed::Unchanged) => tracing::info!("config unchanged; nothing pushed"),
-            Err(e) => {
-                tracing::error!("config not loaded, the last good one keeps serving: {e}");
-                status::mark_not_programmed(&mut output.status, &e.to_string(), &now);
-            }
-        }
+            break output;
+        };
         log_status(&output.status);
         if let Some(path) = &args.status_file {
             let text = status::yaml_stream(&status::objects(
@@ -97,11 +268,48 @@ impl State {
                 &output.status,
                 &options.controller_name,
             ));
-            if let Err(e) = std::fs::write(path, text) {
-                tracing::error!(path = %path.display(), "writing status file: {e}");
-            }
+            write_status_file(path, &text);
+            self.status_text = Some(text);
         }
         self.status = Some(output.status);
+    }
+
+    /// Logs why the files are not reloaded, and says so at the top of the
+    /// status file, above the status of the config that keeps serving.
+    fn refuse(&self, args: &StandaloneArgs, why: &str) {
+        tracing::error!("not reloading, the last good config keeps serving: {why}");
+        if let Some(path) = &args.status_file {
+            let note = format!(
+                "# not reloaded, the last good config keeps serving: {}\n",
+                why.replace('\n', " ")
+            );
+            write_status_file(path, &(note + self.status_text.as_deref().unwrap_or("")));
+        }
+    }
+
+    async fn push_last_good(&mut self, pusher: &mut Pusher) {
+        let Some(config) = &self.last_good else {
+            return;
+        };
+        match pusher.push(config).await {
+            Ok(_) => tracing::info!("last good config loaded into the restarted kengine"),
+            Err(e) => tracing::error!("pushing the last good config to the restarted kengine: {e}"),
+        }
+    }
+}
+
+/// A file that exists and holds nothing but whitespace.
+fn is_empty_file(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace))
+}
+
+/// Writes only when the text changed: every write is a file event.
+fn write_status_file(path: &Path, text: &str) {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return;
+    }
+    if let Err(e) = std::fs::write(path, text) {
+        tracing::error!(path = %path.display(), "writing status file: {e}");
     }
 }
 

@@ -110,6 +110,7 @@ impl Reconciler {
             usable_addresses: None,
             fleets: FleetMode::Instances,
             missing_kinds: self.missing.clone(),
+            taken_listens: Default::default(),
         };
         let mut output = translate::translate(&snapshot, &options);
 

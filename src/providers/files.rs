@@ -390,31 +390,47 @@ fn err(path: &Path, e: impl std::fmt::Display) -> LoadError {
     }
 }
 
-/// Watches `paths` and sends a unit for every change under them. Files are
-/// watched through their directory, because editors replace files by rename.
-/// The returned watcher must be kept alive.
+/// Watches `paths` and wakes `Changes` for every change under them, except
+/// to the paths in `ignore` (our own output, e.g. the status file: its writes
+/// would wake us again without end). Files are watched through their
+/// directory, because editors replace files by rename. The returned watcher
+/// must be kept alive.
 pub fn watch(
     paths: &[PathBuf],
-) -> notify::Result<(notify::RecommendedWatcher, mpsc::Receiver<()>)> {
+    ignore: &[PathBuf],
+) -> notify::Result<(notify::RecommendedWatcher, Changes)> {
     use notify::{RecursiveMode, Watcher};
+    use std::path::absolute;
     let (tx, rx) = mpsc::channel(1);
+    let changed = ChangedPaths::default();
     let files: Vec<PathBuf> = paths.iter().filter(|p| !p.is_dir()).cloned().collect();
+    let ignore: Vec<PathBuf> = ignore.iter().filter_map(|p| absolute(p).ok()).collect();
+    let sink = changed.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if event.kind.is_access() {
             return;
         }
         // A watched directory holding a watched file also reports its siblings.
-        let relevant = event.paths.iter().any(|p| {
-            is_manifest(p)
-                || files
-                    .iter()
-                    .any(|f| f == p || f.file_name() == p.file_name())
-        });
-        if relevant {
-            // A full channel already holds a pending wake-up: coalesced.
-            let _ = tx.try_send(());
+        let relevant: Vec<&PathBuf> = event
+            .paths
+            .iter()
+            .filter(|p| {
+                is_manifest(p)
+                    || files
+                        .iter()
+                        .any(|f| f == *p || f.file_name() == p.file_name())
+            })
+            .filter(|p| absolute(p).is_ok_and(|p| !ignore.contains(&p)))
+            .collect();
+        if relevant.is_empty() {
+            return;
         }
+        sink.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(relevant.into_iter().cloned());
+        // A full channel already holds a pending wake-up: coalesced.
+        let _ = tx.try_send(());
     })?;
     for path in paths {
         if path.is_dir() {
@@ -427,7 +443,28 @@ pub fn watch(
             watcher.watch(dir, RecursiveMode::NonRecursive)?;
         }
     }
-    Ok((watcher, rx))
+    Ok((watcher, Changes { rx, changed }))
+}
+
+/// What the watcher saw: a wake-up, and the paths changed since the last
+/// `take`.
+pub struct Changes {
+    rx: mpsc::Receiver<()>,
+    changed: ChangedPaths,
+}
+
+type ChangedPaths = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<PathBuf>>>;
+
+impl Changes {
+    /// Waits for the next change; `None` once the watcher is gone.
+    pub async fn recv(&mut self) -> Option<()> {
+        self.rx.recv().await
+    }
+
+    /// The paths changed since the last call.
+    pub fn take(&mut self) -> std::collections::BTreeSet<PathBuf> {
+        std::mem::take(&mut *self.changed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! and conflicts. Produces the listener models routes attach to.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use gateway_api::apis::experimental::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From,
@@ -81,6 +81,7 @@ pub fn model(
     snapshot: &Snapshot,
     gateway: &Gateway,
     usable: Option<&BTreeSet<IpAddr>>,
+    taken: &BTreeSet<SocketAddr>,
     fleets: super::FleetMode,
 ) -> GatewayModel {
     let key = ObjectRef::of(gateway);
@@ -113,6 +114,7 @@ pub fn model(
     let (binds, unusable): (Vec<IpAddr>, Vec<IpAddr>) = binds
         .into_iter()
         .partition(|ip| usable.is_none_or(|u| u.contains(ip)));
+    mark_taken_ports(&mut listeners, &binds, taken);
     GatewayModel {
         key,
         binds,
@@ -120,6 +122,41 @@ pub fn model(
         rejected,
         unusable,
         fleet,
+    }
+}
+
+/// Another process holds the port on an address a listener binds: Kengine
+/// would refuse the whole config, so only that listener is left out.
+fn mark_taken_ports(
+    listeners: &mut [ListenerModel],
+    binds: &[IpAddr],
+    taken: &BTreeSet<SocketAddr>,
+) {
+    for l in listeners {
+        let hit = if binds.is_empty() {
+            taken
+                .iter()
+                .find(|a| a.port() == l.port && a.ip().is_unspecified())
+                .copied()
+        } else {
+            binds
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, l.port))
+                .find(|a| taken.contains(a))
+        };
+        if let Some(addr) = hit {
+            let place = if addr.ip().is_unspecified() {
+                format!("port {}", l.port)
+            } else {
+                addr.to_string()
+            };
+            l.problems.push(Cond::new(
+                "Accepted",
+                false,
+                "PortUnavailable",
+                format!("{place} is in use by another process on this host"),
+            ));
+        }
     }
 }
 

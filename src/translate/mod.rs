@@ -18,7 +18,7 @@ mod tls;
 mod upstreams;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use gateway_api::apis::experimental::gatewayclasses::{
     GatewayClassStatus, GatewayClassStatusSupportedFeatures,
@@ -42,6 +42,10 @@ pub struct Options {
     /// The static Gateway addresses that can be bound here, when known
     /// (standalone probes them; in a cluster the load balancer decides).
     pub usable_addresses: Option<BTreeSet<IpAddr>>,
+    /// Listen addresses another process holds (Kengine could not bind
+    /// them); an unspecified IP stands for every interface. Listeners there
+    /// are not Accepted (`PortUnavailable`), so the rest of the config loads.
+    pub taken_listens: BTreeSet<SocketAddr>,
     pub fleets: FleetMode,
     /// Gateway API kinds whose CRDs the cluster lacks; reported on our
     /// GatewayClasses, and their features left out of `supportedFeatures`.
@@ -57,6 +61,7 @@ impl Default for Options {
             flavor: Flavor::default(),
             now: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
             usable_addresses: None,
+            taken_listens: BTreeSet::new(),
             fleets: FleetMode::Local,
             missing_kinds: BTreeSet::new(),
         }
@@ -224,6 +229,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
                 snapshot,
                 g,
                 options.usable_addresses.as_ref(),
+                &options.taken_listens,
                 options.fleets,
             )
         })
