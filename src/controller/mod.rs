@@ -13,6 +13,7 @@ mod http;
 pub mod metrics;
 pub mod rbac;
 mod reconcile;
+pub use reconcile::settings as operator_settings;
 mod status_lane;
 mod targets;
 

@@ -136,10 +136,7 @@ impl Reconciler {
         for key in reports.keys() {
             fleets
                 .entry(key.clone())
-                .or_insert_with(|| translate::Fleet {
-                    config: Default::default(),
-                    gateways: Vec::new(),
-                });
+                .or_insert_with(translate::Fleet::default);
         }
 
         // Status that does not wait for a push is written while the pushes
@@ -462,7 +459,9 @@ pub(super) fn now() -> Time {
     )
 }
 
-fn settings(args: &ControllerArgs) -> Settings {
+/// The operator's settings from the controller's flags (also what `render
+/// --output objects` uses, with the flags' defaults).
+pub fn settings(args: &ControllerArgs) -> Settings {
     Settings {
         flavor: args.flavor,
         kengine_image: args.kengine_image.clone(),
