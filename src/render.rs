@@ -27,21 +27,21 @@ pub fn render(args: &RenderArgs) -> Result<String, LoadError> {
             &output.status,
             &options.controller_name,
         )),
-        RenderOutput::Objects => objects(args, &snapshot, options)?,
+        RenderOutput::Objects => objects(args, &snapshot, options),
     })
 }
 
 /// What the operator would apply, translated as the controller does (each
 /// Gateway on its fleet, addresses left to the load balancer) and with the
 /// controller's default settings.
-fn objects(args: &RenderArgs, snapshot: &Snapshot, options: Options) -> Result<String, LoadError> {
+fn objects(args: &RenderArgs, snapshot: &Snapshot, options: Options) -> String {
     #[derive(clap::Parser)]
     struct Defaults {
         #[command(flatten)]
         args: crate::cli::ControllerArgs,
     }
     let defaults = <Defaults as clap::Parser>::try_parse_from(["controller"])
-        .map_err(|e| LoadError::Other(format!("controller defaults: {e}")))?;
+        .expect("the controller's flags all have defaults");
     let mut settings = crate::controller::operator_settings(&defaults.args);
     settings.flavor = args.translate.flavor;
     let options = Options {
@@ -50,9 +50,11 @@ fn objects(args: &RenderArgs, snapshot: &Snapshot, options: Options) -> Result<S
         ..options
     };
     let output = translate::translate(snapshot, &options);
-    let objects = crate::operator::preview::objects(snapshot, &output.fleets, &settings)
-        .map_err(LoadError::Other)?;
-    Ok(status::yaml_stream(&objects))
+    status::yaml_stream(&crate::operator::preview::objects(
+        snapshot,
+        &output.fleets,
+        &settings,
+    ))
 }
 
 pub fn load(paths: &[std::path::PathBuf]) -> Result<Snapshot, LoadError> {

@@ -134,9 +134,7 @@ impl Reconciler {
         // pods turn Ready only after a first load.
         let mut fleets = std::mem::take(&mut output.fleets);
         for key in reports.keys() {
-            fleets
-                .entry(key.clone())
-                .or_insert_with(translate::Fleet::default);
+            fleets.entry(key.clone()).or_default();
         }
 
         // Status that does not wait for a push is written while the pushes

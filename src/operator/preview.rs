@@ -20,11 +20,11 @@ pub fn objects(
     snapshot: &Snapshot,
     fleets: &BTreeMap<ObjectRef, Fleet>,
     settings: &workloads::Settings,
-) -> Result<Vec<Value>, String> {
+) -> Vec<Value> {
     let mut instances: BTreeMap<ObjectRef, (KengineInstance, Value)> = BTreeMap::new();
     for (key, instance) in &snapshot.kengine_instances {
         if instance.spec.mode.managed() && instance.metadata.deletion_timestamp.is_none() {
-            let mut value = serde_json::to_value(instance).map_err(|e| e.to_string())?;
+            let mut value = serde_json::to_value(instance).expect("instances always serialize");
             if let Some(object) = value.as_object_mut() {
                 object.remove("status");
             }
@@ -36,7 +36,7 @@ pub fn objects(
             continue;
         }
         let instance: KengineInstance =
-            serde_json::from_value(desired.clone()).map_err(|e| e.to_string())?;
+            serde_json::from_value(desired.clone()).expect("the operator's own instance parses");
         instances.insert(key, (instance, desired));
     }
 
@@ -46,14 +46,20 @@ pub fn objects(
         let fleet = fleets.get(&key);
         let infra = inputs::infrastructure(snapshot, fleet);
         let names = workloads::Names::of(&instance);
-        // What a first pass issues; only the key names are shown.
+        // What a first pass issues; only the key names are shown. Like the
+        // operator, a fleet whose certificates cannot be issued still gets
+        // its workloads.
         let plan = pki::plan(
             &pki::Current::default(),
             &super::ca_subject(&instance),
             &names.server_name,
             &pki::Lifetimes::default(),
             SystemTime::now(),
-        )?;
+        )
+        .unwrap_or_else(|e| {
+            tracing::warn!(instance = %key, "its admin certificates: {e}");
+            pki::Plan::default()
+        });
         for (name, data) in [
             (&names.ca_secret, &plan.ca),
             (&names.server_secret, &plan.server),
@@ -66,7 +72,7 @@ pub fn objects(
         let ports = fleet.map(|f| f.ports.clone()).unwrap_or_default();
         out.extend(workloads::desired(&instance, &ports, &infra, settings));
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -88,11 +94,11 @@ mod tests {
     }
 
     fn preview(docs: Vec<Value>) -> Vec<Value> {
-        let objects = docs
+        let input: Vec<_> = docs
             .into_iter()
             .filter_map(|v| crate::providers::files::object_from_value(v).unwrap())
             .collect();
-        let snapshot = Snapshot::from_objects(objects);
+        let snapshot = Snapshot::from_objects(input);
         let out = crate::translate::translate(
             &snapshot,
             &crate::translate::Options {
@@ -100,7 +106,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        objects(&snapshot, &out.fleets, &settings()).unwrap()
+        objects(&snapshot, &out.fleets, &settings())
     }
 
     fn class() -> Value {
@@ -141,13 +147,17 @@ mod tests {
         let service = out.iter().find(|o| o["kind"] == "Service").unwrap();
         assert_eq!(service["spec"]["ports"][0]["port"], 80);
         assert_eq!(service["spec"]["ports"].as_array().unwrap().len(), 1);
-        assert_eq!(out, preview(vec![class(), {
-            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        assert_eq!(
+            out,
+            preview(vec![class(), {
+                json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
                 "metadata": {"name": "gw", "namespace": "apps"},
                 "spec": {"gatewayClassName": "c", "listeners": [
                     {"name": "http", "protocol": "HTTP", "port": 80},
                     {"name": "admin", "protocol": "HTTP", "port": 2019}]}})
-        }]), "deterministic");
+            }]),
+            "deterministic"
+        );
     }
 
     #[test]
