@@ -198,6 +198,9 @@ pub enum RenderOutput {
     Config,
     /// A YAML stream of every Gateway API object with its computed status.
     Status,
+    /// A YAML stream of the Kubernetes objects the operator would apply for
+    /// every managed fleet (Secrets with their keys but no key material).
+    Objects,
 }
 
 #[derive(Debug, Args)]

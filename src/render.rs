@@ -30,7 +30,34 @@ pub fn render(args: &RenderArgs) -> Result<String, LoadError> {
             &output.status,
             &options.controller_name,
         )),
+        RenderOutput::Objects => objects(args, &snapshot, options),
     })
+}
+
+/// What the operator would apply, translated as the controller does (each
+/// Gateway on its fleet, addresses left to the load balancer) and with the
+/// controller's default settings.
+fn objects(args: &RenderArgs, snapshot: &Snapshot, options: Options) -> String {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        args: crate::cli::ControllerArgs,
+    }
+    let defaults = <Defaults as clap::Parser>::try_parse_from(["controller"])
+        .expect("the controller's flags all have defaults");
+    let mut settings = crate::controller::operator_settings(&defaults.args);
+    settings.flavor = args.translate.flavor;
+    let options = Options {
+        fleets: translate::FleetMode::Instances,
+        usable_addresses: None,
+        ..options
+    };
+    let output = translate::translate(snapshot, &options);
+    status::yaml_stream(&crate::operator::preview::objects(
+        snapshot,
+        &output.fleets,
+        &settings,
+    ))
 }
 
 pub fn load(paths: &[std::path::PathBuf]) -> Result<Snapshot, LoadError> {

@@ -678,3 +678,39 @@ async fn discovery_handles_v1_1_crds() {
     );
     assert!(served.required_missing().is_empty());
 }
+
+/// A health server that cannot serve (its port is taken) ends the
+/// controller with an error, instead of leaving it running without probes.
+#[tokio::test]
+async fn a_health_server_that_cannot_serve_ends_the_controller() {
+    let cluster = cluster().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = std::process::Command::new(support::cluster::BIN)
+        .args(["controller", "--leader-elect", "false"])
+        .args(["--health-addr", &taken.local_addr().unwrap().to_string()])
+        .args(["--metrics-addr", &metrics.to_string()])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the controller kept running without its health server");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("binding"), "{stderr}");
+}

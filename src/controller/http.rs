@@ -19,7 +19,9 @@ pub struct Health {
     pub ready: AtomicBool,
 }
 
-/// Serves until the task is dropped. `metrics` is `None` on the health port.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Serves until the task is dropped; fails only if `addr` cannot be bound. `metrics` is `None` on the health port.
 pub async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
@@ -30,7 +32,7 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))?;
     tracing::info!(%addr, "serving {}", if metrics.is_some() { "/metrics" } else { "/healthz and /readyz" });
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, _) = accept(|| listener.accept(), addr).await;
         let (health, metrics) = (health.clone(), metrics.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -41,6 +43,26 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// The next connection. An accept error (EMFILE when out of file
+/// descriptors, a connection reset before it was accepted) concerns one
+/// connection, not the server: it is logged and accepting resumes after a
+/// pause, which gives descriptors time to be freed.
+async fn accept<S, F, Fut>(mut accept_one: F, addr: SocketAddr) -> S
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::io::Result<S>>,
+{
+    loop {
+        match accept_one().await {
+            Ok(s) => return s,
+            Err(e) => {
+                tracing::warn!(%addr, "accepting a connection: {e}; retrying in 100 ms");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
     }
 }
 
@@ -64,4 +86,32 @@ fn route(path: &str, health: &Health, metrics: Option<&Metrics>) -> Response<Ful
         )
         .body(Full::new(Bytes::from(body)))
         .expect("static response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accept_errors_do_not_end_the_server() {
+        let mut calls = 0;
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let got = accept(
+            || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n <= 3 {
+                        // EMFILE: too many open files.
+                        Err(std::io::Error::from_raw_os_error(24))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            },
+            addr,
+        )
+        .await;
+        assert_eq!(got, 4, "three errors, then a connection");
+    }
 }

@@ -17,11 +17,13 @@ pub struct FleetLabel {
     pub fleet: String,
 }
 
+/// Per fleet and outcome, never per pod: pod names change on every
+/// rollout, so their series would grow without bound.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PodLabel {
+pub struct PushLabel {
     pub fleet: String,
-    pub pod: String,
-    pub result: String,
+    /// `PushOutcome::label`: loaded, unchanged, rejected, timeout, unreachable.
+    pub outcome: String,
 }
 
 pub struct Metrics {
@@ -29,7 +31,7 @@ pub struct Metrics {
     pub reconciles: Counter,
     pub status_lane_passes: Counter,
     pub reconcile_seconds: Histogram,
-    pub pushes: Family<PodLabel, Counter>,
+    pub pushes: Family<PushLabel, Counter>,
     pub config_bytes: Family<FleetLabel, Gauge>,
     pub status_writes: Family<ResultLabel, Counter>,
     pub generated_writes: Family<ResultLabel, Counter>,
@@ -42,7 +44,7 @@ impl Default for Metrics {
         let reconciles = Counter::default();
         let status_lane_passes = Counter::default();
         let reconcile_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        let pushes = Family::<PodLabel, Counter>::default();
+        let pushes = Family::<PushLabel, Counter>::default();
         let config_bytes = Family::<FleetLabel, Gauge>::default();
         let status_writes = Family::<ResultLabel, Counter>::default();
         let generated_writes = Family::<ResultLabel, Counter>::default();
@@ -60,7 +62,7 @@ impl Default for Metrics {
         );
         registry.register(
             "pushes",
-            "Config pushes per pod and result (loaded, unchanged, failed)",
+            "Config pushes to pods, per fleet and outcome (loaded, unchanged, rejected, timeout, unreachable)",
             pushes.clone(),
         );
         registry.register(

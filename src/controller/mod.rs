@@ -13,6 +13,7 @@ mod http;
 pub mod metrics;
 pub mod rbac;
 mod reconcile;
+pub use reconcile::settings as operator_settings;
 mod status_lane;
 mod targets;
 
@@ -36,14 +37,32 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
         .context("connecting to the Kubernetes API")?;
     let health = Arc::new(Health::default());
     let metrics = Arc::new(Metrics::default());
-    let servers = [
-        tokio::spawn(http::serve(args.health_addr, health.clone(), None)),
-        tokio::spawn(http::serve(
-            args.metrics_addr,
-            health.clone(),
-            Some(metrics.clone()),
-        )),
-    ];
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(http::serve(args.health_addr, health.clone(), None));
+    servers.spawn(http::serve(
+        args.metrics_addr,
+        health.clone(),
+        Some(metrics.clone()),
+    ));
+    // A health or metrics server that stops (its address cannot be bound,
+    // or it panicked) ends the process with an error: a controller without
+    // its probes would be restarted by the kubelet anyway, and one without
+    // metrics would go unwatched. Dropping the set aborts the servers.
+    let server_failed = async move {
+        match servers.join_next().await {
+            Some(Ok(Err(e))) => e,
+            Some(Ok(Ok(()))) => anyhow::anyhow!("a health or metrics server stopped"),
+            Some(Err(e)) => anyhow::anyhow!("a health or metrics server panicked: {e}"),
+            None => std::future::pending().await,
+        }
+    };
+    let failure = std::sync::Mutex::new(None);
+    let shutdown = async {
+        tokio::select! {
+            () = shutdown => {}
+            e = server_failed => *failure.lock().expect("not poisoned") = Some(e),
+        }
+    };
     let (leading, lease_task) = elect(&client, &args).await?;
     let mut reconciler = reconcile::Reconciler::new(client.clone(), &args, metrics.clone());
 
@@ -123,10 +142,11 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
     if let Some(task) = lease_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
-    for s in servers {
-        s.abort();
+    let failure = failure.lock().expect("not poisoned").take();
+    match failure {
+        Some(e) => Err(e.context("health or metrics server")),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Leader election through a Lease, so two replicas never both push or

@@ -12,7 +12,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::metrics::{FleetLabel, Metrics, PodLabel, ResultLabel};
+use super::metrics::{FleetLabel, Metrics, PushLabel, ResultLabel};
 use super::status_lane;
 use super::targets::Clients;
 use crate::cli::ControllerArgs;
@@ -135,12 +135,7 @@ impl Reconciler {
         // pods turn Ready only after a first load.
         let mut fleets = std::mem::take(&mut output.fleets);
         for key in reports.keys() {
-            fleets
-                .entry(key.clone())
-                .or_insert_with(|| translate::Fleet {
-                    config: Default::default(),
-                    gateways: Vec::new(),
-                });
+            fleets.entry(key.clone()).or_default();
         }
 
         // Status that does not wait for a push is written while the pushes
@@ -335,20 +330,15 @@ impl Reconciler {
             tracing::debug!(fleet = %key, "{problem}");
         }
         for r in &results {
-            let result = if r.error.is_some() { "failed" } else { "ok" };
             self.metrics
                 .pushes
-                .get_or_create(&PodLabel {
+                .get_or_create(&PushLabel {
                     fleet: key.to_string(),
-                    pod: r.name.clone(),
-                    result: result.into(),
+                    outcome: r.outcome.label().into(),
                 })
                 .inc();
         }
-        let failures: Vec<String> = results
-            .iter()
-            .filter_map(|r| r.error.as_ref().map(|e| format!("pod {}: {e}", r.name)))
-            .collect();
+        let failures = failure_summary(&results);
         let not_programmed = match (
             &targets.problem,
             targets.pods.is_empty(),
@@ -360,7 +350,7 @@ impl Reconciler {
                 "Pending",
                 format!("KengineInstance {key} has no ready pods yet"),
             )),
-            (None, false, false) => Some(("Invalid", failures.join("; "))),
+            (None, false, false) => Some(("Invalid", failures)),
             (None, false, true) => None,
         };
         FleetOutcome {
@@ -463,7 +453,9 @@ pub(super) fn now() -> Time {
     )
 }
 
-fn settings(args: &ControllerArgs) -> Settings {
+/// The operator's settings from the controller's flags (also what `render
+/// --output objects` uses, with the flags' defaults).
+pub fn settings(args: &ControllerArgs) -> Settings {
     Settings {
         flavor: args.flavor,
         kengine_image: args.kengine_image.clone(),
@@ -622,6 +614,44 @@ impl Rollout {
     }
 }
 
+/// The pods' push failures in one message of bounded size: how many
+/// failed, then the first error of each kind (Kengine's body, cut), so a
+/// fleet of many pods failing alike says it once. Empty when none failed.
+fn failure_summary(results: &[PodResult]) -> String {
+    const EACH: usize = 2048;
+    let failed: Vec<&PodResult> = results.iter().filter(|r| r.error.is_some()).collect();
+    let error = |r: &PodResult| {
+        crate::sinks::message::bounded(r.error.as_deref().unwrap_or_default(), EACH)
+    };
+    if let [only] = failed[..] {
+        return format!("pod {}: {}", only.name, error(only));
+    }
+    if failed.is_empty() {
+        return String::new();
+    }
+    let mut seen = Vec::new();
+    let mut parts = Vec::new();
+    for r in &failed {
+        if seen.contains(&r.outcome) {
+            continue;
+        }
+        seen.push(r.outcome);
+        let alike = failed.iter().filter(|o| o.outcome == r.outcome).count() - 1;
+        let others = if alike > 0 {
+            format!(" (and {alike} more alike)")
+        } else {
+            String::new()
+        };
+        parts.push(format!("pod {}: {}{others}", r.name, error(r)));
+    }
+    format!(
+        "{} of {} pods failed: {}",
+        failed.len(),
+        results.len(),
+        parts.join("; ")
+    )
+}
+
 fn condition(
     type_: &'static str,
     status: bool,
@@ -629,4 +659,44 @@ fn condition(
     message: &str,
 ) -> (&'static str, bool, &'static str, String) {
     (type_, status, reason, message.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kengine::PushFailure;
+    use crate::sinks::fleet::PushOutcome;
+
+    fn result(name: &str, failure: Option<PushFailure>, body: &str) -> PodResult {
+        PodResult {
+            name: name.into(),
+            loaded: None,
+            error: failure.map(|_| body.to_string()),
+            outcome: failure.map_or(PushOutcome::Loaded, PushOutcome::Failed),
+        }
+    }
+
+    #[test]
+    fn many_failing_pods_make_one_short_message() {
+        // Kengine's full error body, from every pod of a large fleet.
+        let body = format!(
+            "kengine rejected the config (HTTP 400): {}",
+            "x".repeat(50_000)
+        );
+        let mut results: Vec<PodResult> = (0..100)
+            .map(|i| result(&format!("pod-{i}"), Some(PushFailure::Rejected), &body))
+            .collect();
+        results.push(result("slow", Some(PushFailure::Timeout), "timed out"));
+        results.push(result("fine", None, ""));
+        let message = failure_summary(&results);
+        assert!(message.chars().count() < 5_000, "{}", message.len());
+        assert!(
+            message.starts_with("101 of 102 pods failed: pod pod-0: kengine rejected"),
+            "{message}"
+        );
+        assert!(message.contains("(and 99 more alike)"), "{message}");
+        assert!(message.contains("pod slow: timed out"), "{message}");
+        assert_eq!(failure_summary(&results[100..]), "pod slow: timed out");
+        assert_eq!(failure_summary(&results[101..]), "");
+    }
 }

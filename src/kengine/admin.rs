@@ -69,6 +69,36 @@ impl AdminError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, AdminError::Transport(e) if e.is_timeout())
     }
+
+    /// What kind of failure this is, for metrics.
+    pub fn failure(&self) -> PushFailure {
+        match self {
+            AdminError::Rejected { .. } => PushFailure::Rejected,
+            e if e.is_timeout() => PushFailure::Timeout,
+            AdminError::Transport(_) => PushFailure::Unreachable,
+        }
+    }
+}
+
+/// Why a config push failed: a small fixed set, so it can label metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PushFailure {
+    /// Kengine answered and refused the config.
+    Rejected,
+    /// No answer within the client's timeout (hung or still loading).
+    Timeout,
+    /// No connection, or it broke.
+    Unreachable,
+}
+
+impl PushFailure {
+    pub fn label(self) -> &'static str {
+        match self {
+            PushFailure::Rejected => "rejected",
+            PushFailure::Timeout => "timeout",
+            PushFailure::Unreachable => "unreachable",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -5,5 +5,5 @@ pub mod config;
 mod flavor;
 pub mod process;
 
-pub use admin::{AdminAddr, AdminClient, AdminError};
+pub use admin::{AdminAddr, AdminClient, AdminError, PushFailure};
 pub use flavor::Flavor;

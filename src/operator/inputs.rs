@@ -1,8 +1,9 @@
 //! What the operator derives from the snapshot and translate's fleets:
-//! per-Gateway instances to create, and for each instance the listener
-//! ports and infrastructure metadata of the Gateways it serves. Pure.
+//! per-Gateway instances to create, and for each instance the
+//! infrastructure metadata of the Gateways it serves (its ports are
+//! translate's `Fleet::ports`). Pure.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use gateway_api::apis::experimental::gateways::Gateway;
 use kube::Resource;
@@ -105,14 +106,6 @@ fn own_instance(gateway: &Gateway) -> Value {
     })
 }
 
-/// The data-plane ports of the Gateways a fleet serves.
-pub fn ports(snapshot: &Snapshot, fleet: Option<&Fleet>) -> BTreeSet<u16> {
-    gateways(snapshot, fleet)
-        .flat_map(|g| g.spec.listeners.iter())
-        .filter_map(|l| u16::try_from(l.port).ok())
-        .collect()
-}
-
 /// `infrastructure.labels` and `.annotations` of the fleet's Gateways; on a
 /// shared fleet the first Gateway (by namespace/name) wins a clash.
 pub fn infrastructure(snapshot: &Snapshot, fleet: Option<&Fleet>) -> Infrastructure {
@@ -183,8 +176,8 @@ mod tests {
             .iter()
             .map(|(key, gws)| {
                 let fleet = Fleet {
-                    config: Default::default(),
                     gateways: gws.iter().map(|g| ObjectRef::new("apps", *g)).collect(),
+                    ..Default::default()
                 };
                 (ObjectRef::new("apps", *key), fleet)
             })
@@ -260,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn ports_and_infrastructure_of_a_shared_fleet() {
+    fn infrastructure_of_a_shared_fleet() {
         let s = snapshot(vec![
             gateway(
                 "a",
@@ -277,11 +270,61 @@ mod tests {
         ]);
         let f = fleets(&[("shared", &["a", "b"])]);
         let fleet = f.get(&ObjectRef::new("apps", "shared"));
-        assert_eq!(ports(&s, fleet), BTreeSet::from([80, 8443]));
         let infra = infrastructure(&s, fleet);
         assert_eq!(infra.labels["team"], "a", "the first Gateway wins");
         assert_eq!(infra.labels["tier"], "edge");
         assert_eq!(infra.annotations["x"], "1");
-        assert!(ports(&s, None).is_empty());
+        assert!(infrastructure(&s, None).labels.is_empty());
+    }
+
+    #[test]
+    fn a_listener_on_the_admin_port_opens_nothing() {
+        let mut gw = gateway("gw", "own", 80, Value::Null);
+        gw["spec"]["listeners"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "admin", "protocol": "HTTP", "port": 2019}));
+        let s = snapshot(vec![class("own", Value::Null), gw]);
+        let out = crate::translate::translate(
+            &s,
+            &crate::translate::Options {
+                controller_name: "x".into(),
+                fleets: crate::translate::FleetMode::Instances,
+                ..Default::default()
+            },
+        );
+        let fleet = &out.fleets[&ObjectRef::new("apps", "gw")];
+        let instance: KengineInstance =
+            serde_json::from_value(gateway_instances(&s, &out.fleets)[0].1.clone()).unwrap();
+        let settings = super::super::workloads::Settings {
+            flavor: Default::default(),
+            kengine_image: "k".into(),
+            proxy_image: "p".into(),
+            operator_namespace: "ops".into(),
+            operator_labels: Default::default(),
+            client_name: "c".into(),
+            pull_policy: None,
+            pull_secrets: Vec::new(),
+        };
+        let objects = super::super::workloads::desired(
+            &instance,
+            &fleet.ports,
+            &infrastructure(&s, Some(fleet)),
+            &settings,
+        );
+        let of = |kind: &str| objects.iter().find(|o| o["kind"] == kind).unwrap();
+        let service: Vec<&Value> = of("Service")["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["port"])
+            .collect();
+        assert_eq!(service, [80]);
+        let open_to_all = &of("NetworkPolicy")["spec"]["ingress"][1];
+        assert!(open_to_all.get("from").is_none(), "{open_to_all}");
+        assert_eq!(
+            open_to_all["ports"],
+            json!([{"protocol": "TCP", "port": 80}])
+        );
     }
 }

@@ -9,6 +9,7 @@
 mod apply;
 pub mod inputs;
 pub mod pki;
+pub mod preview;
 pub mod workloads;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -117,7 +118,7 @@ impl Operator {
                 Ok(issued) => report.issued = issued,
                 Err(e) => report.problems.push(e),
             }
-            let ports = inputs::ports(snapshot, fleet);
+            let ports = fleet.map(|f| f.ports.clone()).unwrap_or_default();
             for object in workloads::desired(instance, &ports, &infra, &self.settings) {
                 let k = key(&object);
                 wanted.insert(k.clone());
@@ -195,13 +196,9 @@ impl Operator {
             server: read(&names.server_secret).map(pki::secret_data),
             client: read(&names.client_secret).map(pki::secret_data),
         };
-        let subject = format!(
-            "kengine-gateway admin CA for {namespace}/{}",
-            instance.metadata.name.as_deref().unwrap_or_default()
-        );
         let plan = pki::plan(
             &current,
-            &subject,
+            &ca_subject(instance),
             &names.server_name,
             &self.lifetimes,
             SystemTime::now(),
@@ -230,4 +227,13 @@ impl Operator {
         }
         Ok(issued)
     }
+}
+
+/// The subject of an instance's admin CA.
+fn ca_subject(instance: &KengineInstance) -> String {
+    format!(
+        "kengine-gateway admin CA for {}/{}",
+        instance.metadata.namespace.as_deref().unwrap_or_default(),
+        instance.metadata.name.as_deref().unwrap_or_default()
+    )
 }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::crd::{KengineInstance, Mode, ServiceType, TrafficPolicy};
 use crate::kengine::Flavor;
+use crate::translate::ListenerPort;
 
 pub use crate::crd::{ADMIN_PORT, HEALTH_PORT};
 /// Selects everything the operator generated (its watches use it).
@@ -154,11 +155,11 @@ fn owner(instance: &KengineInstance) -> Value {
 }
 
 /// Everything a managed instance owns except its Secrets (see `pki`), in
-/// apply order. `ports` are the data-plane ports of its Gateways' listeners;
+/// apply order. `ports` are the data-plane ports translate placed for it;
 /// without any, the Service is left out (a Service needs a port).
 pub fn desired(
     instance: &KengineInstance,
-    ports: &BTreeSet<u16>,
+    ports: &BTreeSet<ListenerPort>,
     infra: &Infrastructure,
     settings: &Settings,
 ) -> Vec<Value> {
@@ -325,7 +326,7 @@ fn pod_spec(instance: &KengineInstance, names: &Names, settings: &Settings) -> V
 fn service(
     instance: &KengineInstance,
     names: &Names,
-    ports: &BTreeSet<u16>,
+    ports: &BTreeSet<ListenerPort>,
     infra: &Infrastructure,
 ) -> Value {
     let options = instance.spec.service.clone().unwrap_or_default();
@@ -344,7 +345,8 @@ fn service(
         "type": type_,
         "selector": selector(names),
         "ports": ports.iter().map(|p| json!({
-            "name": format!("tcp-{p}"), "protocol": "TCP", "port": p, "targetPort": p,
+            "name": format!("{}-{}", p.protocol.name().to_lowercase(), p.port),
+            "protocol": p.protocol.name(), "port": p.port, "targetPort": p.port,
         })).collect::<Vec<_>>(),
     });
     if let Some(policy) = options.external_traffic_policy {
@@ -382,7 +384,7 @@ fn disruption_budget(instance: &KengineInstance, names: &Names, infra: &Infrastr
 fn network_policy(
     instance: &KengineInstance,
     names: &Names,
-    ports: &BTreeSet<u16>,
+    ports: &BTreeSet<ListenerPort>,
     infra: &Infrastructure,
     settings: &Settings,
 ) -> Value {
@@ -395,7 +397,7 @@ fn network_policy(
     })];
     if !ports.is_empty() {
         ingress.push(json!({
-            "ports": ports.iter().map(|p| json!({"protocol": "TCP", "port": p})).collect::<Vec<_>>(),
+            "ports": ports.iter().map(|p| json!({"protocol": p.protocol.name(), "port": p.port})).collect::<Vec<_>>(),
         }));
     }
     json!({
@@ -454,6 +456,16 @@ mod tests {
             pull_policy: None,
             pull_secrets: Vec::new(),
         }
+    }
+
+    fn tcp(ports: &[u16]) -> BTreeSet<ListenerPort> {
+        ports
+            .iter()
+            .map(|&port| ListenerPort {
+                port,
+                protocol: crate::translate::Transport::Tcp,
+            })
+            .collect()
     }
 
     fn infra() -> Infrastructure {
@@ -524,7 +536,7 @@ mod tests {
             pull_secrets: vec!["registry".into()],
             ..settings()
         };
-        let objects = desired(&ki, &BTreeSet::from([80, 443]), &infra(), &settings);
+        let objects = desired(&ki, &tcp(&[80, 443]), &infra(), &settings);
         well_typed(&objects);
         golden("deployment", &objects);
         let pod = &objects[1]["spec"]["template"]["spec"];
@@ -575,12 +587,7 @@ mod tests {
     #[test]
     fn pods_are_hardened_and_admin_is_reachable_only_by_the_operator() {
         let ki = instance(serde_json::json!({}));
-        let objects = desired(
-            &ki,
-            &BTreeSet::from([8080]),
-            &Infrastructure::default(),
-            &settings(),
-        );
+        let objects = desired(&ki, &tcp(&[8080]), &Infrastructure::default(), &settings());
         let pod = &objects[1]["spec"]["template"]["spec"];
         assert_eq!(pod["automountServiceAccountToken"], false);
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::kengine::config::Config;
-use crate::kengine::{AdminClient, AdminError};
+use crate::kengine::{AdminClient, AdminError, PushFailure};
 
 /// One ready Kengine pod and a client for its admin API.
 #[derive(Clone)]
@@ -26,6 +26,26 @@ pub struct PodResult {
     pub loaded: Option<String>,
     /// Why the wanted config is not loaded, if it is not.
     pub error: Option<String>,
+    /// What this push did.
+    pub outcome: PushOutcome,
+}
+
+/// What one push to one pod did; its label is bounded, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PushOutcome {
+    Loaded,
+    Unchanged,
+    Failed(PushFailure),
+}
+
+impl PushOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            PushOutcome::Loaded => "loaded",
+            PushOutcome::Unchanged => "unchanged",
+            PushOutcome::Failed(f) => f.label(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -69,7 +89,7 @@ impl FleetPusher {
         enum Outcome {
             Unchanged,
             Loaded(serde_json::Value),
-            Failed(String),
+            Failed(PushFailure, String),
         }
         let hash = config_hash(config);
         let body = config.to_json();
@@ -83,7 +103,7 @@ impl FleetPusher {
                 }
                 match push_one(&t.client, body, admin).await {
                     Ok(admin) => (t, Outcome::Loaded(admin)),
-                    Err(e) => (t, Outcome::Failed(e)),
+                    Err((kind, e)) => (t, Outcome::Failed(kind, e)),
                 }
             }
         });
@@ -94,26 +114,27 @@ impl FleetPusher {
         let mut counts = PushCounts::default();
         let mut results = Vec::new();
         for (t, outcome) in outcomes {
-            let error = match outcome {
+            let (error, outcome) = match outcome {
                 Outcome::Unchanged => {
                     counts.unchanged += 1;
-                    None
+                    (None, PushOutcome::Unchanged)
                 }
                 Outcome::Loaded(admin) => {
                     counts.loaded += 1;
                     self.admin.insert(t.uid.clone(), admin);
                     self.loaded.insert(t.uid.clone(), hash.clone());
-                    None
+                    (None, PushOutcome::Loaded)
                 }
-                Outcome::Failed(e) => {
+                Outcome::Failed(kind, e) => {
                     counts.failed += 1;
-                    Some(e)
+                    (Some(e), PushOutcome::Failed(kind))
                 }
             };
             results.push(PodResult {
                 name: t.name.clone(),
                 loaded: self.loaded.get(&t.uid).cloned(),
                 error,
+                outcome,
             });
         }
         (results, counts)
@@ -136,19 +157,20 @@ async fn push_one(
     client: &AdminClient,
     body: &[u8],
     admin: Option<serde_json::Value>,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, (PushFailure, String)> {
     let mut delay = Duration::from_millis(200);
     let mut admin = admin;
     for attempt in 1..=ATTEMPTS {
         match load(client, body, &mut admin).await {
             Ok(()) => return Ok(admin.unwrap_or_default()),
             Err(AdminError::Rejected { status, body }) => {
-                return Err(format!(
-                    "kengine rejected the config (HTTP {status}): {body}"
+                return Err((
+                    PushFailure::Rejected,
+                    format!("kengine rejected the config (HTTP {status}): {body}"),
                 ));
             }
             Err(e @ AdminError::Transport(_)) if attempt == ATTEMPTS || e.is_timeout() => {
-                return Err(e.to_string());
+                return Err((e.failure(), e.to_string()));
             }
             Err(_) => {
                 tokio::time::sleep(delay).await;
@@ -269,12 +291,15 @@ mod tests {
             results[1].error.as_deref().unwrap().contains("bad config"),
             "{results:?}"
         );
+        let outcomes: Vec<&str> = results.iter().map(|r| r.outcome.label()).collect();
+        assert_eq!(outcomes, ["loaded", "rejected"]);
         assert_eq!(
             bad_loads.load(Ordering::SeqCst),
             1,
             "a rejection is not retried"
         );
-        let (_, counts) = pusher.push(&pods, &config, 4).await;
+        let (results, counts) = pusher.push(&pods, &config, 4).await;
+        assert_eq!(results[0].outcome, PushOutcome::Unchanged);
         assert_eq!(
             counts,
             PushCounts {
@@ -317,6 +342,7 @@ mod tests {
             .await;
         assert_eq!(counts.failed, 1);
         assert!(results[0].error.is_some(), "{results:?}");
+        assert_eq!(results[0].outcome.label(), "timeout");
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "not asked again");
     }
 
@@ -348,6 +374,7 @@ mod tests {
             results[0].error.as_deref().unwrap().contains("unreachable"),
             "{results:?}"
         );
+        assert_eq!(results[0].outcome.label(), "unreachable");
         assert_eq!(
             loads.load(Ordering::SeqCst),
             3,

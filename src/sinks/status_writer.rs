@@ -216,6 +216,10 @@ impl StatusWriter {
         let Some(ar) = self.resources.get(kind) else {
             return;
         };
+        let mut patch = patch;
+        if let Patch::Apply(v) | Patch::Merge(v) = &mut patch {
+            super::message::bound_all(v);
+        }
         let api: Api<DynamicObject> = if key.namespace.is_empty() {
             Api::all_with(self.client.clone(), ar)
         } else {

@@ -99,6 +99,32 @@ pub struct Fleet {
     pub config: Config,
     /// The Gateways it serves.
     pub gateways: Vec<ObjectRef>,
+    /// The ports its config listens on for traffic: only listeners that
+    /// were accepted and placed on a server, so a rejected one (such as a
+    /// listener on the admin sidecar's ports) never opens a port.
+    pub ports: BTreeSet<ListenerPort>,
+}
+
+/// A data-plane port of a fleet, as a Service or NetworkPolicy names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListenerPort {
+    pub port: u16,
+    pub protocol: Transport,
+}
+
+/// The transport of a listener's port: HTTP and HTTPS both run on TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Transport {
+    Tcp,
+}
+
+impl Transport {
+    /// The Kubernetes `protocol` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "TCP",
+        }
+    }
 }
 
 /// Everything translate decides.
@@ -247,6 +273,13 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
     }
     for (key, fleet) in &mut fleets {
         let plans: Vec<_> = plan.iter().filter(|p| &p.fleet == key).cloned().collect();
+        fleet.ports = plans
+            .iter()
+            .map(|p| ListenerPort {
+                port: p.port,
+                protocol: Transport::Tcp,
+            })
+            .collect();
         fleet.config = servers::config(&plans, &models, &mut attachments.buckets);
         if upstreams::wanted(snapshot, key) {
             upstreams::to_endpoints(&mut fleet.config, snapshot);
@@ -375,6 +408,12 @@ mod tests {
             (1, 2),
             "2019 is served on b only"
         );
+        let ports = |fleet: &str| -> Vec<u16> {
+            let fleet = &out.fleets[&ObjectRef::new("n", fleet)];
+            fleet.ports.iter().map(|p| p.port).collect()
+        };
+        assert_eq!(ports("a"), [80], "the rejected listener opens no port");
+        assert_eq!(ports("b"), [80, 2019]);
     }
 
     #[test]
