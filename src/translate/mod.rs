@@ -31,6 +31,7 @@ use crate::kengine::Flavor;
 use crate::kengine::config::Config;
 use crate::snapshot::{ObjectRef, Snapshot};
 use conditions::{Cond, stamp};
+pub use gateways::unicast_address;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -162,6 +163,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
 
 pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
     let mut status = Status::default();
+    // Our classes that are not Accepted, with why: their Gateways are not
+    // served (only Gateways of Accepted classes are reconciled).
+    let mut rejected_classes: BTreeMap<&String, String> = BTreeMap::new();
     let ours: Vec<&String> = snapshot
         .gateway_classes
         .iter()
@@ -182,12 +186,15 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
                     missing.join(", ")
                 ),
             ),
-            Err(why) => Cond::new(
-                "Accepted",
-                false,
-                "InvalidParameters",
-                format!("parametersRef: {why}"),
-            ),
+            Err(why) => {
+                rejected_classes.insert(*name, format!("parametersRef: {why}"));
+                Cond::new(
+                    "Accepted",
+                    false,
+                    "InvalidParameters",
+                    format!("parametersRef: {why}"),
+                )
+            }
         };
         let conds = vec![accepted, Cond::ok("SupportedVersion", "SupportedVersion")];
         let previous = class.status.as_ref().and_then(|s| s.conditions.as_deref());
@@ -220,12 +227,19 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
     let mut models: Vec<gateways::GatewayModel> = gateways
         .iter()
         .map(|g| {
-            gateways::model(
+            let mut model = gateways::model(
                 snapshot,
                 g,
                 options.usable_addresses.as_ref(),
                 options.fleets,
-            )
+            );
+            if let Some(why) = rejected_classes.get(&g.spec.gateway_class_name) {
+                model.rejected = Some(gateways::class_not_accepted(
+                    &g.spec.gateway_class_name,
+                    why,
+                ));
+            }
+            model
         })
         .collect();
     let plan = servers::assign(&mut models);
@@ -318,6 +332,164 @@ mod tests {
             .filter_map(|d| crate::providers::files::object_from_value(d).unwrap())
             .collect();
         Snapshot::from_objects(objects)
+    }
+
+    fn snapshot_of(docs: Vec<serde_json::Value>) -> Snapshot {
+        let objects: Vec<_> = docs
+            .into_iter()
+            .filter_map(|d| crate::providers::files::object_from_value(d).unwrap())
+            .collect();
+        Snapshot::from_objects(objects)
+    }
+
+    fn class(spec: serde_json::Value) -> serde_json::Value {
+        let mut spec = spec;
+        spec["controllerName"] = json!(crate::cli::DEFAULT_CONTROLLER_NAME);
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+            "metadata": {"name": "c"}, "spec": spec})
+    }
+
+    fn gateway(name: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut spec = json!({"gatewayClassName": "c",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": name, "namespace": "n"}, "spec": spec})
+    }
+
+    /// (status, reason, message) of a condition.
+    fn cond(
+        conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+        type_: &str,
+    ) -> (String, String, String) {
+        let c = conds.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    fn gateway_cond(out: &Output, gw: &str, type_: &str) -> (String, String, String) {
+        let status = &out.status.gateways[&ObjectRef::new("n", gw)];
+        cond(status.conditions.as_ref().unwrap(), type_)
+    }
+
+    fn listener_cond(out: &Output, gw: &str, type_: &str) -> (String, String, String) {
+        let status = &out.status.gateways[&ObjectRef::new("n", gw)];
+        cond(&status.listeners.as_ref().unwrap()[0].conditions, type_)
+    }
+
+    #[test]
+    fn gateways_of_a_class_we_do_not_accept_are_not_served() {
+        let params =
+            json!({"parametersRef": {"group": "example.com", "kind": "Config", "name": "x"}});
+        let route = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "r", "namespace": "n"},
+            "spec": {"parentRefs": [{"name": "g"}], "rules": [{}]}});
+        let out = translate(
+            &snapshot_of(vec![class(params), gateway("g", json!({})), route]),
+            &Options::default(),
+        );
+        let class = &out.status.gateway_classes["c"];
+        let (status, reason, message) = cond(class.conditions.as_ref().unwrap(), "Accepted");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "InvalidParameters")
+        );
+        assert!(
+            message.contains("example.com/Config is not supported"),
+            "{message}"
+        );
+        let (status, reason, message) = gateway_cond(&out, "g", "Accepted");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "InvalidParameters")
+        );
+        assert!(
+            message.contains("GatewayClass c is not accepted"),
+            "{message}"
+        );
+        assert_eq!(gateway_cond(&out, "g", "Programmed").0, "False");
+        let (status, _, message) = listener_cond(&out, "g", "Programmed");
+        assert_eq!(status, "False");
+        assert!(
+            message.contains("GatewayClass c is not accepted"),
+            "{message}"
+        );
+        assert!(out.config().apps.http.is_none(), "nothing is served");
+        let parents = &out.status.http_routes[&ObjectRef::new("n", "r")];
+        assert_eq!(cond(&parents[0].conditions, "Accepted").0, "False");
+    }
+
+    #[test]
+    fn only_unicast_static_addresses_are_supported() {
+        let bad = ["0.0.0.0", "::", "255.255.255.255", "224.0.0.1", "ff02::1"];
+        let mut docs = vec![class(json!({}))];
+        for (i, ip) in bad.iter().chain(&["127.0.0.1"]).enumerate() {
+            docs.push(gateway(
+                &format!("g{i}"),
+                json!({"addresses": [{"type": "IPAddress", "value": ip}],
+                    "listeners": [{"name": "http", "port": 8000 + i, "protocol": "HTTP"}]}),
+            ));
+        }
+        let out = translate(&snapshot_of(docs), &Options::default());
+        for (i, ip) in bad.iter().enumerate() {
+            let (status, reason, message) = gateway_cond(&out, &format!("g{i}"), "Accepted");
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("False", "UnsupportedAddress"),
+                "{ip}"
+            );
+            assert!(message.contains("not a unicast address"), "{message}");
+        }
+        assert_eq!(gateway_cond(&out, "g5", "Accepted").0, "True");
+        let servers = &out.config().apps.http.as_ref().unwrap().servers;
+        assert_eq!(servers.keys().collect::<Vec<_>>(), ["port-8005-127.0.0.1"]);
+    }
+
+    #[test]
+    fn a_valid_listener_of_a_rejected_gateway_says_why_it_is_not_programmed() {
+        let out = translate(
+            &snapshot_of(vec![
+                class(json!({})),
+                gateway(
+                    "g",
+                    json!({"addresses": [{"type": "Hostname", "value": "gw.example"}]}),
+                ),
+            ]),
+            &Options::default(),
+        );
+        assert_eq!(listener_cond(&out, "g", "Accepted").0, "True");
+        let (status, _, message) = listener_cond(&out, "g", "Programmed");
+        assert_eq!(status, "False");
+        assert_eq!(
+            message,
+            "the Gateway is not accepted: address type Hostname is not supported; only IPAddress is"
+        );
+        let (_, _, message) = gateway_cond(&out, "g", "Programmed");
+        assert!(message.contains("address type Hostname"), "{message}");
+    }
+
+    #[test]
+    fn conflicts_name_the_gateway_and_listener_that_won() {
+        let hostname = json!({"listeners": [{"name": "http", "port": 80, "protocol": "HTTP", "hostname": "a.example"}]});
+        let out = translate(
+            &snapshot_of(vec![
+                class(json!({})),
+                gateway("a", hostname.clone()),
+                gateway("b", hostname),
+            ]),
+            &Options::default(),
+        );
+        let (status, reason, message) = listener_cond(&out, "b", "Conflicted");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "HostnameConflict")
+        );
+        assert_eq!(
+            message,
+            "hostname a.example on port 80 is already used by listener \"http\" of Gateway n/a"
+        );
+        assert_eq!(listener_cond(&out, "a", "Conflicted").0, "False");
     }
 
     #[test]
