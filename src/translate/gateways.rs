@@ -73,6 +73,8 @@ pub struct GatewayModel {
     pub unusable: Vec<IpAddr>,
     /// The fleet that serves this Gateway.
     pub fleet: ObjectRef,
+    /// A Gateway-level reference we cannot use (ResolvedRefs=False).
+    pub unresolved: Option<Cond>,
 }
 
 /// Builds the model of one Gateway of ours, before cross-Gateway conflicts.
@@ -104,6 +106,7 @@ pub fn model(
         .iter()
         .map(|l| listener(snapshot, &key, l))
         .collect();
+    super::fail_closed::frontend_validation(gateway, &mut listeners);
     mark_conflicts_within(&key, &mut listeners);
     if fleets == super::FleetMode::Instances && super::fleets::managed(snapshot, &fleet) {
         reserve_sidecar_ports(&mut listeners);
@@ -120,6 +123,7 @@ pub fn model(
         rejected,
         unusable,
         fleet,
+        unresolved: super::fail_closed::backend_client_certificate(gateway),
     }
 }
 

@@ -4,6 +4,7 @@
 mod backends;
 mod conditions;
 mod dispatch;
+mod fail_closed;
 mod filters;
 pub mod fleets;
 mod gateways;
@@ -15,6 +16,7 @@ mod rule_backends;
 mod rules;
 mod servers;
 mod tls;
+mod unserved_routes;
 mod upstreams;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +26,9 @@ use gateway_api::apis::experimental::gatewayclasses::{
     GatewayClassStatus, GatewayClassStatusSupportedFeatures,
 };
 use gateway_api::apis::experimental::gateways::GatewayStatus;
+use gateway_api::apis::experimental::grpcroutes::GrpcRouteStatusParents;
 use gateway_api::apis::experimental::httproutes::HttpRouteStatusParents;
+use gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicyStatusAncestors;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::kengine::Flavor;
@@ -125,6 +129,10 @@ pub struct Status {
     pub gateway_classes: BTreeMap<String, GatewayClassStatus>,
     pub gateways: BTreeMap<ObjectRef, GatewayStatus>,
     pub http_routes: BTreeMap<ObjectRef, Vec<HttpRouteStatusParents>>,
+    /// Our entries of routes of kinds we do not serve.
+    pub grpc_routes: BTreeMap<ObjectRef, Vec<GrpcRouteStatusParents>>,
+    /// Our `status.ancestors` entries: policies we do not apply.
+    pub backend_tls_policies: BTreeMap<ObjectRef, Vec<BackendTlsPolicyStatusAncestors>>,
 }
 
 /// Features every conformance test of which passes in the replay
@@ -265,6 +273,28 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
             model.key.clone(),
             routes::gateway_status(gateway, model, &options.now),
         );
+    }
+    let our_gateways: BTreeSet<ObjectRef> = models.iter().map(|m| m.key.clone()).collect();
+    status.grpc_routes = unserved_routes::grpc_routes(
+        snapshot,
+        &our_gateways,
+        &options.controller_name,
+        &options.now,
+    );
+    if !snapshot.backend_tls_policies.is_empty() {
+        let mut uses = BTreeMap::new();
+        for (key, route, entries) in &attachments.parents {
+            let gateways: Vec<ObjectRef> = entries
+                .iter()
+                .map(|(p, _)| {
+                    let namespace = p.namespace.as_deref().unwrap_or(&key.namespace);
+                    ObjectRef::new(namespace, &p.name)
+                })
+                .collect();
+            fail_closed::http_route_uses(snapshot, key, route, &gateways, &mut uses);
+        }
+        status.backend_tls_policies =
+            fail_closed::policy_status(snapshot, &uses, &options.controller_name, &options.now);
     }
     // The routes come in key order, so the map is built without searching.
     status.http_routes = attachments
@@ -490,6 +520,64 @@ mod tests {
             "hostname a.example on port 80 is already used by listener \"http\" of Gateway n/a"
         );
         assert_eq!(listener_cond(&out, "a", "Conflicted").0, "False");
+    }
+
+    /// tests/golden/fail-closed: what we do not implement is not served.
+    #[test]
+    fn unimplemented_security_features_fail_closed() {
+        let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/fail-closed/input.yaml");
+        let snapshot = crate::render::load(&[input]).unwrap();
+        let out = translate(&snapshot, &Options::default());
+        let gateway = &out.status.gateways[&ObjectRef::new("web", "mtls")];
+        let listener = |name: &str, type_: &str| {
+            let l = gateway.listeners.iter().flatten().find(|l| l.name == name);
+            let (status, reason, _) = cond(&l.unwrap().conditions, type_);
+            (status, reason)
+        };
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            listener("secure", "Accepted"),
+            pair("False", "UnsupportedValue")
+        );
+        assert_eq!(listener("secure", "Programmed").0, "False");
+        assert_eq!(
+            listener("other-port", "Accepted"),
+            pair("True", "Accepted"),
+            "perPort without validation replaces the default"
+        );
+        assert_eq!(listener("plain", "Accepted").0, "True");
+        let (status, reason, _) = cond(gateway.conditions.as_ref().unwrap(), "ResolvedRefs");
+        assert_eq!(
+            pair(&status, &reason),
+            pair("False", "InvalidClientCertificateRef")
+        );
+        let servers = &out.config().apps.http.as_ref().unwrap().servers;
+        assert_eq!(
+            servers.keys().collect::<Vec<_>>(),
+            ["port-80", "port-8443"],
+            "port 443 would serve without client authentication"
+        );
+        let config = serde_json::to_string(out.config()).unwrap();
+        assert!(!config.contains("10.2.0.2:443"), "dialed in plaintext");
+        assert!(
+            config.contains("10.2.0.2:80"),
+            "the port the policy does not name"
+        );
+        let route = &out.status.http_routes[&ObjectRef::new("web", "split")];
+        let (status, reason, _) = cond(&route[0].conditions, "ResolvedRefs");
+        assert_eq!(pair(&status, &reason), pair("False", "UnsupportedProtocol"));
+        let policy = &out.status.backend_tls_policies[&ObjectRef::new("web", "tls-app")];
+        assert_eq!(policy.len(), 1);
+        assert_eq!(policy[0].ancestor_ref.name, "mtls");
+        assert_eq!(cond(&policy[0].conditions, "Accepted").0, "False");
+        let grpc = &out.status.grpc_routes[&ObjectRef::new("web", "grpc")];
+        assert_eq!(grpc.len(), 1, "only the parentRef to a Gateway of ours");
+        let (status, reason, _) = cond(&grpc[0].conditions, "Accepted");
+        assert_eq!(
+            pair(&status, &reason),
+            pair("False", "NotAllowedByListeners")
+        );
     }
 
     #[test]

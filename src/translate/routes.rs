@@ -313,7 +313,15 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
                 .collect()
         }),
         attached_listener_sets: None,
-        conditions: Some(stamp(vec![accepted, programmed], generation, before, now)),
+        conditions: Some(stamp(
+            [accepted, programmed]
+                .into_iter()
+                .chain(model.unresolved.clone())
+                .collect(),
+            generation,
+            before,
+            now,
+        )),
         listeners: Some(listeners),
     }
 }
