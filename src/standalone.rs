@@ -336,6 +336,24 @@ fn carry_status(snapshot: &mut Snapshot, status: Option<&Status>) {
             });
         }
     }
+    for (key, route) in &mut snapshot.grpc_routes {
+        if route.status.is_none() {
+            route.status = status.grpc_routes.get(key).map(|parents| {
+                gateway_api::apis::experimental::grpcroutes::GrpcRouteStatus {
+                    parents: parents.clone(),
+                }
+            });
+        }
+    }
+    for (key, policy) in &mut snapshot.backend_tls_policies {
+        if policy.status.is_none() {
+            policy.status = status.backend_tls_policies.get(key).map(|ancestors| {
+                gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicyStatus {
+                    ancestors: ancestors.clone(),
+                }
+            });
+        }
+    }
 }
 
 fn log_status(status: &Status) {
@@ -385,5 +403,55 @@ fn log_status(status: &Status) {
                 summary(Some(&p.conditions))
             );
         }
+    }
+    // Kinds we do not serve: a warning, since nothing of them is served.
+    for (key, parents) in &status.grpc_routes {
+        for p in parents {
+            tracing::warn!(
+                "GRPCRoute {key} on {}: {}",
+                p.parent_ref.name,
+                summary(Some(&p.conditions))
+            );
+        }
+    }
+    for (key, ancestors) in &status.backend_tls_policies {
+        for a in ancestors {
+            tracing::warn!(
+                "BackendTLSPolicy {key} on {}: {}",
+                a.ancestor_ref.name,
+                summary(Some(&a.conditions))
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The status of kinds we do not serve keeps its transition times
+    /// across syncs, like the others.
+    #[test]
+    fn carried_status_keeps_unserved_kinds_transition_times() {
+        let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/fail-closed/input.yaml");
+        let at = |secs| Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap());
+        let options = |now| translate::Options {
+            now,
+            ..Default::default()
+        };
+        let first = translate::translate(
+            &render::load(std::slice::from_ref(&input)).unwrap(),
+            &options(at(10)),
+        );
+        let mut snapshot = render::load(&[input]).unwrap();
+        carry_status(&mut snapshot, Some(&first.status));
+        let second = translate::translate(&snapshot, &options(at(20)));
+        let key = crate::snapshot::ObjectRef::new("web", "grpc");
+        let grpc = &second.status.grpc_routes[&key][0].conditions[0];
+        assert_eq!(grpc.last_transition_time, at(10));
+        let key = crate::snapshot::ObjectRef::new("web", "tls-app");
+        let policy = &second.status.backend_tls_policies[&key][0].conditions[0];
+        assert_eq!(policy.last_transition_time, at(10));
     }
 }

@@ -310,6 +310,58 @@ spec: {{parentRefs: [{{name: gw, sectionName: b}}], rules: [{{backendRefs: [{{na
 
 /// Every golden config is one Kengine accepts (`caddy validate` provisions
 /// every module without binding anything).
+/// A backend a BackendTLSPolicy targets is never dialed in plaintext: its
+/// requests get 500 (BackendTLSPolicy is not supported yet), the others
+/// are served.
+#[tokio::test]
+async fn backend_tls_policy_targets_answer_500_and_are_never_dialed() {
+    let plain = echo("127.0.15.2", "plain").await;
+    let secret = echo("127.0.15.3", "secret").await;
+    let yaml = format!(
+        "{CLASS}{}{}{}\
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: secret, namespace: default}}
+spec:
+  targetRefs: [{{group: '', kind: Service, name: secret}}]
+  validation: {{hostname: secret.default.svc, wellKnownCACertificates: System}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /secret}}}}]
+    backendRefs: [{{name: secret, port: {}}}]
+  - backendRefs: [{{name: plain, port: {}}}]
+",
+        gateway("127.0.15.1", 18080),
+        service("plain", plain),
+        service("secret", secret),
+        secret.port(),
+        plain.port(),
+    );
+    let out = translate_yaml(&yaml);
+    let k = kengine().await;
+    assert_eq!(
+        Pusher::new(k.process.admin().clone())
+            .push(&out.config().clone())
+            .await
+            .unwrap(),
+        Pushed::Loaded
+    );
+    let gw: SocketAddr = "127.0.15.1:18080".parse().unwrap();
+    let c = http();
+    for _ in 0..5 {
+        assert_eq!(get(&c, gw, "a.example.com", "/secret").await, (500, None));
+        assert_eq!(
+            get(&c, gw, "a.example.com", "/").await,
+            (200, Some("plain".to_string()))
+        );
+    }
+}
+
 #[test]
 fn golden_configs_are_valid_kengine_configs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");

@@ -16,9 +16,7 @@
 //! by [`crate::providers::kubernetes::discover`]), which the built-in
 //! ClusterRole `system:discovery` allows every authenticated client; the
 //! chart grants no `nonResourceURLs`. Pushing configs goes to the Kengine
-//! pods' admin API, not to the API server. GRPCRoutes are watched, but no
-//! code writes their status (`translate::Status` holds none), so there is
-//! no `grpcroutes/status` entry.
+//! pods' admin API, not to the API server.
 
 /// Where a call's objects are, hence which kind of grant covers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +172,22 @@ pub const API_CALLS: &[ApiCall] = &[
         Scope::Namespaced,
         When::Always,
         "sinks::status_writer::StatusWriter::write (merge patch, resourceVersion precondition)",
+    ),
+    call(
+        GATEWAY,
+        "grpcroutes/status",
+        PATCH,
+        Scope::Namespaced,
+        When::Always,
+        "sinks::status_writer::StatusWriter::write_grpc_routes (merge patch, resourceVersion precondition)",
+    ),
+    call(
+        GATEWAY,
+        "backendtlspolicies/status",
+        PATCH,
+        Scope::Namespaced,
+        When::Always,
+        "sinks::status_writer::StatusWriter::write_backend_tls_policies (merge patch, resourceVersion precondition)",
     ),
     call(
         KENGINE,

@@ -146,6 +146,8 @@ impl Reconciler {
             gateway_classes,
             gateways,
             http_routes,
+            grpc_routes,
+            backend_tls_policies,
         } = &mut output.status;
         let writer = self.writer.clone();
         let early: BTreeMap<ObjectRef, GatewayStatus> = gateways
@@ -180,7 +182,14 @@ impl Reconciler {
         };
         let route_writes = async {
             match &writer {
-                Some(writer) => writer.write_routes(&snapshot, http_routes).await,
+                Some(writer) => {
+                    let mut writes = writer.write_routes(&snapshot, http_routes).await;
+                    writes += writer.write_grpc_routes(&snapshot, grpc_routes).await;
+                    writes += writer
+                        .write_backend_tls_policies(&snapshot, backend_tls_policies)
+                        .await;
+                    writes
+                }
                 None => Writes::default(),
             }
         };

@@ -14,6 +14,8 @@ pub fn usable(snapshot: &Snapshot) -> BTreeSet<IpAddr> {
         .values()
         .flat_map(|g| g.spec.addresses.iter().flatten())
         .filter_map(|a| a.value.as_deref()?.parse::<IpAddr>().ok())
+        // 0.0.0.0 binds, yet no client can connect to it.
+        .filter(crate::translate::unicast_address)
         .filter(|ip| TcpListener::bind((*ip, 0)).is_ok())
         .collect()
 }
@@ -62,13 +64,18 @@ mod tests {
                 "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
                 "metadata": {"name": "g", "namespace": "default"},
                 "spec": {"gatewayClassName": "c", "listeners": [],
-                         "addresses": [{"value": "127.0.3.9"}, {"value": "192.0.2.1"}, {"type": "Hostname", "value": "x"}]}
+                         "addresses": [{"value": "127.0.3.9"}, {"value": "192.0.2.1"}, {"type": "Hostname", "value": "x"},
+                                {"value": "0.0.0.0"}, {"value": "::"}, {"value": "255.255.255.255"}, {"value": "224.0.0.1"}]}
             }))
             .unwrap(),
         )]);
         let usable = usable(&snapshot);
         assert!(usable.contains(&"127.0.3.9".parse::<IpAddr>().unwrap()));
         assert!(!usable.contains(&"192.0.2.1".parse::<IpAddr>().unwrap()));
-        assert_eq!(usable.len(), 1);
+        assert_eq!(
+            usable.len(),
+            1,
+            "no unspecified, broadcast or multicast: {usable:?}"
+        );
     }
 }

@@ -2,7 +2,9 @@
 //! `render --output status` and `standalone --status-file`.
 
 use gateway_api::apis::experimental::gateways::GatewayStatus;
+use gateway_api::apis::experimental::grpcroutes::GrpcRouteStatus;
 use gateway_api::apis::experimental::httproutes::{HttpRouteStatus, HttpRouteStatusParents};
+use gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicyStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
@@ -39,9 +41,25 @@ pub fn objects(
         }
         out.push(json(&route));
     }
-    out.extend(snapshot.grpc_routes.values().map(json));
+    for (key, route) in &snapshot.grpc_routes {
+        let mut route = route.clone();
+        if let Some(ours) = status.grpc_routes.get(key) {
+            let current = route.status.as_ref().map(|s| &s.parents[..]);
+            let parents = merged_entries(current, ours, |p| p.controller_name == controller_name);
+            route.status = Some(GrpcRouteStatus { parents });
+        }
+        out.push(json(&route));
+    }
     out.extend(snapshot.reference_grants.values().map(json));
-    out.extend(snapshot.backend_tls_policies.values().map(json));
+    for (key, policy) in &snapshot.backend_tls_policies {
+        let mut policy = policy.clone();
+        if let Some(ours) = status.backend_tls_policies.get(key) {
+            let current = policy.status.as_ref().map(|s| &s.ancestors[..]);
+            let ancestors = merged_entries(current, ours, |a| a.controller_name == controller_name);
+            policy.status = Some(BackendTlsPolicyStatus { ancestors });
+        }
+        out.push(json(&policy));
+    }
     out
 }
 
@@ -52,10 +70,19 @@ pub fn merged_parents(
     ours: &[HttpRouteStatusParents],
     controller_name: &str,
 ) -> Vec<HttpRouteStatusParents> {
-    let others = current
-        .into_iter()
-        .flat_map(|s| &s.parents)
-        .filter(|p| p.controller_name != controller_name);
+    merged_entries(current.map(|s| &s.parents[..]), ours, |p| {
+        p.controller_name == controller_name
+    })
+}
+
+/// A status list shared by controllers (route parents, policy ancestors)
+/// with the entries `is_ours` picks replaced by `ours`.
+pub fn merged_entries<T: Clone>(
+    current: Option<&[T]>,
+    ours: &[T],
+    is_ours: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    let others = current.into_iter().flatten().filter(|e| !is_ours(e));
     others.chain(ours).cloned().collect()
 }
 

@@ -18,7 +18,9 @@ use serde_json::json;
 
 use gateway_api::apis::experimental::gatewayclasses::GatewayClassStatus;
 use gateway_api::apis::experimental::gateways::GatewayStatus;
+use gateway_api::apis::experimental::grpcroutes::GrpcRouteStatusParents;
 use gateway_api::apis::experimental::httproutes::HttpRouteStatusParents;
+use gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicyStatusAncestors;
 
 use crate::crd::KengineInstanceStatus;
 use crate::sinks::status;
@@ -128,27 +130,93 @@ impl StatusWriter {
         snapshot: &Snapshot,
         routes: &BTreeMap<ObjectRef, Vec<HttpRouteStatusParents>>,
     ) -> Writes {
+        let items = routes.iter().filter_map(|(key, ours)| {
+            let route = snapshot.http_routes.get(key)?;
+            let current = route.status.as_ref().map(|s| &s.parents[..]);
+            Some((
+                key,
+                current,
+                route.metadata.resource_version.clone(),
+                &ours[..],
+            ))
+        });
+        self.write_shared("HTTPRoute", "parents", items, |p| &p.controller_name)
+            .await
+    }
+
+    /// Our entries of each GRPCRoute's `status.parents`.
+    pub async fn write_grpc_routes(
+        &self,
+        snapshot: &Snapshot,
+        routes: &BTreeMap<ObjectRef, Vec<GrpcRouteStatusParents>>,
+    ) -> Writes {
+        let items = routes.iter().filter_map(|(key, ours)| {
+            let route = snapshot.grpc_routes.get(key)?;
+            let current = route.status.as_ref().map(|s| &s.parents[..]);
+            Some((
+                key,
+                current,
+                route.metadata.resource_version.clone(),
+                &ours[..],
+            ))
+        });
+        self.write_shared("GRPCRoute", "parents", items, |p| &p.controller_name)
+            .await
+    }
+
+    /// Our entries of each BackendTLSPolicy's `status.ancestors`.
+    pub async fn write_backend_tls_policies(
+        &self,
+        snapshot: &Snapshot,
+        policies: &BTreeMap<ObjectRef, Vec<BackendTlsPolicyStatusAncestors>>,
+    ) -> Writes {
+        let items = policies.iter().filter_map(|(key, ours)| {
+            let policy = snapshot.backend_tls_policies.get(key)?;
+            let current = policy.status.as_ref().map(|s| &s.ancestors[..]);
+            Some((
+                key,
+                current,
+                policy.metadata.resource_version.clone(),
+                &ours[..],
+            ))
+        });
+        self.write_shared("BackendTLSPolicy", "ancestors", items, |p| {
+            &p.controller_name
+        })
+        .await
+    }
+
+    /// Writes a status list shared with other controllers (`field`): our
+    /// entries replace our old ones, every other entry is kept as it is.
+    async fn write_shared<'a, T, I>(
+        &self,
+        kind: &str,
+        field: &str,
+        items: I,
+        controller_of: fn(&T) -> &String,
+    ) -> Writes
+    where
+        T: serde::Serialize + Clone + PartialEq + 'a,
+        I: Iterator<Item = (&'a ObjectRef, Option<&'a [T]>, Option<String>, &'a [T])>,
+    {
         let mut writes = Writes::default();
         // Routes are many and independent: several writes in flight, so a
         // burst of new routes is not one API round trip per route.
         let mut patches = Vec::new();
-        for (key, ours) in routes {
-            let Some(route) = snapshot.http_routes.get(key) else {
-                continue;
-            };
-            let parents = status::merged_parents(route.status.as_ref(), ours, &self.controller);
-            if route.status.as_ref().map(|s| &s.parents) == Some(&parents) {
+        for (key, current, resource_version, ours) in items {
+            let merged =
+                status::merged_entries(current, ours, |e| controller_of(e) == &self.controller);
+            if current == Some(&merged[..]) {
                 writes.unchanged += 1;
                 continue;
             }
             let patch = json!({
-                "metadata": {"resourceVersion": route.metadata.resource_version},
-                "status": {"parents": parents},
+                "metadata": {"resourceVersion": resource_version},
+                "status": {field: merged},
             });
             patches.push(async move {
                 let mut one = Writes::default();
-                self.patch("HTTPRoute", key, Patch::Merge(patch), &mut one)
-                    .await;
+                self.patch(kind, key, Patch::Merge(patch), &mut one).await;
                 one
             });
         }
@@ -386,5 +454,56 @@ mod tests {
         route.status = None;
         let conflict = write(&writer, &stale, &status).await;
         assert_eq!(conflict.failed, 1, "{conflict:?}");
+    }
+
+    #[tokio::test]
+    async fn writes_grpc_route_parents_next_to_other_controllers() {
+        use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
+        let route: GrpcRoute = serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+            "metadata": {"name": "g", "namespace": "default"},
+            "spec": {"parentRefs": [{"name": "gw"}, {"name": "theirs"}]},
+            "status": {"parents": [{"parentRef": {"name": "theirs"}, "controllerName": "example.com/other",
+                "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}]}
+        }))
+        .unwrap();
+        let client = kube_fake_client::ClientBuilder::new()
+            .with_resource::<GrpcRoute>()
+            .with_status_subresource::<GrpcRoute>()
+            .with_object(route)
+            .build()
+            .await
+            .unwrap();
+        let writer = StatusWriter::new(
+            client.clone(),
+            OURS.into(),
+            &[ApiResource::erase::<GrpcRoute>(&())],
+        );
+        let read = || async {
+            let route = Api::<GrpcRoute>::namespaced(client.clone(), "default")
+                .get("g")
+                .await
+                .unwrap();
+            Snapshot::from_objects([Object::GrpcRoute(route)])
+        };
+        let ours = serde_json::from_value(json!({
+            "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"},
+            "controllerName": OURS,
+            "conditions": [{"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners", "message": "m", "lastTransitionTime": "2025-01-01T00:00:00Z"}]}))
+        .unwrap();
+        let routes = BTreeMap::from([(ObjectRef::new("default", "g"), vec![ours])]);
+        let writes = writer.write_grpc_routes(&read().await, &routes).await;
+        assert_eq!(writes.written, 1, "{writes:?}");
+        let after = read().await;
+        let parents = &after.grpc_routes[&ObjectRef::new("default", "g")]
+            .status
+            .as_ref()
+            .unwrap()
+            .parents;
+        let controllers: Vec<&str> = parents.iter().map(|p| p.controller_name.as_str()).collect();
+        assert_eq!(controllers, ["example.com/other", OURS]);
+        assert_eq!(parents[1].conditions[0].reason, "NotAllowedByListeners");
+        let again = writer.write_grpc_routes(&after, &routes).await;
+        assert_eq!(again.unchanged, 1, "{again:?}");
     }
 }

@@ -124,6 +124,17 @@ pub fn resolve(
     let port = r
         .port
         .ok_or_else(|| not_found(format!("backendRef to Service {} has no port", target())))?;
+    if let Some(policy) = super::fail_closed::backend_tls_policy(snapshot, &key, service, port) {
+        return Err(Cond::new(
+            "ResolvedRefs",
+            false,
+            "UnsupportedProtocol",
+            format!(
+                "Service {} port {port} needs TLS (BackendTLSPolicy {policy}), which is not supported yet; its share of requests is answered 500",
+                target()
+            ),
+        ));
+    }
     let dials = dials(snapshot, &key, service, port)
         .map_err(|why| not_found(format!("Service {} {why}", target())))?;
     let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);

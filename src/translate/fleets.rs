@@ -46,8 +46,8 @@ pub fn fleet_of(
         let class = snapshot
             .gateway_classes
             .get(&gateway.spec.gateway_class_name);
-        // An invalid class reference is reported on the class; the Gateway
-        // then gets its own fleet.
+        // An invalid class reference is reported on the class, and its
+        // Gateways are not accepted (translate); they get their own fleet.
         class
             .and_then(|c| class_instance(snapshot, c).ok().flatten())
             .unwrap_or(key)
@@ -66,11 +66,22 @@ pub fn class_instance(
     let Some(p) = &class.spec.parameters_ref else {
         return Ok(None);
     };
+    // The kind first: a foreign kind is the problem, not its namespace.
+    supported_kind(&p.group, &p.kind)?;
     let namespace = p
         .namespace
         .as_deref()
         .ok_or("parametersRef to a KengineInstance needs a namespace")?;
     instance(snapshot, &p.group, &p.kind, namespace, &p.name).map(Some)
+}
+
+fn supported_kind(group: &str, kind: &str) -> Result<(), String> {
+    if group != GROUP || kind != KIND {
+        return Err(format!(
+            "{group}/{kind} is not supported; use {GROUP}/{KIND}"
+        ));
+    }
+    Ok(())
 }
 
 fn instance(
@@ -80,11 +91,7 @@ fn instance(
     namespace: &str,
     name: &str,
 ) -> Result<ObjectRef, String> {
-    if group != GROUP || kind != KIND {
-        return Err(format!(
-            "{group}/{kind} is not supported; use {GROUP}/{KIND}"
-        ));
-    }
+    supported_kind(group, kind)?;
     let key = ObjectRef::new(namespace, name);
     if !snapshot.kengine_instances.contains_key(&key) {
         return Err(format!("{KIND} {key} not found"));
@@ -190,6 +197,14 @@ mod tests {
             class_instance(&s, &s.gateway_classes["c"])
                 .unwrap_err()
                 .contains("needs a namespace")
+        );
+        let foreign = snapshot(serde_json::json!([class(
+            serde_json::json!({"group": "example.com", "kind": "Config", "name": "x"})
+        )]));
+        let why = class_instance(&foreign, &foreign.gateway_classes["c"]).unwrap_err();
+        assert_eq!(
+            why,
+            format!("example.com/Config is not supported; use {GROUP}/{KIND}")
         );
     }
 }

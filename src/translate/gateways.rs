@@ -73,6 +73,8 @@ pub struct GatewayModel {
     pub unusable: Vec<IpAddr>,
     /// The fleet that serves this Gateway.
     pub fleet: ObjectRef,
+    /// A Gateway-level reference we cannot use (ResolvedRefs=False).
+    pub unresolved: Option<Cond>,
 }
 
 /// Builds the model of one Gateway of ours, before cross-Gateway conflicts.
@@ -105,7 +107,8 @@ pub fn model(
         .iter()
         .map(|l| listener(snapshot, &key, l))
         .collect();
-    mark_conflicts_within(&mut listeners);
+    super::fail_closed::frontend_validation(gateway, &mut listeners);
+    mark_conflicts_within(&key, &mut listeners);
     if fleets == super::FleetMode::Instances && super::fleets::managed(snapshot, &fleet) {
         reserve_sidecar_ports(&mut listeners);
     }
@@ -122,6 +125,7 @@ pub fn model(
         rejected,
         unusable,
         fleet,
+        unresolved: super::fail_closed::backend_client_certificate(gateway),
     }
 }
 
@@ -158,6 +162,17 @@ fn mark_taken_ports(
             ));
         }
     }
+}
+
+/// A Gateway of a class we do not accept is not served. The spec has no
+/// Gateway reason for it; the class's problem is its parameters.
+pub fn class_not_accepted(class: &str, why: &str) -> Cond {
+    Cond::new(
+        "Accepted",
+        false,
+        "InvalidParameters",
+        format!("GatewayClass {class} is not accepted ({why}), so its Gateways are not served"),
+    )
 }
 
 /// Managed pods run the admin-proxy sidecar on these ports: a listener
@@ -197,12 +212,24 @@ fn bind_addresses(gateway: &Gateway) -> Result<Vec<IpAddr>, String> {
         let ip = value
             .parse()
             .map_err(|_| format!("{value:?} is not an IP address"))?;
+        if !unicast_address(&ip) {
+            return Err(format!(
+                "{value} is not a unicast address (unspecified, broadcast and multicast addresses cannot receive a connection)"
+            ));
+        }
         if !binds.contains(&ip) {
             binds.push(ip);
         }
     }
     binds.sort();
     Ok(binds)
+}
+
+/// Can a client connect to this address? Unspecified (every interface),
+/// broadcast and multicast addresses are no destination of a TCP connection.
+pub fn unicast_address(ip: &IpAddr) -> bool {
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    !(ip.is_unspecified() || ip.is_multicast() || broadcast)
 }
 
 fn listener(snapshot: &Snapshot, gateway: &ObjectRef, spec: &GatewayListeners) -> ListenerModel {
@@ -373,22 +400,28 @@ fn certificates(
 
 /// Listeners of one Gateway on the same port must agree on the protocol and
 /// differ in hostname; the later listener loses.
-fn mark_conflicts_within(listeners: &mut [ListenerModel]) {
+fn mark_conflicts_within(gateway: &ObjectRef, listeners: &mut [ListenerModel]) {
     for i in 0..listeners.len() {
         let (earlier, rest) = listeners.split_at_mut(i);
         let this = &mut rest[0];
         if let Some(problem) = earlier
             .iter()
             .filter(|e| e.usable())
-            .find_map(|e| conflict(e, this))
+            .find_map(|e| conflict(gateway, e, this))
         {
             this.problems.push(problem);
         }
     }
 }
 
-/// Why `later` cannot share a port with `earlier`, if it cannot.
-pub fn conflict(earlier: &ListenerModel, later: &ListenerModel) -> Option<Cond> {
+/// Why `later` cannot share a port with `earlier` (of Gateway `winner`), if
+/// it cannot. The message names the listener that won, with its Gateway:
+/// listener names repeat across Gateways.
+pub fn conflict(
+    winner: &ObjectRef,
+    earlier: &ListenerModel,
+    later: &ListenerModel,
+) -> Option<Cond> {
     if earlier.port != later.port {
         return None;
     }
@@ -398,7 +431,7 @@ pub fn conflict(earlier: &ListenerModel, later: &ListenerModel) -> Option<Cond> 
             true,
             "ProtocolConflict",
             format!(
-                "port {} is already used with another protocol by listener {:?}",
+                "port {} is already used with another protocol by listener {:?} of Gateway {winner}",
                 later.port, earlier.name
             ),
         ));
@@ -409,7 +442,7 @@ pub fn conflict(earlier: &ListenerModel, later: &ListenerModel) -> Option<Cond> 
             true,
             "HostnameConflict",
             format!(
-                "hostname {} on port {} is already used by listener {:?}",
+                "hostname {} on port {} is already used by listener {:?} of Gateway {winner}",
                 later.host, later.port, earlier.name
             ),
         )

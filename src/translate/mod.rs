@@ -4,6 +4,7 @@
 mod backends;
 mod conditions;
 mod dispatch;
+mod fail_closed;
 mod filters;
 pub mod fleets;
 mod gateways;
@@ -15,6 +16,7 @@ mod rule_backends;
 mod rules;
 mod servers;
 mod tls;
+mod unserved_routes;
 mod upstreams;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,13 +26,16 @@ use gateway_api::apis::experimental::gatewayclasses::{
     GatewayClassStatus, GatewayClassStatusSupportedFeatures,
 };
 use gateway_api::apis::experimental::gateways::GatewayStatus;
+use gateway_api::apis::experimental::grpcroutes::GrpcRouteStatusParents;
 use gateway_api::apis::experimental::httproutes::HttpRouteStatusParents;
+use gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicyStatusAncestors;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::kengine::Flavor;
 use crate::kengine::config::Config;
 use crate::snapshot::{ObjectRef, Snapshot};
 use conditions::{Cond, stamp};
+pub use gateways::unicast_address;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -155,6 +160,10 @@ pub struct Status {
     pub gateway_classes: BTreeMap<String, GatewayClassStatus>,
     pub gateways: BTreeMap<ObjectRef, GatewayStatus>,
     pub http_routes: BTreeMap<ObjectRef, Vec<HttpRouteStatusParents>>,
+    /// Our entries of routes of kinds we do not serve.
+    pub grpc_routes: BTreeMap<ObjectRef, Vec<GrpcRouteStatusParents>>,
+    /// Our `status.ancestors` entries: policies we do not apply.
+    pub backend_tls_policies: BTreeMap<ObjectRef, Vec<BackendTlsPolicyStatusAncestors>>,
 }
 
 /// Features every conformance test of which passes in the replay
@@ -193,6 +202,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
 
 pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
     let mut status = Status::default();
+    // Our classes that are not Accepted, with why: their Gateways are not
+    // served (only Gateways of Accepted classes are reconciled).
+    let mut rejected_classes: BTreeMap<&String, String> = BTreeMap::new();
     let ours: Vec<&String> = snapshot
         .gateway_classes
         .iter()
@@ -213,12 +225,15 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
                     missing.join(", ")
                 ),
             ),
-            Err(why) => Cond::new(
-                "Accepted",
-                false,
-                "InvalidParameters",
-                format!("parametersRef: {why}"),
-            ),
+            Err(why) => {
+                rejected_classes.insert(*name, format!("parametersRef: {why}"));
+                Cond::new(
+                    "Accepted",
+                    false,
+                    "InvalidParameters",
+                    format!("parametersRef: {why}"),
+                )
+            }
         };
         let conds = vec![accepted, Cond::ok("SupportedVersion", "SupportedVersion")];
         let previous = class.status.as_ref().and_then(|s| s.conditions.as_deref());
@@ -251,13 +266,20 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
     let mut models: Vec<gateways::GatewayModel> = gateways
         .iter()
         .map(|g| {
-            gateways::model(
+            let mut model = gateways::model(
                 snapshot,
                 g,
                 options.usable_addresses.as_ref(),
                 &options.taken_listens,
                 options.fleets,
-            )
+            );
+            if let Some(why) = rejected_classes.get(&g.spec.gateway_class_name) {
+                model.rejected = Some(gateways::class_not_accepted(
+                    &g.spec.gateway_class_name,
+                    why,
+                ));
+            }
+            model
         })
         .collect();
     let plan = servers::assign(&mut models);
@@ -290,6 +312,28 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
             model.key.clone(),
             routes::gateway_status(gateway, model, &options.now),
         );
+    }
+    let our_gateways: BTreeSet<ObjectRef> = models.iter().map(|m| m.key.clone()).collect();
+    status.grpc_routes = unserved_routes::grpc_routes(
+        snapshot,
+        &our_gateways,
+        &options.controller_name,
+        &options.now,
+    );
+    if !snapshot.backend_tls_policies.is_empty() {
+        let mut uses = BTreeMap::new();
+        for (key, route, entries) in &attachments.parents {
+            let gateways: Vec<ObjectRef> = entries
+                .iter()
+                .map(|(p, _)| {
+                    let namespace = p.namespace.as_deref().unwrap_or(&key.namespace);
+                    ObjectRef::new(namespace, &p.name)
+                })
+                .collect();
+            fail_closed::http_route_uses(snapshot, key, route, &gateways, &mut uses);
+        }
+        status.backend_tls_policies =
+            fail_closed::policy_status(snapshot, &uses, &options.controller_name, &options.now);
     }
     // The routes come in key order, so the map is built without searching.
     status.http_routes = attachments
@@ -357,6 +401,222 @@ mod tests {
             .filter_map(|d| crate::providers::files::object_from_value(d).unwrap())
             .collect();
         Snapshot::from_objects(objects)
+    }
+
+    fn snapshot_of(docs: Vec<serde_json::Value>) -> Snapshot {
+        let objects: Vec<_> = docs
+            .into_iter()
+            .filter_map(|d| crate::providers::files::object_from_value(d).unwrap())
+            .collect();
+        Snapshot::from_objects(objects)
+    }
+
+    fn class(spec: serde_json::Value) -> serde_json::Value {
+        let mut spec = spec;
+        spec["controllerName"] = json!(crate::cli::DEFAULT_CONTROLLER_NAME);
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+            "metadata": {"name": "c"}, "spec": spec})
+    }
+
+    fn gateway(name: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut spec = json!({"gatewayClassName": "c",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": name, "namespace": "n"}, "spec": spec})
+    }
+
+    /// (status, reason, message) of a condition.
+    fn cond(
+        conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+        type_: &str,
+    ) -> (String, String, String) {
+        let c = conds.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    fn gateway_cond(out: &Output, gw: &str, type_: &str) -> (String, String, String) {
+        let status = &out.status.gateways[&ObjectRef::new("n", gw)];
+        cond(status.conditions.as_ref().unwrap(), type_)
+    }
+
+    fn listener_cond(out: &Output, gw: &str, type_: &str) -> (String, String, String) {
+        let status = &out.status.gateways[&ObjectRef::new("n", gw)];
+        cond(&status.listeners.as_ref().unwrap()[0].conditions, type_)
+    }
+
+    #[test]
+    fn gateways_of_a_class_we_do_not_accept_are_not_served() {
+        let params =
+            json!({"parametersRef": {"group": "example.com", "kind": "Config", "name": "x"}});
+        let route = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "r", "namespace": "n"},
+            "spec": {"parentRefs": [{"name": "g"}], "rules": [{}]}});
+        let out = translate(
+            &snapshot_of(vec![class(params), gateway("g", json!({})), route]),
+            &Options::default(),
+        );
+        let class = &out.status.gateway_classes["c"];
+        let (status, reason, message) = cond(class.conditions.as_ref().unwrap(), "Accepted");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "InvalidParameters")
+        );
+        assert!(
+            message.contains("example.com/Config is not supported"),
+            "{message}"
+        );
+        let (status, reason, message) = gateway_cond(&out, "g", "Accepted");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "InvalidParameters")
+        );
+        assert!(
+            message.contains("GatewayClass c is not accepted"),
+            "{message}"
+        );
+        assert_eq!(gateway_cond(&out, "g", "Programmed").0, "False");
+        let (status, _, message) = listener_cond(&out, "g", "Programmed");
+        assert_eq!(status, "False");
+        assert!(
+            message.contains("GatewayClass c is not accepted"),
+            "{message}"
+        );
+        assert!(out.config().apps.http.is_none(), "nothing is served");
+        let parents = &out.status.http_routes[&ObjectRef::new("n", "r")];
+        assert_eq!(cond(&parents[0].conditions, "Accepted").0, "False");
+    }
+
+    #[test]
+    fn only_unicast_static_addresses_are_supported() {
+        let bad = ["0.0.0.0", "::", "255.255.255.255", "224.0.0.1", "ff02::1"];
+        let mut docs = vec![class(json!({}))];
+        for (i, ip) in bad.iter().chain(&["127.0.0.1"]).enumerate() {
+            docs.push(gateway(
+                &format!("g{i}"),
+                json!({"addresses": [{"type": "IPAddress", "value": ip}],
+                    "listeners": [{"name": "http", "port": 8000 + i, "protocol": "HTTP"}]}),
+            ));
+        }
+        let out = translate(&snapshot_of(docs), &Options::default());
+        for (i, ip) in bad.iter().enumerate() {
+            let (status, reason, message) = gateway_cond(&out, &format!("g{i}"), "Accepted");
+            assert_eq!(
+                (status.as_str(), reason.as_str()),
+                ("False", "UnsupportedAddress"),
+                "{ip}"
+            );
+            assert!(message.contains("not a unicast address"), "{message}");
+        }
+        assert_eq!(gateway_cond(&out, "g5", "Accepted").0, "True");
+        let servers = &out.config().apps.http.as_ref().unwrap().servers;
+        assert_eq!(servers.keys().collect::<Vec<_>>(), ["port-8005-127.0.0.1"]);
+    }
+
+    #[test]
+    fn a_valid_listener_of_a_rejected_gateway_says_why_it_is_not_programmed() {
+        let out = translate(
+            &snapshot_of(vec![
+                class(json!({})),
+                gateway(
+                    "g",
+                    json!({"addresses": [{"type": "Hostname", "value": "gw.example"}]}),
+                ),
+            ]),
+            &Options::default(),
+        );
+        assert_eq!(listener_cond(&out, "g", "Accepted").0, "True");
+        let (status, _, message) = listener_cond(&out, "g", "Programmed");
+        assert_eq!(status, "False");
+        assert_eq!(
+            message,
+            "the Gateway is not accepted: address type Hostname is not supported; only IPAddress is"
+        );
+        let (_, _, message) = gateway_cond(&out, "g", "Programmed");
+        assert!(message.contains("address type Hostname"), "{message}");
+    }
+
+    #[test]
+    fn conflicts_name_the_gateway_and_listener_that_won() {
+        let hostname = json!({"listeners": [{"name": "http", "port": 80, "protocol": "HTTP", "hostname": "a.example"}]});
+        let out = translate(
+            &snapshot_of(vec![
+                class(json!({})),
+                gateway("a", hostname.clone()),
+                gateway("b", hostname),
+            ]),
+            &Options::default(),
+        );
+        let (status, reason, message) = listener_cond(&out, "b", "Conflicted");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "HostnameConflict")
+        );
+        assert_eq!(
+            message,
+            "hostname a.example on port 80 is already used by listener \"http\" of Gateway n/a"
+        );
+        assert_eq!(listener_cond(&out, "a", "Conflicted").0, "False");
+    }
+
+    /// tests/golden/fail-closed: what we do not implement is not served.
+    #[test]
+    fn unimplemented_security_features_fail_closed() {
+        let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/fail-closed/input.yaml");
+        let snapshot = crate::render::load(&[input]).unwrap();
+        let out = translate(&snapshot, &Options::default());
+        let gateway = &out.status.gateways[&ObjectRef::new("web", "mtls")];
+        let listener = |name: &str, type_: &str| {
+            let l = gateway.listeners.iter().flatten().find(|l| l.name == name);
+            let (status, reason, _) = cond(&l.unwrap().conditions, type_);
+            (status, reason)
+        };
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            listener("secure", "Accepted"),
+            pair("False", "UnsupportedValue")
+        );
+        assert_eq!(listener("secure", "Programmed").0, "False");
+        assert_eq!(
+            listener("other-port", "Accepted"),
+            pair("True", "Accepted"),
+            "perPort without validation replaces the default"
+        );
+        assert_eq!(listener("plain", "Accepted").0, "True");
+        let (status, reason, _) = cond(gateway.conditions.as_ref().unwrap(), "ResolvedRefs");
+        assert_eq!(
+            pair(&status, &reason),
+            pair("False", "InvalidClientCertificateRef")
+        );
+        let servers = &out.config().apps.http.as_ref().unwrap().servers;
+        assert_eq!(
+            servers.keys().collect::<Vec<_>>(),
+            ["port-80", "port-8443"],
+            "port 443 would serve without client authentication"
+        );
+        let config = serde_json::to_string(out.config()).unwrap();
+        assert!(!config.contains("10.2.0.2:443"), "dialed in plaintext");
+        assert!(
+            config.contains("10.2.0.2:80"),
+            "the port the policy does not name"
+        );
+        let route = &out.status.http_routes[&ObjectRef::new("web", "split")];
+        let (status, reason, _) = cond(&route[0].conditions, "ResolvedRefs");
+        assert_eq!(pair(&status, &reason), pair("False", "UnsupportedProtocol"));
+        let policy = &out.status.backend_tls_policies[&ObjectRef::new("web", "tls-app")];
+        assert_eq!(policy.len(), 1);
+        assert_eq!(policy[0].ancestor_ref.name, "mtls");
+        assert_eq!(cond(&policy[0].conditions, "Accepted").0, "False");
+        let grpc = &out.status.grpc_routes[&ObjectRef::new("web", "grpc")];
+        assert_eq!(grpc.len(), 1, "only the parentRef to a Gateway of ours");
+        let (status, reason, _) = cond(&grpc[0].conditions, "Accepted");
+        assert_eq!(
+            pair(&status, &reason),
+            pair("False", "NotAllowedByListeners")
+        );
     }
 
     #[test]

@@ -223,15 +223,21 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
                 problem("ResolvedRefs").unwrap_or_else(|| Cond::ok("ResolvedRefs", "ResolvedRefs")),
                 problem("Conflicted")
                     .unwrap_or_else(|| Cond::new("Conflicted", false, "NoConflicts", "")),
-                if programmed {
-                    Cond::ok("Programmed", "Programmed")
-                } else {
-                    Cond::new(
+                match (&model.rejected, programmed) {
+                    (_, true) => Cond::ok("Programmed", "Programmed"),
+                    // Its own conditions may all be True: say what stops it.
+                    (Some(rejected), _) if l.usable() => Cond::new(
+                        "Programmed",
+                        false,
+                        "Invalid",
+                        format!("the Gateway is not accepted: {}", rejected.message),
+                    ),
+                    _ => Cond::new(
                         "Programmed",
                         false,
                         "Invalid",
                         "listener is not valid; see its other conditions",
-                    )
+                    ),
                 },
             ];
             let before = previous
@@ -279,6 +285,13 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
         )
     } else if accepted.status && usable > 0 {
         Cond::ok("Programmed", "Programmed")
+    } else if let Some(rejected) = &model.rejected {
+        Cond::new(
+            "Programmed",
+            false,
+            "Invalid",
+            format!("the Gateway is not accepted: {}", rejected.message),
+        )
     } else {
         Cond::new(
             "Programmed",
@@ -300,7 +313,15 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
                 .collect()
         }),
         attached_listener_sets: None,
-        conditions: Some(stamp(vec![accepted, programmed], generation, before, now)),
+        conditions: Some(stamp(
+            [accepted, programmed]
+                .into_iter()
+                .chain(model.unresolved.clone())
+                .collect(),
+            generation,
+            before,
+            now,
+        )),
         listeners: Some(listeners),
     }
 }

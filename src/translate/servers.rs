@@ -49,23 +49,22 @@ pub fn assign(models: &mut [GatewayModel]) -> Vec<ServerPlan> {
                 .filter(|(_, p)| p.port == listener.port && p.fleet == models[g].fleet)
             {
                 if plan.binds == binds {
-                    problem = plan
-                        .members
-                        .iter()
-                        .find_map(|&(pg, pl)| conflict(&models[pg].listeners[pl], listener));
+                    problem = plan.members.iter().find_map(|&(pg, pl)| {
+                        conflict(&models[pg].key, &models[pg].listeners[pl], listener)
+                    });
                     target = Some(i);
                 } else if plan.binds.is_empty()
                     || binds.is_empty()
                     || plan.binds.iter().any(|b| binds.contains(b))
                 {
-                    let (pg, _) = plan.members[0];
+                    let (pg, pl) = plan.members[0];
                     problem = Some(Cond::new(
                         "Accepted",
                         false,
                         "PortUnavailable",
                         format!(
-                            "port {} is already bound on overlapping addresses by Gateway {}",
-                            listener.port, models[pg].key
+                            "port {} is already bound on overlapping addresses by listener {:?} of Gateway {}",
+                            listener.port, models[pg].listeners[pl].name, models[pg].key
                         ),
                     ));
                 }

@@ -26,9 +26,9 @@ in scope; set watchNamespace to narrow it.
 - apiGroups: ["discovery.k8s.io"]
   resources: [endpointslices]
   verbs: [list, watch]
-# Status (server-side apply; a merge patch for HTTPRoutes), never the objects.
+# Status (server-side apply; a merge patch for routes and policies), never the objects.
 - apiGroups: ["gateway.networking.k8s.io"]
-  resources: [gateways/status, httproutes/status]
+  resources: [gateways/status, httproutes/status, grpcroutes/status, backendtlspolicies/status]
   verbs: [patch]
 - apiGroups: ["kengine.khulnasoft.com"]
   resources: [kengineinstances/status]
