@@ -287,7 +287,17 @@ fn matcher(
         };
         set.method = Some(vec![name]);
     }
-    for h in m.headers.iter().flatten() {
+    // The spec: of entries with an equivalent name only the first counts
+    // (header names are case-insensitive, query names are not).
+    let mut seen = std::collections::BTreeSet::new();
+    let headers: Vec<_> = (m.headers.iter().flatten())
+        .filter(|h| seen.insert(h.name.to_ascii_lowercase()))
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let query_params: Vec<_> = (m.query_params.iter().flatten())
+        .filter(|q| seen.insert(q.name.as_str()))
+        .collect();
+    for h in &headers {
         let name = h.name.clone();
         match h
             .r#type
@@ -315,7 +325,7 @@ fn matcher(
     // `query` ANDs its keys; `vars_regexp` ORs its keys, so a second regexp
     // is ANDed in as not(any(not(regexp))).
     let mut regexps = Vec::new();
-    for q in m.query_params.iter().flatten() {
+    for q in &query_params {
         match q
             .r#type
             .clone()
@@ -355,8 +365,8 @@ fn matcher(
         path_kind,
         path_len: std::cmp::Reverse(value.len()),
         no_method: m.method.is_none(),
-        headers: std::cmp::Reverse(m.headers.as_ref().map_or(0, Vec::len)),
-        query: std::cmp::Reverse(m.query_params.as_ref().map_or(0, Vec::len)),
+        headers: std::cmp::Reverse(headers.len()),
+        query: std::cmp::Reverse(query_params.len()),
         created: None,
         route: None,
         rule: 0,
@@ -438,5 +448,31 @@ mod tests {
         );
         assert_eq!(set.header_regexp.unwrap()["X"].pattern, "^\\*a$");
         assert_eq!(set.header.unwrap()["Y"], vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn only_the_first_entry_of_a_repeated_name_counts() {
+        let (set, precedence) = m(serde_json::json!({
+            "headers": [
+                {"name": "X-A", "value": "1"},
+                {"name": "x-a", "value": "2"},
+                {"name": "X-A", "type": "RegularExpression", "value": "3"}
+            ],
+            "queryParams": [
+                {"name": "q", "value": "1"},
+                {"name": "q", "value": "2"},
+                {"name": "Q", "value": "3"}
+            ]
+        }));
+        let header = set.header.unwrap();
+        assert_eq!(header.len(), 1);
+        assert_eq!(header["X-A"], vec!["1".to_string()]);
+        assert_eq!(set.header_regexp, None);
+        let query = set.query.unwrap();
+        assert_eq!(query.len(), 2);
+        assert_eq!(query["q"], vec!["1".to_string()]);
+        assert_eq!(query["Q"], vec!["3".to_string()]);
+        assert_eq!(precedence.headers, std::cmp::Reverse(1));
+        assert_eq!(precedence.query, std::cmp::Reverse(2));
     }
 }
