@@ -190,7 +190,7 @@ fn compile_match(
     precedence.match_index = match_index;
     let (first, second) = match prefix {
         Some(p) if filters::needs_prefix_split(rule_filters) => {
-            let escaped = escape(p.trim_end_matches('/'));
+            let escaped = escape(decode_path(p).trim_end_matches('/'));
             let with = |pattern: String| MatcherSet {
                 path_regexp: Some(RegexpMatcher {
                     name: Some(PREFIX_CAPTURE.into()),
@@ -260,12 +260,13 @@ fn matcher(
     let mut prefix = None;
     let path_kind = match kind {
         PathType::Exact => {
-            set.path_regexp = Some(regexp(anchored("^", value, "$")));
+            set.path_regexp = Some(regexp(anchored("^", &decode_path(value), "$")));
             0
         }
         PathType::PathPrefix => {
             // Segment-aware: `/foo` matches `/foo` and `/foo/x`, never `/foobar`.
-            let trimmed = value.trim_end_matches('/');
+            let decoded = decode_path(value);
+            let trimmed = decoded.trim_end_matches('/');
             if !trimmed.is_empty() || capture {
                 set.path_regexp = Some(RegexpMatcher {
                     name,
@@ -383,6 +384,35 @@ fn regexp(pattern: String) -> RegexpMatcher {
     }
 }
 
+/// An Exact or PathPrefix value as Kengine's `path_regexp` sees the request
+/// path: percent-decoded once (the CRD admits a space or a non-ASCII
+/// character only as `%XX` octets). Malformed escapes stay literal, as in
+/// Go's path decoding they would fail the request instead.
+fn decode_path(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains('%') {
+        return value.into();
+    }
+    let hex = |b: u8| (b as char).to_digit(16);
+    let (bytes, mut out, mut i) = (value.as_bytes(), Vec::with_capacity(value.len()), 0);
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned().into()
+}
+
 /// Escapes a literal for Go's RE2 syntax.
 pub fn escape(literal: &str) -> String {
     anchored("", literal, "")
@@ -448,6 +478,17 @@ mod tests {
         );
         assert_eq!(set.header_regexp.unwrap()["X"].pattern, "^\\*a$");
         assert_eq!(set.header.unwrap()["Y"], vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn percent_encoded_path_values_match_the_decoded_path() {
+        let (set, _) =
+            m(serde_json::json!({"path": {"type": "Exact", "value": "/a%20b/caf%C3%A9"}}));
+        assert_eq!(set.path_regexp.unwrap().pattern, "^/a b/caf\u{e9}$");
+        let (set, _) =
+            m(serde_json::json!({"path": {"type": "PathPrefix", "value": "/100%25/x%2fy/"}}));
+        assert_eq!(set.path_regexp.unwrap().pattern, "^/100%/x/y(/.*)?$");
+        assert_eq!(decode_path("/%zz%4"), "/%zz%4");
     }
 
     #[test]
