@@ -392,14 +392,17 @@ fn decode_path(value: &str) -> std::borrow::Cow<'_, str> {
     if !value.contains('%') {
         return value.into();
     }
-    let hex = |b: u8| (b as char).to_digit(16);
+    String::from_utf8_lossy(&percent_decode(value))
+        .into_owned()
+        .into()
+}
+
+/// The octets of `value` with each valid `%XX` decoded once.
+pub fn percent_decode(value: &str) -> Vec<u8> {
+    let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
     let (bytes, mut out, mut i) = (value.as_bytes(), Vec::with_capacity(value.len()), 0);
     while i < bytes.len() {
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
+        match (bytes[i], hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
             (b'%', Some(hi), Some(lo)) => {
                 out.push((hi * 16 + lo) as u8);
                 i += 3;
@@ -410,7 +413,7 @@ fn decode_path(value: &str) -> std::borrow::Cow<'_, str> {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned().into()
+    out
 }
 
 /// Escapes a literal for Go's RE2 syntax.
