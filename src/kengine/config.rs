@@ -124,9 +124,21 @@ pub enum Handler {
     ReverseProxy(ReverseProxy),
     Headers(Headers),
     /// Changes the request URI; a path without `?` keeps the query string.
+    /// `path_regexp` replaces within the escaped path instead, so encoded
+    /// octets such as `%2F` outside the match survive (`uri` decodes them).
     Rewrite {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         uri: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        path_regexp: Vec<PathReplace>,
     },
+}
+
+/// One regexp replacement of a `rewrite` handler's `path_regexp`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PathReplace {
+    pub find: String,
+    pub replace: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -215,32 +215,75 @@ pub fn join(host: &str, port: i32) -> String {
     }
 }
 
-/// Per-dial weights for weighted round robin: each backend's share is split
-/// evenly over its addresses. Returns `(dial, weight)` pairs in backend order.
+/// The largest total of the weights [`upstream_weights`] emits. Kengine's
+/// weighted round robin serves each weight as a run of consecutive
+/// requests, so a small total also keeps the split fine-grained.
+pub const MAX_TOTAL_WEIGHT: u64 = 10_000;
+
+/// Per-dial weights for weighted round robin: each backend gets
+/// `weight / total` of the traffic, split evenly over its addresses.
+/// Returns `(dial, weight)` pairs in backend order.
+///
+/// Exact (smallest integers) when those sum to at most
+/// [`MAX_TOTAL_WEIGHT`]; otherwise each dial's share is rounded to a
+/// multiple of `1 / MAX_TOTAL_WEIGHT` (at least 1), so a backend's share
+/// is off by at most `dials / (2 * MAX_TOTAL_WEIGHT)` before the minimum
+/// of 1 per dial. No step overflows.
 pub fn upstream_weights<B: Borrow<Backend>>(backends: &[B]) -> Vec<(String, u32)> {
-    let live = || {
-        backends
-            .iter()
-            .map(Borrow::borrow)
-            .filter(|b: &&Backend| b.weight > 0 && !b.dials.is_empty())
-    };
-    let lcm = live().fold(1u64, |acc, b| lcm(acc, b.dials.len() as u64));
-    let each = |b: &Backend| u64::from(b.weight) * lcm / b.dials.len() as u64;
-    let g = live().fold(0, |acc, b| gcd(acc, each(b))).max(1);
-    live()
-        .flat_map(|b| {
-            let weight = u32::try_from(each(b) / g).unwrap_or(u32::MAX);
-            b.dials.iter().map(move |d| (d.clone(), weight))
+    let live: Vec<&Backend> = backends
+        .iter()
+        .map(Borrow::borrow)
+        .filter(|b| b.weight > 0 && !b.dials.is_empty())
+        .collect();
+    let per_dial = exact_weights(&live).unwrap_or_else(|| rounded_weights(&live));
+    live.iter()
+        .zip(per_dial)
+        .flat_map(|(b, weight)| b.dials.iter().map(move |d| (d.clone(), weight)))
+        .collect()
+}
+
+/// The smallest integer per-dial weights of each backend, if they sum to
+/// at most [`MAX_TOTAL_WEIGHT`].
+fn exact_weights(live: &[&Backend]) -> Option<Vec<u32>> {
+    let lcm = live
+        .iter()
+        .try_fold(1u128, |acc, b| lcm(acc, b.dials.len() as u128))?;
+    let each: Vec<u128> = live
+        .iter()
+        .map(|b| u128::from(b.weight).checked_mul(lcm / b.dials.len() as u128))
+        .collect::<Option<_>>()?;
+    let g = each.iter().fold(0, |acc, &e| gcd(acc, e)).max(1);
+    let mut total = 0u128;
+    for (b, e) in live.iter().zip(&each) {
+        total = total.checked_add((e / g).checked_mul(b.dials.len() as u128)?)?;
+    }
+    if total > u128::from(MAX_TOTAL_WEIGHT) {
+        return None;
+    }
+    each.iter().map(|e| u32::try_from(e / g).ok()).collect()
+}
+
+/// Per-dial weights rounded to a total of about [`MAX_TOTAL_WEIGHT`].
+fn rounded_weights(live: &[&Backend]) -> Vec<u32> {
+    let sum: u128 = live.iter().map(|b| u128::from(b.weight)).sum();
+    let scale = u128::from(MAX_TOTAL_WEIGHT);
+    live.iter()
+        .map(|b| {
+            let share = u128::from(b.weight) * scale;
+            let den = sum * b.dials.len() as u128;
+            // Round to nearest; every live dial keeps some traffic.
+            let w = (2 * share + den) / (2 * den);
+            u32::try_from(w.max(1)).unwrap_or(u32::MAX)
         })
         .collect()
 }
 
-fn gcd(a: u64, b: u64) -> u64 {
+fn gcd(a: u128, b: u128) -> u128 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-fn lcm(a: u64, b: u64) -> u64 {
-    a / gcd(a, b) * b
+fn lcm(a: u128, b: u128) -> Option<u128> {
+    (a / gcd(a, b)).checked_mul(b)
 }
 
 #[cfg(test)]
@@ -269,5 +312,71 @@ mod tests {
             [1, 1, 2]
         );
         assert_eq!(upstream_weights(&[b(0, 1), b(5, 1)]).len(), 1);
+    }
+
+    /// Each backend's share of the traffic, from the per-dial weights.
+    fn shares(backends: &[Backend]) -> Vec<f64> {
+        let weights = upstream_weights(backends);
+        let total: f64 = weights.iter().map(|w| f64::from(w.1)).sum();
+        backends
+            .iter()
+            .map(|b| {
+                let mine: f64 = weights
+                    .iter()
+                    .filter(|(d, _)| b.dials.contains(d))
+                    .map(|w| f64::from(w.1))
+                    .sum();
+                mine / total
+            })
+            .collect()
+    }
+
+    #[test]
+    fn many_endpoint_counts_do_not_overflow_and_keep_proportions() {
+        // 16 headless Services with 2, 3, 5, ... 53 endpoints: the exact
+        // weights need their product (about 3e19) as a common multiple.
+        let primes = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53];
+        let backends: Vec<Backend> = primes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Backend {
+                weight: 1,
+                dials: (0..n).map(|j| format!("10.{i}.0.{j}:80")).collect(),
+                h2c: false,
+            })
+            .collect();
+        let weights = upstream_weights(&backends);
+        let total: u64 = weights.iter().map(|w| u64::from(w.1)).sum();
+        assert!(total <= MAX_TOTAL_WEIGHT + 400, "{total}");
+        for (share, n) in shares(&backends).iter().zip(primes) {
+            // Within the documented bound: dials / (2 * MAX_TOTAL_WEIGHT).
+            let bound = n as f64 / (2.0 * MAX_TOTAL_WEIGHT as f64) + 0.002;
+            assert!((share - 1.0 / 16.0).abs() < bound, "{n}: {share}");
+        }
+    }
+
+    #[test]
+    fn large_weights_do_not_overflow_and_keep_proportions() {
+        let b = |w, n: usize, k: usize| Backend {
+            weight: w,
+            dials: (0..n).map(|i| format!("10.{k}.0.{i}:80")).collect(),
+            h2c: false,
+        };
+        // 13 refs of weight 1,000,000 over 2, 3, 5, ... 41 endpoints: the
+        // weight times the common multiple overflowed 64 bits.
+        let primes = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41];
+        let backends: Vec<Backend> = (primes.iter().enumerate())
+            .map(|(k, &n)| b(1_000_000, n, k))
+            .collect();
+        for share in shares(&backends) {
+            assert!((share - 1.0 / 13.0).abs() < 0.002, "{share}");
+        }
+        let uneven = [b(1_000_000, 7, 0), b(1, 1, 1), b(999_999, 3, 2)];
+        let s = shares(&uneven);
+        assert!(
+            (s[0] - 0.5).abs() < 0.001 && (s[2] - 0.5).abs() < 0.001,
+            "{s:?}"
+        );
+        assert!(s[1] > 0.0 && s[1] < 0.001, "{s:?}");
     }
 }

@@ -11,7 +11,7 @@ use gateway_api::apis::experimental::httproutes::{
 
 use super::conditions::Cond;
 use crate::kengine::config::{
-    Handler, HeaderOps, Headers, MatcherSet, RegexpMatcher, Route, StaticResponse,
+    Handler, HeaderOps, Headers, MatcherSet, PathReplace, RegexpMatcher, Route, StaticResponse,
 };
 
 /// The placeholder holding what follows a PathPrefix match (named capture 1).
@@ -82,7 +82,7 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                         &path.replace_prefix_match,
                         ctx,
                     )?;
-                    out.push(Handler::Rewrite { uri });
+                    out.push(rewrite(uri, ctx));
                 }
                 if let Some(host) = &m.hostname {
                     let set = BTreeMap::from([("Host".to_string(), vec![host.clone()])]);
@@ -110,7 +110,7 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                         &path.replace_prefix_match,
                         ctx,
                     )?;
-                    out.push(Handler::Rewrite { uri });
+                    out.push(rewrite(uri, ctx));
                 }
                 let scheme = match m.scheme {
                     Some(Scheme::Http) => "http",
@@ -307,6 +307,55 @@ fn replaced_prefix(replacement: &str, ctx: Context) -> Result<String, Cond> {
         (_, true) => trimmed.into(),
         _ => format!("{trimmed}{PREFIX_REST}"),
     })
+}
+
+/// The rewrite to `uri`. One that keeps what followed the prefix replaces
+/// the prefix within the escaped path: rebuilding the URI would decode
+/// `%2F` and the like in the rest, and only the prefix may change.
+fn rewrite(uri: String, ctx: Context) -> Handler {
+    let (Some(replacement), Some(prefix)) = (uri.strip_suffix(PREFIX_REST), ctx.prefix) else {
+        return Handler::Rewrite {
+            uri,
+            path_regexp: vec![],
+        };
+    };
+    Handler::Rewrite {
+        uri: String::new(),
+        path_regexp: vec![PathReplace {
+            find: format!(
+                "^{}(/.*)?$",
+                escaped_path_regexp(prefix.trim_end_matches('/'))
+            ),
+            // `$` is the expansion's metacharacter; `$1` the rest (last, so
+            // no name can follow it; `${1}` would be read as a placeholder).
+            replace: format!("{}$1", replacement.replace('$', "$$")),
+        }],
+    }
+}
+
+/// A regexp for `value` as it appears in an escaped request path: each
+/// octet of the decoded value either as itself or as `%XX` (any case),
+/// the same octets the decoded-path matcher accepted.
+fn escaped_path_regexp(value: &str) -> String {
+    let decoded = super::rules::percent_decode(value);
+    let mut out = String::new();
+    for b in decoded {
+        let case = |d: u8| {
+            let (u, l) = (format!("{d:X}"), format!("{d:x}"));
+            if u == l { u } else { format!("[{u}{l}]") }
+        };
+        let encoded = format!("%{}{}", case(b >> 4), case(b & 15));
+        if b == b'/' {
+            // The matcher folded doubled slashes; so does this.
+            out.push_str("(?:/|%2[Ff])+");
+        } else if b.is_ascii_graphic() {
+            let literal = super::rules::escape(&(b as char).to_string());
+            out.push_str(&format!("(?:{literal}|{encoded})"));
+        } else {
+            out.push_str(&encoded);
+        }
+    }
+    out
 }
 
 /// Does a ReplacePrefixMatch in these filters need the request path split

@@ -11,7 +11,7 @@ use gateway_api::apis::experimental::gateways::{
 use kube::ResourceExt;
 
 use super::conditions::Cond;
-use super::hostnames::Host;
+use super::hostnames::{self, Host};
 use super::refgrant;
 use super::tls::{PemPair, pem_pair};
 use crate::snapshot::{ObjectRef, Snapshot};
@@ -255,6 +255,9 @@ fn listener(snapshot: &Snapshot, gateway: &ObjectRef, spec: &GatewayListeners) -
             "PortUnavailable",
             format!("port {} is invalid", spec.port),
         ));
+    }
+    if let Some(Err(why)) = spec.hostname.as_deref().map(hostnames::validate) {
+        problems.push(Cond::new("Accepted", false, "Invalid", why));
     }
     let allowed = spec.allowed_routes.as_ref();
     let namespaces = match allowed.and_then(|a| a.namespaces.as_ref()) {

@@ -78,8 +78,40 @@ impl Host {
     /// Regexp (for `vars_regexp` on the request host) matching what a
     /// wildcard matches; the host matcher's own `*` covers one label only.
     pub fn wildcard_regexp(suffix: &str) -> String {
-        format!("^(?i)[^.]+(\\.[^.]+)*\\.{}$", suffix.replace('.', "\\."))
+        format!("^(?i)[^.]+(\\.[^.]+)*\\.{}$", super::rules::escape(suffix))
     }
+}
+
+/// Checks a listener's or route's hostname against the Gateway API's rules
+/// (files skip the CRD schema): an RFC 1123 subdomain of at most 253
+/// characters, labels of at most 63, optionally led by a `*.` wildcard
+/// label, and not an IP address. Case is not significant (RFC 4343); the
+/// CRD's pattern asks for lowercase, and we lowercase.
+pub fn validate(hostname: &str) -> Result<(), String> {
+    let why = |what: &str| Err(format!("hostname {hostname:?} is not valid: {what}"));
+    if hostname.len() > 253 {
+        return why("longer than 253 characters");
+    }
+    if hostname.parse::<std::net::IpAddr>().is_ok() {
+        return why("IP addresses are not allowed");
+    }
+    let name = hostname.strip_prefix("*.").unwrap_or(hostname);
+    if name.is_empty() {
+        return why("it is empty");
+    }
+    for label in name.split('.') {
+        let b = label.as_bytes();
+        let inner = |c: &u8| c.is_ascii_alphanumeric() || *c == b'-';
+        if b.is_empty() || b.len() > 63 {
+            return why("each label needs 1 to 63 characters");
+        }
+        if !(b.iter().all(inner) && b[0] != b'-' && b[b.len() - 1] != b'-') {
+            return why(
+                "labels are letters, digits and inner '-', with only a leading '*.' wildcard",
+            );
+        }
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for Host {
@@ -187,6 +219,52 @@ mod tests {
         let mut v = vec![Host::Any, h("*.com"), h("*.a.com"), h("b.a.com")];
         v.sort_by(Host::specificity_cmp);
         assert_eq!(v, vec![h("b.a.com"), h("*.a.com"), h("*.com"), Host::Any]);
+    }
+
+    #[test]
+    fn hostnames_follow_rfc_1123_and_the_crd() {
+        for good in [
+            "a",
+            "foo.example.com",
+            "*.example.com",
+            "*.a",
+            "x-1.y2.Z",
+            "1.2.3",
+        ] {
+            assert_eq!(validate(good), Ok(()), "{good}");
+        }
+        let long_label = format!("{}.com", "a".repeat(64));
+        let long_name = ["abcdefghi"; 26].join(".");
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "*.a(b",
+            "*.a$|.*",
+            "a.*.com",
+            "**.com",
+            "-a.com",
+            "a-.com",
+            "a..com",
+            "a.com.",
+            "a_b.com",
+            "10.0.0.1",
+            "::1",
+            "caf\u{e9}.com",
+            long_label.as_str(),
+            long_name.as_str(),
+        ] {
+            assert!(validate(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn wildcard_regexp_escapes_every_metacharacter() {
+        // Unvalidated input must still stay literal.
+        assert_eq!(
+            Host::wildcard_regexp("a$|.*"),
+            "^(?i)[^.]+(\\.[^.]+)*\\.a\\$\\|\\.\\*$"
+        );
     }
 
     #[test]

@@ -464,7 +464,12 @@ mod tests {
     fn every_host_reaches_its_own_leaf_and_unknown_hosts_none() {
         for n in [1, 4, 5, 17, 100, 313, 1000] {
             let hosts: Vec<String> = (0..n).map(|i| format!("h{i:04}.example.com")).collect();
-            let mark = |h: &str| vec![Handler::Rewrite { uri: h.to_string() }];
+            let mark = |h: &str| {
+                vec![Handler::Rewrite {
+                    uri: h.to_string(),
+                    path_regexp: vec![],
+                }]
+            };
             let routes = tree(hosts.iter().map(|h| (h.clone(), mark(h))).collect());
             assert!(
                 routes.iter().all(|r| r.matchers.len() == 1),

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{Cond, stamp};
 use super::gateways::{self, GROUP, GatewayModel, HTTP_ROUTE, Protocol};
-use super::hostnames::{Host, effective_hostnames};
+use super::hostnames::{self, Host, effective_hostnames};
 use super::rule_backends;
 use super::rules::{self, CompiledMatch, ListenerContext};
 use super::servers::ListenerId;
@@ -73,6 +73,10 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
             },
             &mut caches,
         );
+        // The CRD schema would refuse the whole route; files skip it.
+        let bad_hostname = (route.spec.hostnames.iter().flatten())
+            .find_map(|h| hostnames::validate(h).err())
+            .map(|why| Cond::new("Accepted", false, "UnsupportedValue", why));
         let shared =
             (!rules::depends_on_listener(route)).then(|| std::mem::take(&mut compiled.matches));
         let mut per_listener: BTreeMap<(u16, bool), Vec<CompiledMatch>> = BTreeMap::new();
@@ -86,7 +90,10 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
                 port: parent.port,
                 section_name: parent.section_name.clone(),
             };
-            let accepted = match (&compiled.unsupported, &models[g].rejected) {
+            let accepted = match (
+                bad_hostname.as_ref().or(compiled.unsupported.as_ref()),
+                &models[g].rejected,
+            ) {
                 (Some(cond), _) => cond.clone(),
                 (None, Some(_)) => Cond::new(
                     "Accepted",

@@ -170,10 +170,13 @@ fn timeout(rule: &HttpRouteRules) -> Result<Option<String>, Cond> {
     let Some(t) = &rule.timeouts else {
         return Ok(None);
     };
-    let mut shortest: Option<(u128, String)> = None;
+    let mut shortest: Option<(u64, String)> = None;
     for value in [&t.request, &t.backend_request].into_iter().flatten() {
         let millis = duration_millis(value).ok_or_else(|| {
-            filters::unsupported(format!("timeout {value:?} is not a Gateway API duration"))
+            filters::unsupported(format!(
+                "timeout {value:?} is not a Gateway API duration: 1 to 4 numbers of \
+                 at most 5 digits, each followed by h, m, s or ms"
+            ))
         })?;
         if millis > 0 && shortest.as_ref().is_none_or(|(m, _)| millis < *m) {
             shortest = Some((millis, value.clone()));
@@ -182,19 +185,20 @@ fn timeout(rule: &HttpRouteRules) -> Result<Option<String>, Cond> {
     Ok(shortest.map(|(_, v)| v))
 }
 
-/// GEP-2257 durations (`1h`, `30s`, `500ms`, `1m30s`), which Go also parses.
-fn duration_millis(value: &str) -> Option<u128> {
-    let mut total = 0u128;
+/// GEP-2257 durations (`1h`, `30s`, `500ms`, `1m30s`): one to four parts
+/// of one to five digits and a unit (`^([0-9]{1,5}(h|m|s|ms)){1,4}$`).
+/// The bounds keep every value well inside what Go parses (about 2562047h).
+fn duration_millis(value: &str) -> Option<u64> {
+    let mut total = 0u64;
     let mut rest = value;
-    if rest.is_empty() {
-        return None;
-    }
+    let mut parts = 0;
     while !rest.is_empty() {
+        parts += 1;
         let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        if digits == 0 {
+        if parts > 4 || digits == 0 || digits > 5 {
             return None;
         }
-        let n: u128 = rest[..digits].parse().ok()?;
+        let n: u64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
         let (unit, len) = if rest.starts_with("ms") {
             (1, 2)
@@ -209,7 +213,7 @@ fn duration_millis(value: &str) -> Option<u128> {
         total += n * unit;
         rest = &rest[len..];
     }
-    Some(total)
+    (parts > 0).then_some(total)
 }
 
 #[cfg(test)]
@@ -265,5 +269,32 @@ mod tests {
         assert_eq!(duration_millis("1.5s"), None);
         assert_eq!(duration_millis(""), None);
         assert_eq!(duration_millis("10"), None);
+        assert_eq!(
+            duration_millis("99999h99999m99999s99999ms"),
+            Some(366_096_438_999)
+        );
+        assert_eq!(duration_millis("1h1h"), Some(7_200_000));
+    }
+
+    #[test]
+    fn durations_outside_the_grammar_are_refused_not_overflowed() {
+        // Too many digits: would overflow (and panic in debug builds) or
+        // exceed what Go's time.ParseDuration accepts.
+        assert_eq!(
+            duration_millis("999999999999999999999999999999999999h"),
+            None
+        );
+        assert_eq!(duration_millis("2562048h"), None);
+        assert_eq!(duration_millis("100000s"), None);
+        assert_eq!(duration_millis("1h1m1s1ms1h"), None);
+        assert_eq!(duration_millis("-1s"), None);
+        let r: HttpRouteRules =
+            serde_json::from_value(json!({"timeouts": {"request": "2562048h"}})).unwrap();
+        let cond = timeout(&r).unwrap_err();
+        assert_eq!(
+            (cond.type_, cond.status, cond.reason),
+            ("Accepted", false, "UnsupportedValue")
+        );
+        assert!(cond.message.contains("2562048h"), "{}", cond.message);
     }
 }

@@ -190,7 +190,7 @@ fn compile_match(
     precedence.match_index = match_index;
     let (first, second) = match prefix {
         Some(p) if filters::needs_prefix_split(rule_filters) => {
-            let escaped = escape(p.trim_end_matches('/'));
+            let escaped = escape(decode_path(p).trim_end_matches('/'));
             let with = |pattern: String| MatcherSet {
                 path_regexp: Some(RegexpMatcher {
                     name: Some(PREFIX_CAPTURE.into()),
@@ -260,12 +260,13 @@ fn matcher(
     let mut prefix = None;
     let path_kind = match kind {
         PathType::Exact => {
-            set.path_regexp = Some(regexp(anchored("^", value, "$")));
+            set.path_regexp = Some(regexp(anchored("^", &decode_path(value), "$")));
             0
         }
         PathType::PathPrefix => {
             // Segment-aware: `/foo` matches `/foo` and `/foo/x`, never `/foobar`.
-            let trimmed = value.trim_end_matches('/');
+            let decoded = decode_path(value);
+            let trimmed = decoded.trim_end_matches('/');
             if !trimmed.is_empty() || capture {
                 set.path_regexp = Some(RegexpMatcher {
                     name,
@@ -287,7 +288,17 @@ fn matcher(
         };
         set.method = Some(vec![name]);
     }
-    for h in m.headers.iter().flatten() {
+    // The spec: of entries with an equivalent name only the first counts
+    // (header names are case-insensitive, query names are not).
+    let mut seen = std::collections::BTreeSet::new();
+    let headers: Vec<_> = (m.headers.iter().flatten())
+        .filter(|h| seen.insert(h.name.to_ascii_lowercase()))
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let query_params: Vec<_> = (m.query_params.iter().flatten())
+        .filter(|q| seen.insert(q.name.as_str()))
+        .collect();
+    for h in &headers {
         let name = h.name.clone();
         match h
             .r#type
@@ -315,7 +326,7 @@ fn matcher(
     // `query` ANDs its keys; `vars_regexp` ORs its keys, so a second regexp
     // is ANDed in as not(any(not(regexp))).
     let mut regexps = Vec::new();
-    for q in m.query_params.iter().flatten() {
+    for q in &query_params {
         match q
             .r#type
             .clone()
@@ -355,8 +366,8 @@ fn matcher(
         path_kind,
         path_len: std::cmp::Reverse(value.len()),
         no_method: m.method.is_none(),
-        headers: std::cmp::Reverse(m.headers.as_ref().map_or(0, Vec::len)),
-        query: std::cmp::Reverse(m.query_params.as_ref().map_or(0, Vec::len)),
+        headers: std::cmp::Reverse(headers.len()),
+        query: std::cmp::Reverse(query_params.len()),
         created: None,
         route: None,
         rule: 0,
@@ -371,6 +382,38 @@ fn regexp(pattern: String) -> RegexpMatcher {
         name: None,
         pattern,
     }
+}
+
+/// An Exact or PathPrefix value as Kengine's `path_regexp` sees the request
+/// path: percent-decoded once (the CRD admits a space or a non-ASCII
+/// character only as `%XX` octets). Malformed escapes stay literal, as in
+/// Go's path decoding they would fail the request instead.
+fn decode_path(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains('%') {
+        return value.into();
+    }
+    String::from_utf8_lossy(&percent_decode(value))
+        .into_owned()
+        .into()
+}
+
+/// The octets of `value` with each valid `%XX` decoded once.
+pub fn percent_decode(value: &str) -> Vec<u8> {
+    let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
+    let (bytes, mut out, mut i) = (value.as_bytes(), Vec::with_capacity(value.len()), 0);
+    while i < bytes.len() {
+        match (bytes[i], hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Escapes a literal for Go's RE2 syntax.
@@ -438,5 +481,42 @@ mod tests {
         );
         assert_eq!(set.header_regexp.unwrap()["X"].pattern, "^\\*a$");
         assert_eq!(set.header.unwrap()["Y"], vec!["b".to_string()]);
+    }
+
+    #[test]
+    fn percent_encoded_path_values_match_the_decoded_path() {
+        let (set, _) =
+            m(serde_json::json!({"path": {"type": "Exact", "value": "/a%20b/caf%C3%A9"}}));
+        assert_eq!(set.path_regexp.unwrap().pattern, "^/a b/caf\u{e9}$");
+        let (set, _) =
+            m(serde_json::json!({"path": {"type": "PathPrefix", "value": "/100%25/x%2fy/"}}));
+        assert_eq!(set.path_regexp.unwrap().pattern, "^/100%/x/y(/.*)?$");
+        assert_eq!(decode_path("/%zz%4"), "/%zz%4");
+    }
+
+    #[test]
+    fn only_the_first_entry_of_a_repeated_name_counts() {
+        let (set, precedence) = m(serde_json::json!({
+            "headers": [
+                {"name": "X-A", "value": "1"},
+                {"name": "x-a", "value": "2"},
+                {"name": "X-A", "type": "RegularExpression", "value": "3"}
+            ],
+            "queryParams": [
+                {"name": "q", "value": "1"},
+                {"name": "q", "value": "2"},
+                {"name": "Q", "value": "3"}
+            ]
+        }));
+        let header = set.header.unwrap();
+        assert_eq!(header.len(), 1);
+        assert_eq!(header["X-A"], vec!["1".to_string()]);
+        assert_eq!(set.header_regexp, None);
+        let query = set.query.unwrap();
+        assert_eq!(query.len(), 2);
+        assert_eq!(query["q"], vec!["1".to_string()]);
+        assert_eq!(query["Q"], vec!["3".to_string()]);
+        assert_eq!(precedence.headers, std::cmp::Reverse(1));
+        assert_eq!(precedence.query, std::cmp::Reverse(2));
     }
 }
