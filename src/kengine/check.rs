@@ -95,6 +95,8 @@ fn walk(v: &Value, path: &mut String) -> Result<(), CheckError> {
             r
         }),
         Value::Object(map) => map.iter().try_for_each(|(key, item)| {
+            // Names of servers and named routes (and `invoke`'s) are never expanded.
+            let literal_key = path.ends_with("named_routes") || path.ends_with("servers");
             let len = path.len();
             if !path.is_empty() {
                 path.push('.');
@@ -107,6 +109,8 @@ fn walk(v: &Value, path: &mut String) -> Result<(), CheckError> {
                 (k, Value::String(d)) if DURATIONS.contains(&k) => go_duration(d)
                     .map(|_| ())
                     .ok_or_else(|| at(path, Problem::Duration(d.clone()))),
+                ("name", Value::String(_)) => Ok(()),
+                _ if literal_key => walk(item, path),
                 _ => strings(key)
                     .map_err(|p| at(path, p))
                     .and_then(|()| walk(item, path)),
