@@ -95,8 +95,11 @@ fn walk(v: &Value, path: &mut String) -> Result<(), CheckError> {
             r
         }),
         Value::Object(map) => map.iter().try_for_each(|(key, item)| {
-            // Names of servers and named routes (and `invoke`'s) are never expanded.
-            let literal_key = path.ends_with("named_routes") || path.ends_with("servers");
+            // Kengine never expands the names of servers and named routes
+            // (nor `invoke`'s), nor the header names its header matchers read.
+            let literal_key = ["named_routes", "servers", ".header", ".header_regexp"]
+                .iter()
+                .any(|k| path.ends_with(k));
             let len = path.len();
             if !path.is_empty() {
                 path.push('.');
@@ -290,6 +293,16 @@ mod tests {
             route(&bad_key).unwrap_err().problem,
             Problem::Placeholder(_)
         ));
+        // Header matchers read their names literally; their values expand.
+        let header_match = |name: &str, value: &str| Route {
+            matchers: vec![MatcherSet {
+                header: Some([(name.to_string(), vec![value.to_string()])].into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(route(&header_match("{env.HOME}", "x")), Ok(()));
+        assert!(route(&header_match("x", "{env.HOME}")).is_err());
         let json = serde_json::json!({"apps": {"http": {"servers": {"s": {"listen": [":1"],
             "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [],
             "transport": {"protocol": "http", "response_header_timeout": "2562048h"}}]}]}}}}});
