@@ -6,7 +6,9 @@ mod support;
 use std::net::SocketAddr;
 
 use kengine_gateway::kengine::AdminError;
-use kengine_gateway::kengine::config::{Handler, MatcherSet, RegexpMatcher, Route};
+use kengine_gateway::kengine::config::{
+    Admin, AdminConfig, Handler, MatcherSet, RegexpMatcher, Route,
+};
 use kengine_gateway::sinks::pusher::{Pushed, Pusher};
 use support::*;
 
@@ -195,7 +197,22 @@ async fn rejected_config_keeps_the_last_good_one_serving() {
             terminal: false,
         },
     );
+    // Our check refuses it before sending, and says where.
     match pusher.push(&bad).await {
+        Err(AdminError::Unloadable(e)) => {
+            assert!(
+                e.path.ends_with(".routes[0].match[0].path_regexp.pattern"),
+                "{e}"
+            );
+        }
+        other => panic!("expected the check to refuse it, got {other:?}"),
+    }
+    // Kengine agrees, and its own reason is kept.
+    bad.admin = Some(Admin {
+        listen: Some(k.process.admin().addr().to_string()),
+        config: Some(AdminConfig { persist: false }),
+    });
+    match k.process.admin().load(bad.to_json()).await {
         Err(AdminError::Rejected { status, body }) => {
             assert_eq!(status.as_u16(), 400);
             assert!(

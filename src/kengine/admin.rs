@@ -53,6 +53,9 @@ pub enum AdminError {
     Rejected { status: StatusCode, body: String },
     #[error("kengine admin API unreachable: {0}")]
     Transport(#[from] reqwest::Error),
+    /// Not sent: our check found a value Kengine would refuse.
+    #[error("config not loaded: Kengine would refuse it {0}")]
+    Unloadable(#[from] super::check::CheckError),
 }
 
 /// TLS material for a remote admin API.

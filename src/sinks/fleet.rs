@@ -93,13 +93,21 @@ impl FleetPusher {
         }
         let hash = config_hash(config);
         let body = config.to_json();
+        // Kengine would refuse the whole config: say where, send nothing.
+        let refused = crate::kengine::check::config(config)
+            .err()
+            .map(|e| format!("config not loaded: Kengine would refuse it {e}"));
         let jobs = targets.iter().map(|t| {
             let current = self.loaded.get(&t.uid) == Some(&hash);
             let admin = self.admin.get(&t.uid).cloned();
             let body = &body;
+            let refused = refused.clone();
             async move {
                 if current {
                     return (t, Outcome::Unchanged);
+                }
+                if let Some(e) = refused {
+                    return (t, Outcome::Failed(e));
                 }
                 match push_one(&t.client, body, admin).await {
                     Ok(admin) => (t, Outcome::Loaded(admin)),

@@ -1,7 +1,7 @@
 //! Pushes configs to one Kengine, only when they changed.
 
 use crate::kengine::config::{Admin, AdminConfig, Config};
-use crate::kengine::{AdminClient, AdminError};
+use crate::kengine::{AdminClient, AdminError, check};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
@@ -34,6 +34,9 @@ impl Pusher {
         if self.last.as_ref() == Some(&bytes) {
             return Ok(Pushed::Unchanged);
         }
+        // A backstop behind translate's per-route checks: Kengine would
+        // refuse the whole config, so say where instead of sending it.
+        check::config(&config)?;
         self.client.load(bytes.clone()).await?;
         self.last = Some(bytes);
         Ok(Pushed::Loaded)

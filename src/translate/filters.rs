@@ -13,6 +13,7 @@ use super::conditions::Cond;
 use crate::kengine::config::{
     Handler, HeaderOps, Headers, MatcherSet, PathReplace, RegexpMatcher, Route, StaticResponse,
 };
+use crate::kengine::placeholders::escape as literal;
 
 /// The placeholder holding what follows a PathPrefix match (named capture 1).
 pub const PREFIX_REST: &str = "{http.regexp.kg_path.1}";
@@ -85,7 +86,7 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                     out.push(rewrite(uri, ctx));
                 }
                 if let Some(host) = &m.hostname {
-                    let set = BTreeMap::from([("Host".to_string(), vec![host.clone()])]);
+                    let set = BTreeMap::from([("Host".to_string(), vec![literal(host)])]);
                     out.push(Handler::Headers(Headers {
                         request: Some(HeaderOps {
                             set: Some(set),
@@ -127,8 +128,8 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                 let port = port.filter(|p| !matches!((scheme, p), ("http", 80) | ("https", 443)));
                 let host = m
                     .hostname
-                    .clone()
-                    .unwrap_or_else(|| "{http.request.host}".into());
+                    .as_deref()
+                    .map_or_else(|| "{http.request.host}".into(), literal);
                 let location = match port {
                     Some(p) => format!("{scheme}://{host}:{p}{{http.request.uri}}"),
                     None => format!("{scheme}://{host}{{http.request.uri}}"),
@@ -209,13 +210,16 @@ fn cors(c: &gateway_api::apis::experimental::httproutes::HttpRouteRulesFiltersCo
         common.extend([header("Access-Control-Allow-Credentials", "true".into())]);
     }
     if let Some(expose) = c.expose_headers.as_ref().filter(|e| !e.is_empty()) {
-        common.extend([header("Access-Control-Expose-Headers", expose.join(", "))]);
+        common.extend([header(
+            "Access-Control-Expose-Headers",
+            literal(&expose.join(", ")),
+        )]);
     }
     let mut answer = common.clone();
     let methods = if any(&c.allow_methods) {
         "{http.request.header.Access-Control-Request-Method}".to_string()
     } else {
-        c.allow_methods.clone().unwrap_or_default().join(", ")
+        literal(&c.allow_methods.clone().unwrap_or_default().join(", "))
     };
     answer.extend([header("Access-Control-Allow-Methods", methods)]);
     if any(&c.allow_headers) {
@@ -224,7 +228,10 @@ fn cors(c: &gateway_api::apis::experimental::httproutes::HttpRouteRulesFiltersCo
             "{http.request.header.Access-Control-Request-Headers}".into(),
         )]);
     } else if let Some(h) = c.allow_headers.as_ref().filter(|h| !h.is_empty()) {
-        answer.extend([header("Access-Control-Allow-Headers", h.join(", "))]);
+        answer.extend([header(
+            "Access-Control-Allow-Headers",
+            literal(&h.join(", ")),
+        )]);
     }
     if let Some(age) = c.max_age {
         answer.extend([header("Access-Control-Max-Age", age.to_string())]);
@@ -289,9 +296,9 @@ fn new_path(
     ctx: Context,
 ) -> Result<String, Cond> {
     if full {
-        Ok(full_path.clone().unwrap_or_else(|| "/".into()))
+        Ok(literal(full_path.as_deref().unwrap_or("/")))
     } else {
-        replaced_prefix(prefix.as_deref().unwrap_or("/"), ctx)
+        replaced_prefix(&literal(prefix.as_deref().unwrap_or("/")), ctx)
     }
 }
 
@@ -408,7 +415,7 @@ fn ops<'a>(
 ) -> HeaderOps {
     let collect = |it: &mut dyn Iterator<Item = (&'a String, &'a String)>| {
         let map: BTreeMap<String, Vec<String>> =
-            it.map(|(k, v)| (k.clone(), vec![v.clone()])).collect();
+            it.map(|(k, v)| (literal(k), vec![literal(v)])).collect();
         (!map.is_empty()).then_some(map)
     };
     let mut add = add;
@@ -416,7 +423,9 @@ fn ops<'a>(
     HeaderOps {
         add: collect(&mut add),
         set: collect(&mut set),
-        delete: delete.filter(|d| !d.is_empty()),
+        delete: delete
+            .filter(|d| !d.is_empty())
+            .map(|d| d.iter().map(|n| literal(n)).collect()),
         deferred: false,
     }
 }

@@ -14,6 +14,8 @@ use super::dispatch::SharedProxy;
 use super::filters::{self, PREFIX_CAPTURE};
 use super::rule_backends::{self, RuleBackends};
 use crate::kengine::config::{MatcherSet, RegexpMatcher, Route};
+use crate::kengine::placeholders::escape as literal;
+use crate::kengine::{check, re2};
 use crate::snapshot::{ObjectRef, Snapshot};
 
 /// Sorts ascending: the first key wins. Hostname specificity is handled by
@@ -135,6 +137,7 @@ pub fn compile<'s>(
         // The backend handlers end every part no filter answers: copied
         // into all but the last of them, moved into that one.
         let last = parts.iter().rposition(|p| p.needs_backend);
+        let first = out.matches.len();
         for (i, part) in parts.drain(..).enumerate() {
             let Part {
                 mut precedence,
@@ -163,6 +166,19 @@ pub fn compile<'s>(
             };
             out.matches
                 .push(CompiledMatch::new(precedence, route, proxies));
+        }
+        // Checked the way Kengine will load it: a value it would refuse
+        // (a translate bug) drops this rule alone, not everyone's config.
+        let refused = out.matches[first..]
+            .iter()
+            .map(|m| &m.0.1)
+            .chain(proxies.iter().map(|p| &p.route))
+            .find_map(|r| check::route(r).err());
+        if let Some(err) = refused {
+            out.matches.truncate(first);
+            out.unsupported.get_or_insert(filters::unsupported(format!(
+                "rule {rule_index} is not served: Kengine would refuse it {err}"
+            )));
         }
     }
     out
@@ -277,7 +293,7 @@ fn matcher(
             1
         }
         PathType::RegularExpression => {
-            set.path_regexp = Some(regexp(format!("^(?:{value})$")));
+            set.path_regexp = Some(regexp(user_regexp(value, |v| format!("^(?:{v})$"))?));
             2
         }
     };
@@ -309,7 +325,7 @@ fn matcher(
             HttpRouteRulesMatchesHeadersType::Exact if !h.value.contains('*') => {
                 set.header
                     .get_or_insert_with(BTreeMap::new)
-                    .insert(name, vec![h.value.clone()]);
+                    .insert(name, vec![literal(&h.value)]);
             }
             HttpRouteRulesMatchesHeadersType::Exact => {
                 set.header_regexp
@@ -319,7 +335,7 @@ fn matcher(
             HttpRouteRulesMatchesHeadersType::RegularExpression => {
                 set.header_regexp
                     .get_or_insert_with(BTreeMap::new)
-                    .insert(name, regexp(h.value.clone()));
+                    .insert(name, regexp(user_regexp(&h.value, str::to_string)?));
             }
         }
     }
@@ -336,15 +352,21 @@ fn matcher(
             HttpRouteRulesMatchesQueryParamsType::Exact if q.value != "*" => {
                 set.query
                     .get_or_insert_with(BTreeMap::new)
-                    .insert(q.name.clone(), vec![q.value.clone()]);
+                    .insert(literal(&q.name), vec![literal(&q.value)]);
             }
             HttpRouteRulesMatchesQueryParamsType::Exact => {
                 regexps.push((q.name.clone(), anchored("^", &q.value, "$")))
             }
             HttpRouteRulesMatchesQueryParamsType::RegularExpression => {
-                regexps.push((q.name.clone(), q.value.clone()))
+                regexps.push((q.name.clone(), user_regexp(&q.value, str::to_string)?))
             }
         }
+    }
+    // The name sits inside our placeholder, where a brace would end it.
+    if let Some((name, _)) = regexps.iter().find(|(n, _)| n.contains(['{', '}'])) {
+        return Err(super::filters::unsupported(format!(
+            "query parameter name {name:?} is not valid"
+        )));
     }
     let query_regexp = |(name, pattern): (String, String)| MatcherSet {
         vars_regexp: Some(BTreeMap::from([(
@@ -375,6 +397,13 @@ fn matcher(
         part: 0,
     };
     Ok((set, precedence, prefix))
+}
+
+/// A user's RegularExpression, checked with Kengine's (Go RE2) syntax,
+/// then wrapped as `wrap` says.
+fn user_regexp(value: &str, wrap: impl Fn(&str) -> String) -> Result<String, Cond> {
+    re2::check(value).map_err(|e| super::filters::unsupported(e.to_string()))?;
+    Ok(wrap(value))
 }
 
 fn regexp(pattern: String) -> RegexpMatcher {

@@ -1,0 +1,317 @@
+//! Checks a config the way Kengine will before it is loaded, for the values
+//! that make Kengine refuse a whole `/load`: every regexp compiles in Go's
+//! RE2, every duration parses as Go's `time.ParseDuration`, and every
+//! placeholder is one we emit on purpose (a user's braces are escaped).
+
+use serde_json::Value;
+
+use super::config::{Config, Route};
+use super::placeholders;
+use super::re2::{self, Re2Error};
+
+/// Placeholders our translator emits itself.
+const OURS: &[&str] = &[
+    "http.request.host",
+    "http.request.uri",
+    "http.request.uuid",
+    "http.request.tls.server_name",
+    "http.request.header.Origin",
+    "http.request.header.Access-Control-Request-Method",
+    "http.request.header.Access-Control-Request-Headers",
+    "http.regexp.kg_path.1",
+];
+/// Ours too, followed by a query parameter's name.
+const QUERY_PREFIX: &str = "http.request.uri.query.";
+/// Fields Kengine reads as a Go duration (`caddy.Duration`).
+const DURATIONS: &[&str] = &[
+    "dial_timeout",
+    "read_timeout",
+    "read_header_timeout",
+    "write_timeout",
+    "idle_timeout",
+    "keepalive",
+    "response_header_timeout",
+    "expect_continue_timeout",
+    "try_duration",
+    "try_interval",
+    "flush_interval",
+    "stream_timeout",
+    "stream_close_delay",
+    "grace_period",
+    "shutdown_delay",
+];
+
+/// The first value Kengine would refuse (or expand unintended), and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("at {path}: {problem}")]
+pub struct CheckError {
+    /// JSON path of the value, e.g. `apps.http.servers.s0.routes[2].match[0]`.
+    pub path: String,
+    pub problem: Problem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error(transparent)]
+    Regexp(#[from] Re2Error),
+    #[error("invalid duration {0:?}")]
+    Duration(String),
+    #[error("unintended placeholder {{{0}}}")]
+    Placeholder(String),
+}
+
+/// Checks a whole config.
+pub fn config(config: &Config) -> Result<(), CheckError> {
+    let json = serde_json::to_value(config).expect("config model always serializes");
+    walk(&json, &mut String::new())
+}
+
+/// Checks one route, as translate builds it.
+pub fn route(route: &Route) -> Result<(), CheckError> {
+    let json = serde_json::to_value(route).expect("config model always serializes");
+    walk(&json, &mut String::from("route"))
+}
+
+/// Is `name` (inside braces) one of our placeholders?
+pub fn is_ours(name: &str) -> bool {
+    OURS.contains(&name)
+        || name
+            .strip_prefix(QUERY_PREFIX)
+            .is_some_and(|q| !q.is_empty() && !q.contains(['{', '}']))
+}
+
+fn walk(v: &Value, path: &mut String) -> Result<(), CheckError> {
+    let at = |path: &str, problem: Problem| CheckError {
+        path: path.to_string(),
+        problem,
+    };
+    match v {
+        Value::String(s) => strings(s).map_err(|p| at(path, p)),
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| {
+            let len = path.len();
+            path.push_str(&format!("[{i}]"));
+            let r = walk(item, path);
+            path.truncate(len);
+            r
+        }),
+        Value::Object(map) => map.iter().try_for_each(|(key, item)| {
+            // Kengine never expands the names of servers and named routes
+            // (nor `invoke`'s), nor the header names its header matchers read.
+            let literal_key = ["named_routes", "servers", ".header", ".header_regexp"]
+                .iter()
+                .any(|k| path.ends_with(k));
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
+            let r = match (key.as_str(), item) {
+                ("pattern", Value::String(p)) => {
+                    re2::check(p).map_err(|e| at(path, Problem::Regexp(e)))
+                }
+                (k, Value::String(d)) if DURATIONS.contains(&k) => go_duration(d)
+                    .map(|_| ())
+                    .ok_or_else(|| at(path, Problem::Duration(d.clone()))),
+                ("name", Value::String(_)) => Ok(()),
+                _ if literal_key => walk(item, path),
+                _ => strings(key)
+                    .map_err(|p| at(path, p))
+                    .and_then(|()| walk(item, path)),
+            };
+            path.truncate(len);
+            r
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn strings(s: &str) -> Result<(), Problem> {
+    match placeholders::unescaped(s).into_iter().find(|n| !is_ours(n)) {
+        Some(name) => Err(Problem::Placeholder(name.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Go's `time.ParseDuration`: nanoseconds, or `None` where Go fails
+/// (syntax, unknown unit, or beyond an int64 of nanoseconds).
+pub fn go_duration(s: &str) -> Option<i128> {
+    const UNITS: &[(&str, u128)] = &[
+        ("ns", 1),
+        ("us", 1_000),
+        ("\u{b5}s", 1_000),
+        ("\u{3bc}s", 1_000),
+        ("ms", 1_000_000),
+        ("s", 1_000_000_000),
+        ("m", 60_000_000_000),
+        ("h", 3_600_000_000_000),
+    ];
+    let limit: u128 = 1 << 63;
+    let (neg, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let int = &rest[..int_len];
+        rest = &rest[int_len..];
+        let mut frac = "";
+        if let Some(after) = rest.strip_prefix('.') {
+            let n = after.bytes().take_while(u8::is_ascii_digit).count();
+            frac = &after[..n];
+            rest = &after[n..];
+        }
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        let unit_len = rest
+            .char_indices()
+            .find(|&(_, c)| c == '.' || c.is_ascii_digit())
+            .map_or(rest.len(), |(i, _)| i);
+        let unit = UNITS.iter().find(|(u, _)| *u == &rest[..unit_len])?.1;
+        rest = &rest[unit_len..];
+        let mut v: u128 = 0;
+        for d in int.bytes() {
+            v = v * 10 + u128::from(d - b'0');
+            if v > limit {
+                return None;
+            }
+        }
+        v = v.checked_mul(unit).filter(|&v| v <= limit)?;
+        // Go keeps the fraction's digits while they fit, then floors.
+        let (mut f, mut scale) = (0u128, 1u128);
+        for d in frac.bytes().take(20) {
+            f = f * 10 + u128::from(d - b'0');
+            scale *= 10;
+        }
+        v += f * unit / scale;
+        total += v;
+        if total > limit {
+            return None;
+        }
+    }
+    if neg {
+        Some(-(total as i128))
+    } else if total == limit {
+        None
+    } else {
+        Some(total as i128)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kengine::config::{Handler, HeaderOps, Headers, MatcherSet, RegexpMatcher};
+
+    #[test]
+    fn durations_follow_go() {
+        for (s, ns) in [
+            ("0", 0),
+            ("1s", 1_000_000_000),
+            ("1.5h", 5_400_000_000_000),
+            ("-2m3s", -123_000_000_000),
+            ("10us", 10_000),
+            ("1\u{b5}s", 1_000),
+            (".5s", 500_000_000),
+            ("2562047h", 2_562_047 * 3_600_000_000_000),
+            ("9223372036854775807ns", i64::MAX as i128),
+        ] {
+            assert_eq!(go_duration(s), Some(ns), "{s}");
+        }
+        for s in [
+            "",
+            "1",
+            "s",
+            "1x",
+            "2562048h",
+            "9223372036854775808ns",
+            "1.s.",
+            "--1s",
+            ".s",
+            "1d",
+        ] {
+            assert_eq!(go_duration(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn finds_and_locates_each_kind_of_problem() {
+        let header = |value: &str| {
+            Route::handle(vec![Handler::Headers(Headers {
+                request: Some(HeaderOps {
+                    set: Some([("X".to_string(), vec![value.to_string()])].into()),
+                    ..Default::default()
+                }),
+                response: None,
+            })])
+        };
+        assert_eq!(route(&header("\\{env.HOME\\} {http.request.host}")), Ok(()));
+        let err = route(&header("a{env.HOME}")).unwrap_err();
+        assert_eq!(err.path, "route.handle[0].request.set.X[0]");
+        assert_eq!(err.problem, Problem::Placeholder("env.HOME".into()));
+        let regexp = Route {
+            matchers: vec![MatcherSet {
+                vars_regexp: Some(
+                    [(
+                        "{http.request.uri.query.q}".to_string(),
+                        RegexpMatcher {
+                            name: None,
+                            pattern: "([".into(),
+                        },
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let err = route(&regexp).unwrap_err();
+        assert_eq!(
+            err.path,
+            "route.match[0].vars_regexp.{http.request.uri.query.q}.pattern"
+        );
+        assert!(matches!(err.problem, Problem::Regexp(_)));
+        let mut bad_key = regexp.clone();
+        let set = bad_key.matchers[0].vars_regexp.as_mut().unwrap();
+        let m = set.remove("{http.request.uri.query.q}").unwrap();
+        set.insert(
+            "{file./etc/passwd}".into(),
+            RegexpMatcher {
+                pattern: "x".into(),
+                ..m
+            },
+        );
+        assert!(matches!(
+            route(&bad_key).unwrap_err().problem,
+            Problem::Placeholder(_)
+        ));
+        // Header matchers read their names literally; their values expand.
+        let header_match = |name: &str, value: &str| Route {
+            matchers: vec![MatcherSet {
+                header: Some([(name.to_string(), vec![value.to_string()])].into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(route(&header_match("{env.HOME}", "x")), Ok(()));
+        assert!(route(&header_match("x", "{env.HOME}")).is_err());
+        let json = serde_json::json!({"apps": {"http": {"servers": {"s": {"listen": [":1"],
+            "routes": [{"handle": [{"handler": "reverse_proxy", "upstreams": [],
+            "transport": {"protocol": "http", "response_header_timeout": "2562048h"}}]}]}}}}});
+        let config: Config = serde_json::from_value(json).unwrap();
+        let err = super::config(&config).unwrap_err();
+        assert_eq!(
+            err.path,
+            "apps.http.servers.s.routes[0].handle[0].transport.response_header_timeout"
+        );
+        assert_eq!(err.problem, Problem::Duration("2562048h".into()));
+    }
+}
