@@ -77,6 +77,7 @@ impl AdminError {
     pub fn failure(&self) -> PushFailure {
         match self {
             AdminError::Rejected { .. } => PushFailure::Rejected,
+            AdminError::Unloadable(_) => PushFailure::Unloadable,
             e if e.is_timeout() => PushFailure::Timeout,
             AdminError::Transport(_) => PushFailure::Unreachable,
         }
@@ -92,6 +93,8 @@ pub enum PushFailure {
     Timeout,
     /// No connection, or it broke.
     Unreachable,
+    /// Our own check found a value Kengine would refuse: nothing was sent.
+    Unloadable,
 }
 
 impl PushFailure {
@@ -100,6 +103,7 @@ impl PushFailure {
             PushFailure::Rejected => "rejected",
             PushFailure::Timeout => "timeout",
             PushFailure::Unreachable => "unreachable",
+            PushFailure::Unloadable => "unloadable",
         }
     }
 }

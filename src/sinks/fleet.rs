@@ -107,7 +107,7 @@ impl FleetPusher {
                     return (t, Outcome::Unchanged);
                 }
                 if let Some(e) = refused {
-                    return (t, Outcome::Failed(e));
+                    return (t, Outcome::Failed(PushFailure::Unloadable, e));
                 }
                 match push_one(&t.client, body, admin).await {
                     Ok(admin) => (t, Outcome::Loaded(admin)),
