@@ -129,6 +129,12 @@ pub fn model(
     }
 }
 
+/// Does a route's parentRef name a Gateway? Group and kind default to
+/// the Gateway API's group and `Gateway`; one rule for every route kind.
+pub fn names_a_gateway(group: Option<&str>, kind: Option<&str>) -> bool {
+    group.unwrap_or(GROUP) == GROUP && kind.unwrap_or("Gateway") == "Gateway"
+}
+
 /// Another process holds the port on an address a listener binds: Kengine
 /// would refuse the whole config, so only that listener is left out.
 fn mark_taken_ports(

@@ -50,10 +50,7 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
             .parent_refs
             .iter()
             .flatten()
-            .filter(|p| {
-                p.group.as_deref().unwrap_or(GROUP) == GROUP
-                    && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
-            })
+            .filter(|p| gateways::names_a_gateway(p.group.as_deref(), p.kind.as_deref()))
             .filter_map(|p| {
                 let namespace = p.namespace.as_deref().unwrap_or(&key.namespace);
                 index.get(&(namespace, p.name.as_str())).map(|&g| (p, g))

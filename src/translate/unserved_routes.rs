@@ -10,7 +10,7 @@ use gateway_api::apis::experimental::grpcroutes::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{Cond, stamp};
-use super::gateways::{GROUP, HTTP_ROUTE};
+use super::gateways::{self, GROUP, HTTP_ROUTE};
 use crate::snapshot::{ObjectRef, Snapshot};
 
 /// Our `status.parents` entries of each GRPCRoute that names a Gateway of
@@ -30,10 +30,7 @@ pub fn grpc_routes(
             .parent_refs
             .iter()
             .flatten()
-            .filter(|p| {
-                p.group.as_deref().unwrap_or(GROUP) == GROUP
-                    && p.kind.as_deref().unwrap_or("Gateway") == "Gateway"
-            })
+            .filter(|p| gateways::names_a_gateway(p.group.as_deref(), p.kind.as_deref()))
             .filter_map(|p| {
                 let namespace = p.namespace.as_deref().unwrap_or(&key.namespace);
                 let gateway = ObjectRef::new(namespace, &p.name);
