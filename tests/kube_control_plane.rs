@@ -48,8 +48,21 @@ async fn rejected(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_control_plane_validates_authorizes_and_collects() {
+#[test]
+fn real_control_plane_validates_authorizes_and_collects() {
+    // Its own network namespace: the fixed ports of other suites cannot collide with it.
+    support::netns::run(2, validates_authorizes_and_collects());
+}
+
+async fn validates_authorizes_and_collects() {
+    // A non-loopback address exists only inside this test's namespace.
+    support::netns::add_local_address("10.96.0.77");
+    let probe = tokio::net::TcpListener::bind("10.96.0.77:0").await.unwrap();
+    tokio::net::TcpStream::connect(probe.local_addr().unwrap())
+        .await
+        .unwrap();
+    drop(probe);
+
     let plane = ControlPlane::start().await;
     plane
         .install_crds(&[

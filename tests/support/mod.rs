@@ -7,6 +7,7 @@ pub mod apiserver_harness;
 pub mod cluster;
 pub mod control_plane;
 pub mod kubelet;
+pub mod netns;
 pub mod workloads;
 
 use std::net::SocketAddr;
