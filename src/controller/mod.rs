@@ -104,6 +104,8 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
         let mut rediscover = tokio::time::interval(Duration::from_secs(60));
         rediscover.tick().await;
         let mut leading = leading.clone();
+        // A fleet's push finished with a new result: a pass writes it.
+        let pushed = reconciler.pushed();
         loop {
             tokio::select! {
                 () = &mut shutdown => break 'discover,
@@ -113,6 +115,7 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
                     while changes.try_recv().is_ok() {}
                 }
                 _ = resync.tick() => {}
+                () = pushed.notified() => {}
                 Ok(()) = leading.changed() => {
                     tracing::info!(leader = *leading.borrow(), "leadership changed");
                 }
@@ -130,12 +133,17 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
             }
             let is_leader = *leading.borrow();
             metrics.leader.set(i64::from(is_leader));
-            if is_leader && reconciler.reconcile(&watches, &mut changes, debounce).await {
+            if !is_leader {
+                // No pushes from a replica that does not lead.
+                reconciler.stand_down();
+            } else if reconciler.reconcile(&watches, &mut changes, debounce).await {
                 let _ = again.try_send(());
             }
         }
     }
     tracing::info!("shutting down");
+    // Ends every fleet's push lane before the lease is released.
+    drop(reconciler);
     // Closing the channel ends the lease task, which releases the lease so
     // another replica takes over at once.
     drop(leading);

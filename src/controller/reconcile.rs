@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::metrics::{FleetLabel, Metrics, PushLabel, ResultLabel};
 use super::status_lane;
@@ -21,7 +21,8 @@ use crate::kengine::Flavor;
 use crate::operator::workloads::Settings;
 use crate::operator::{self, InstanceReport, OWNED_KINDS, Operator, pki};
 use crate::providers::kubernetes::{Served, Watches};
-use crate::sinks::fleet::{FleetPusher, PodResult, config_hash};
+use crate::sinks::fleet::{PodResult, config_hash};
+use crate::sinks::fleet_lanes::{Done, Lanes, Progress};
 use crate::sinks::status;
 use crate::sinks::status_writer::{StatusWriter, Writes};
 use crate::snapshot::{ObjectRef, Snapshot};
@@ -31,12 +32,12 @@ pub struct Reconciler {
     client: Client,
     controller_name: String,
     flavor: Flavor,
-    concurrency: usize,
     metrics: Arc<Metrics>,
     recorder: Recorder,
     writer: Option<Arc<StatusWriter>>,
     missing: BTreeSet<String>,
-    pushers: BTreeMap<ObjectRef, FleetPusher>,
+    /// One push task per fleet; a pass never waits for a push.
+    lanes: Lanes,
     clients: Clients,
     /// Runs managed fleets; `None` with `--manage-fleets=false`.
     operator: Option<Operator>,
@@ -46,6 +47,10 @@ pub struct Reconciler {
 
 /// What happened to one fleet's config.
 struct FleetOutcome {
+    /// The push of this pass's config is done; until it is, the fleet's
+    /// Gateways keep their live `Programmed` condition and its
+    /// KengineInstance its status.
+    pushed: bool,
     /// Why its Gateways are not Programmed, if they are not: (reason, message).
     not_programmed: Option<(&'static str, String)>,
     addresses: Vec<(&'static str, String)>,
@@ -64,17 +69,27 @@ impl Reconciler {
             client: client.clone(),
             controller_name: args.controller_name.clone(),
             flavor: args.flavor,
-            concurrency: args.push_concurrency,
+            lanes: Lanes::new(args.push_concurrency, observer(metrics.clone())),
             metrics,
             writer: None,
             missing: BTreeSet::new(),
-            pushers: BTreeMap::new(),
             clients: Clients::default(),
             operator: args
                 .manage_fleets
                 .then(|| Operator::new(client.clone(), settings(args), lifetimes(args))),
             reported: BTreeMap::new(),
         }
+    }
+
+    /// Fires when a fleet's push finished with a new result: a pass
+    /// should run to write what it means.
+    pub fn pushed(&self) -> Arc<Notify> {
+        self.lanes.pushed()
+    }
+
+    /// Stops every push (this replica no longer leads).
+    pub fn stand_down(&mut self) {
+        self.lanes.clear();
     }
 
     pub fn set_served(&mut self, served: &Served) {
@@ -196,9 +211,9 @@ impl Reconciler {
         let pushes = async {
             let mut live_pods = Vec::new();
             let mut instance_status = Vec::new();
-            let outcomes = self
-                .push_all(&snapshot, &pods, &fleets, &mut live_pods)
-                .await;
+            // Gateways with no status to write until their push is done.
+            let mut waiting = Vec::new();
+            let outcomes = self.submit_all(&snapshot, &pods, &fleets, &mut live_pods);
             for ((key, fleet), outcome) in fleets.iter().zip(outcomes) {
                 for gw in &fleet.gateways {
                     let previous = snapshot.gateways.get(gw).and_then(|g| g.status.as_ref());
@@ -217,9 +232,21 @@ impl Reconciler {
                                 .collect(),
                         );
                     }
+                    if !outcome.pushed {
+                        // In flight: Programmed stays as it is live (a new
+                        // Gateway waits) until the lane's result comes.
+                        match status::before_push(gs, previous) {
+                            Some(early) => *gs = early,
+                            None => waiting.push(gw.clone()),
+                        }
+                        continue;
+                    }
                     if let Some((reason, message)) = &outcome.not_programmed {
                         status::not_programmed(gs, reason, message, previous, &now);
                     }
+                }
+                if !outcome.pushed {
+                    continue;
                 }
                 self.report(&snapshot, &fleet.gateways, &outcome.results)
                     .await;
@@ -231,7 +258,7 @@ impl Reconciler {
                     ));
                 }
             }
-            (live_pods, instance_status)
+            (live_pods, instance_status, waiting)
         };
         // The lane runs as long as the pass has work in flight.
         let in_flight = async {
@@ -239,8 +266,13 @@ impl Reconciler {
             let _ = pass_done.send(());
             done
         };
-        let ((mut writes, mut written, lane), (route_writes, (live_pods, instance_status))) =
-            tokio::join!(gateway_writes, in_flight);
+        let (
+            (mut writes, mut written, lane),
+            (route_writes, (live_pods, instance_status, waiting)),
+        ) = tokio::join!(gateway_writes, in_flight);
+        for gw in &waiting {
+            gateways.remove(gw);
+        }
         writes += route_writes;
         writes += lane.writes;
         self.metrics
@@ -255,10 +287,9 @@ impl Reconciler {
                 *gs = merged;
             }
         }
-        self.pushers.retain(|k, _| fleets.contains_key(k));
-        for pusher in self.pushers.values_mut() {
-            pusher.retain(&live_pods);
-        }
+        // Lanes of fleets that are gone end (each lane forgets its own
+        // pods that are gone).
+        self.lanes.retain(|k| fleets.contains_key(k));
         self.clients.retain(&live_pods);
 
         if let Some(writer) = &self.writer {
@@ -286,16 +317,18 @@ impl Reconciler {
         lane.iterations > 0
     }
 
-    /// Pushes every fleet's config at once, so a slow or hung fleet holds
-    /// up no other fleet's push. One outcome per fleet, in `fleets` order.
-    async fn push_all(
+    /// Hands every fleet's config to its lane, never waiting for a push,
+    /// so a slow or hung fleet holds up no other fleet's config. One
+    /// outcome per fleet, in `fleets` order: the push's, when the lane has
+    /// pushed this config to these pods.
+    fn submit_all(
         &mut self,
         snapshot: &Snapshot,
         pods: &[Pod],
         fleets: &BTreeMap<ObjectRef, translate::Fleet>,
         live: &mut Vec<String>,
     ) -> Vec<FleetOutcome> {
-        let mut jobs = Vec::new();
+        let mut outcomes = Vec::with_capacity(fleets.len());
         for (key, fleet) in fleets {
             let targets = self
                 .clients
@@ -307,67 +340,21 @@ impl Reconciler {
                     fleet: key.to_string(),
                 })
                 .set(fleet.config.to_json().len() as i64);
-            let mut pusher = self.pushers.remove(key).unwrap_or_default();
-            let concurrency = self.concurrency;
-            jobs.push(async move {
-                let (results, counts) =
-                    pusher.push(&targets.pods, &fleet.config, concurrency).await;
-                (pusher, targets, results, counts)
+            let progress = self.lanes.submit(key, &fleet.config, &targets.pods);
+            outcomes.push(match progress {
+                Progress::Pushed(done) => outcome(key, targets, done.results.clone()),
+                // Nothing to push to: the outcome is known now.
+                Progress::InFlight if targets.pods.is_empty() => outcome(key, targets, Vec::new()),
+                Progress::InFlight => FleetOutcome {
+                    pushed: false,
+                    not_programmed: None,
+                    addresses: targets.addresses,
+                    results: Vec::new(),
+                    plain_http: targets.plain_http,
+                },
             });
         }
-        let done = futures_util::future::join_all(jobs).await;
-        let mut outcomes = Vec::with_capacity(done.len());
-        for (key, (pusher, targets, results, counts)) in fleets.keys().zip(done) {
-            self.pushers.insert(key.clone(), pusher);
-            outcomes.push(self.outcome(key, targets, results, counts));
-        }
         outcomes
-    }
-
-    /// What one fleet's push means for its Gateways, logged and counted.
-    fn outcome(
-        &self,
-        key: &ObjectRef,
-        targets: super::targets::Fleet,
-        results: Vec<PodResult>,
-        counts: crate::sinks::fleet::PushCounts,
-    ) -> FleetOutcome {
-        if counts.loaded > 0 {
-            tracing::info!(fleet = %key, pods = counts.loaded, "config loaded");
-        }
-        if let Some(problem) = &targets.problem {
-            tracing::debug!(fleet = %key, "{problem}");
-        }
-        for r in &results {
-            self.metrics
-                .pushes
-                .get_or_create(&PushLabel {
-                    fleet: key.to_string(),
-                    outcome: r.outcome.label().into(),
-                })
-                .inc();
-        }
-        let failures = failure_summary(&results);
-        let not_programmed = match (
-            &targets.problem,
-            targets.pods.is_empty(),
-            failures.is_empty(),
-        ) {
-            (Some(problem), _, _) if targets.pending => Some(("Pending", problem.clone())),
-            (Some(problem), _, _) => Some(("Invalid", problem.clone())),
-            (None, true, _) => Some((
-                "Pending",
-                format!("KengineInstance {key} has no ready pods yet"),
-            )),
-            (None, false, false) => Some(("Invalid", failures)),
-            (None, false, true) => None,
-        };
-        FleetOutcome {
-            not_programmed,
-            addresses: targets.addresses,
-            results,
-            plain_http: targets.plain_http,
-        }
     }
 
     /// Events on managed KengineInstances: certificates issued, and a
@@ -451,6 +438,58 @@ impl Reconciler {
             tracing::warn!(pod = r.name, "{error}");
         }
     }
+}
+
+/// What one fleet's push means for its Gateways.
+fn outcome(
+    key: &ObjectRef,
+    targets: super::targets::Fleet,
+    results: Vec<PodResult>,
+) -> FleetOutcome {
+    if let Some(problem) = &targets.problem {
+        tracing::debug!(fleet = %key, "{problem}");
+    }
+    let failures = failure_summary(&results);
+    let not_programmed = match (
+        &targets.problem,
+        targets.pods.is_empty(),
+        failures.is_empty(),
+    ) {
+        (Some(problem), _, _) if targets.pending => Some(("Pending", problem.clone())),
+        (Some(problem), _, _) => Some(("Invalid", problem.clone())),
+        (None, true, _) => Some((
+            "Pending",
+            format!("KengineInstance {key} has no ready pods yet"),
+        )),
+        (None, false, false) => Some(("Invalid", failures)),
+        (None, false, true) => None,
+    };
+    FleetOutcome {
+        pushed: true,
+        not_programmed,
+        addresses: targets.addresses,
+        results,
+        plain_http: targets.plain_http,
+    }
+}
+
+/// Counts and logs each finished push, in its fleet's lane: once per push,
+/// however many passes read the result.
+fn observer(metrics: Arc<Metrics>) -> crate::sinks::fleet_lanes::Observer {
+    Arc::new(move |key: &ObjectRef, done: &Done| {
+        if done.counts.loaded > 0 {
+            tracing::info!(fleet = %key, pods = done.counts.loaded, "config loaded");
+        }
+        for r in &done.results {
+            metrics
+                .pushes
+                .get_or_create(&PushLabel {
+                    fleet: key.to_string(),
+                    outcome: r.outcome.label().into(),
+                })
+                .inc();
+        }
+    })
 }
 
 /// Now in whole seconds, as the API server stores times, so an unchanged

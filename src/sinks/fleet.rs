@@ -97,24 +97,29 @@ impl FleetPusher {
         let refused = crate::kengine::check::config(config)
             .err()
             .map(|e| format!("config not loaded: Kengine would refuse it {e}"));
-        let jobs = targets.iter().map(|t| {
-            let current = self.loaded.get(&t.uid) == Some(&hash);
-            let admin = self.admin.get(&t.uid).cloned();
-            let body = &body;
-            let refused = refused.clone();
-            async move {
-                if current {
-                    return (t, Outcome::Unchanged);
+        // Collected first: a lazy `map` closure in the stream makes the
+        // future not provably `Send`, and each fleet's lane spawns it.
+        let jobs: Vec<_> = targets
+            .iter()
+            .map(|t| {
+                let current = self.loaded.get(&t.uid) == Some(&hash);
+                let admin = self.admin.get(&t.uid).cloned();
+                let body = &body;
+                let refused = refused.clone();
+                async move {
+                    if current {
+                        return (t, Outcome::Unchanged);
+                    }
+                    if let Some(e) = refused {
+                        return (t, Outcome::Failed(PushFailure::Unloadable, e));
+                    }
+                    match push_one(&t.client, body, admin).await {
+                        Ok(admin) => (t, Outcome::Loaded(admin)),
+                        Err((kind, e)) => (t, Outcome::Failed(kind, e)),
+                    }
                 }
-                if let Some(e) = refused {
-                    return (t, Outcome::Failed(PushFailure::Unloadable, e));
-                }
-                match push_one(&t.client, body, admin).await {
-                    Ok(admin) => (t, Outcome::Loaded(admin)),
-                    Err((kind, e)) => (t, Outcome::Failed(kind, e)),
-                }
-            }
-        });
+            })
+            .collect();
         let outcomes: Vec<_> = futures_util::stream::iter(jobs)
             .buffered(concurrency.max(1))
             .collect()

@@ -1,6 +1,7 @@
 //! Sinks act on translate's output: push configs, publish status.
 
 pub mod fleet;
+pub mod fleet_lanes;
 pub mod message;
 pub mod pusher;
 pub mod status;
