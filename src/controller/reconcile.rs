@@ -371,13 +371,12 @@ impl Reconciler {
             let reference = kube::Resource::object_ref(instance, &());
             let mut events = Vec::new();
             for secret in &report.issued {
-                events.push(Event {
-                    type_: EventType::Normal,
-                    reason: "CertificateIssued".into(),
-                    note: Some(format!("admin certificate written to Secret {secret}")),
-                    action: "IssueCertificate".into(),
-                    secondary: None,
-                });
+                events.push(event(
+                    EventType::Normal,
+                    "CertificateIssued",
+                    "IssueCertificate",
+                    &format!("admin certificate written to Secret {secret}"),
+                ));
             }
             let problem = report.problems.join("; ");
             let seen = format!("instance {key}");
@@ -386,13 +385,12 @@ impl Reconciler {
             } else if self.reported.get(&seen) != Some(&problem) {
                 self.reported.insert(seen, problem.clone());
                 tracing::warn!(instance = %key, "{problem}");
-                events.push(Event {
-                    type_: EventType::Warning,
-                    reason: "ApplyFailed".into(),
-                    note: Some(problem),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                });
+                events.push(event(
+                    EventType::Warning,
+                    "ApplyFailed",
+                    "Reconcile",
+                    &problem,
+                ));
             }
             for event in events {
                 if let Err(e) = self.recorder.publish(&event, &reference).await {
@@ -414,23 +412,12 @@ impl Reconciler {
                 continue;
             }
             self.reported.insert(r.name.clone(), error.clone());
-            let reason = if error.contains("rejected") {
-                "ConfigRejected"
-            } else {
-                "PushFailed"
-            };
+            let event = push_failed(&r.name, error);
             for gw in gateways {
                 let Some(gateway) = snapshot.gateways.get(gw) else {
                     continue;
                 };
                 let reference = kube::Resource::object_ref(gateway, &());
-                let event = Event {
-                    type_: EventType::Warning,
-                    reason: reason.into(),
-                    note: Some(format!("pod {}: {error}", r.name)),
-                    action: "PushConfig".into(),
-                    secondary: None,
-                };
                 if let Err(e) = self.recorder.publish(&event, &reference).await {
                     tracing::warn!("publishing event: {e}");
                 }
@@ -490,6 +477,33 @@ fn observer(metrics: Arc<Metrics>) -> crate::sinks::fleet_lanes::Observer {
                 .inc();
         }
     })
+}
+
+/// An Event whose note the API server accepts: a longer one would be
+/// refused, and the warning lost.
+fn event(type_: EventType, reason: &str, action: &str, note: &str) -> Event {
+    Event {
+        type_,
+        reason: reason.into(),
+        note: Some(crate::sinks::message::event_note(note)),
+        action: action.into(),
+        secondary: None,
+    }
+}
+
+/// The Warning on a fleet's Gateways when a pod's push fails.
+fn push_failed(pod: &str, error: &str) -> Event {
+    let reason = if error.contains("rejected") {
+        "ConfigRejected"
+    } else {
+        "PushFailed"
+    };
+    event(
+        EventType::Warning,
+        reason,
+        "PushConfig",
+        &format!("pod {pod}: {error}"),
+    )
 }
 
 /// Now in whole seconds, as the API server stores times, so an unchanged
@@ -746,5 +760,35 @@ mod tests {
         assert!(message.contains("pod slow: timed out"), "{message}");
         assert_eq!(failure_summary(&results[100..]), "pod slow: timed out");
         assert_eq!(failure_summary(&results[101..]), "");
+    }
+
+    #[test]
+    fn event_notes_of_a_long_multi_pod_failure_fit_the_api_servers_limit() {
+        let body = format!(
+            "kengine rejected the config (HTTP 400): {}",
+            "é".repeat(50_000)
+        );
+        let results: Vec<PodResult> = (0..50)
+            .map(|i| result(&format!("pod-{i}"), Some(PushFailure::Rejected), &body))
+            .collect();
+        for r in &results {
+            let event = push_failed(&r.name, r.error.as_deref().unwrap());
+            let note = event.note.unwrap();
+            assert!(note.len() <= 1024, "{} bytes", note.len());
+            assert!(
+                note.starts_with(&format!("pod {}: kengine rejected", r.name)),
+                "{note}"
+            );
+            assert_eq!(event.reason, "ConfigRejected");
+        }
+        // The operator's problems of a fleet, joined.
+        let problems = vec!["applying Deployment: ".to_string() + &"x".repeat(5_000); 10];
+        let event = event(
+            EventType::Warning,
+            "ApplyFailed",
+            "Reconcile",
+            &problems.join("; "),
+        );
+        assert!(event.note.unwrap().len() <= 1024);
     }
 }

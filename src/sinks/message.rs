@@ -1,7 +1,7 @@
 //! Bounds the messages we write into status: the CRDs cap a condition's
 //! `message` at 32,768 characters, and one longer message fails the whole
 //! status write, exactly when it matters (a push failed with Kengine's
-//! full error body).
+//! full error body). Event notes have a tighter bound, in bytes.
 
 use serde_json::Value;
 
@@ -28,6 +28,38 @@ pub fn bounded(message: &str, max: usize) -> String {
             format!("{}{CUT}", &message[..end])
         }
     }
+}
+
+/// The API server refuses an events.k8s.io/v1 Event whose `note` is
+/// longer than this many bytes (its validation's 1 KiB), so the Warning
+/// would be lost exactly when a push failed with a long error.
+pub const EVENT_NOTE_BYTES: usize = 1024;
+
+/// `note` cut to [`EVENT_NOTE_BYTES`] bytes, saying so, never splitting a
+/// character.
+pub fn event_note(note: &str) -> String {
+    bounded_bytes(note, EVENT_NOTE_BYTES)
+}
+
+/// `message` with at most `max` bytes (UTF-8); a longer one keeps its
+/// start and says it was cut.
+pub fn bounded_bytes(message: &str, max: usize) -> String {
+    if message.len() <= max {
+        return message.to_string();
+    }
+    let room = if max > CUT.len() {
+        max - CUT.len()
+    } else {
+        max
+    };
+    let end = (0..=room)
+        .rev()
+        .find(|&i| message.is_char_boundary(i))
+        .unwrap_or(0);
+    if room == max {
+        return message[..end].to_string();
+    }
+    format!("{}{CUT}", &message[..end])
 }
 
 /// Bounds every string field named `message` in a status, at any depth
@@ -68,6 +100,21 @@ mod tests {
         assert!(cut.ends_with(CUT));
         assert!(long.starts_with(cut.trim_end_matches(CUT)));
         assert_eq!(bounded("abcdéf", 5), "abcdé", "no room for the note");
+    }
+
+    #[test]
+    fn event_notes_are_cut_in_bytes_on_a_character_boundary() {
+        assert_eq!(event_note("short"), "short");
+        let exact = "x".repeat(EVENT_NOTE_BYTES);
+        assert_eq!(event_note(&exact), exact);
+        // Three-byte characters: 1,024 is not a boundary after the cut.
+        let long = "€".repeat(2_000);
+        let note = event_note(&long);
+        assert!(note.len() <= EVENT_NOTE_BYTES, "{}", note.len());
+        assert!(note.len() > EVENT_NOTE_BYTES - 3 - CUT.len());
+        assert!(note.ends_with(CUT));
+        assert!(long.starts_with(note.trim_end_matches(CUT)));
+        assert_eq!(bounded_bytes("abcdéf", 5), "abcd", "no room for the note");
     }
 
     #[test]
