@@ -39,9 +39,9 @@ impl FakePod {
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            // Bound to a node that does not exist: on a real cluster no kubelet
-            // runs it or touches its status; this fake kubelet does.
-            "spec": {"nodeName": "kengine-e2e-fake-node", "containers": [{"name": "kengine", "image": "caddy:2.8.4"}]}
+            // Bound to the node the harness registers (`cluster::NODE_NAME`)
+            // and no kubelet runs: this fake kubelet keeps its status.
+            "spec": {"nodeName": super::cluster::NODE_NAME, "containers": [{"name": "kengine", "image": "caddy:2.8.4"}]}
         });
         api.create(
             &PostParams::default(),
