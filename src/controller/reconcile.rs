@@ -440,7 +440,10 @@ impl Reconciler {
                 let event = Event {
                     type_: EventType::Warning,
                     reason: reason.into(),
-                    note: Some(format!("pod {}: {error}", r.name)),
+                    note: Some(crate::sinks::message::bounded_bytes(
+                        &format!("pod {}: {error}", r.name),
+                        crate::sinks::message::EVENT_NOTE_MAX_BYTES,
+                    )),
                     action: "PushConfig".into(),
                     secondary: None,
                 };

@@ -1,7 +1,7 @@
-//! Bounds the messages we write into status: the CRDs cap a condition's
-//! `message` at 32,768 characters, and one longer message fails the whole
-//! status write, exactly when it matters (a push failed with Kengine's
-//! full error body).
+//! Bounds the messages we write into status and Events: the CRDs cap a
+//! condition's `message` at 32,768 characters, the API server an Event's
+//! `note` at 1,024 bytes, and one longer message fails the whole write,
+//! exactly when it matters (a push failed with Kengine's full error body).
 
 use serde_json::Value;
 
@@ -28,6 +28,23 @@ pub fn bounded(message: &str, max: usize) -> String {
             format!("{}{CUT}", &message[..end])
         }
     }
+}
+
+/// The API server's limit on an Event's `note` (events.k8s.io/v1), in
+/// bytes: a longer note makes the whole Event invalid (422).
+pub const EVENT_NOTE_MAX_BYTES: usize = 1024;
+
+/// `message` in at most `max` bytes of UTF-8; a longer one keeps its start
+/// and says it was cut. Never splits a character.
+pub fn bounded_bytes(message: &str, max: usize) -> String {
+    if message.len() <= max {
+        return message.to_string();
+    }
+    let floor = |at: usize| (0..=at).rev().find(|&i| message.is_char_boundary(i));
+    if max < CUT.len() {
+        return message[..floor(max).unwrap_or(0)].to_string();
+    }
+    format!("{}{CUT}", &message[..floor(max - CUT.len()).unwrap_or(0)])
 }
 
 /// Bounds every string field named `message` in a status, at any depth
@@ -68,6 +85,19 @@ mod tests {
         assert!(cut.ends_with(CUT));
         assert!(long.starts_with(cut.trim_end_matches(CUT)));
         assert_eq!(bounded("abcdéf", 5), "abcdé", "no room for the note");
+    }
+
+    #[test]
+    fn event_notes_are_bounded_in_bytes() {
+        assert_eq!(bounded_bytes("short", EVENT_NOTE_MAX_BYTES), "short");
+        // Two bytes a character: a character bound of 1,024 would be 2,048 bytes.
+        let long = "é".repeat(70_000);
+        let cut = bounded_bytes(&long, EVENT_NOTE_MAX_BYTES);
+        assert!(cut.len() <= EVENT_NOTE_MAX_BYTES, "{}", cut.len());
+        assert!(cut.len() > EVENT_NOTE_MAX_BYTES - CUT.len() - 2);
+        assert!(cut.ends_with(CUT));
+        assert!(long.starts_with(cut.trim_end_matches(CUT)));
+        assert_eq!(bounded_bytes("abcé", 4), "abc", "no room for the note");
     }
 
     #[test]
