@@ -45,6 +45,7 @@ async fn end_to_end() {
         route,
     } = kinds();
     cluster.namespace(NS).await;
+    let lease = resource("coordination.k8s.io", "v1", "Lease", "leases");
 
     // Backends and one Kengine pod.
     let v1 = cluster.echo_service(NS, "v1", 8080).await;
@@ -180,6 +181,19 @@ async fn end_to_end() {
     })
     .await;
     let (leader, follower) = if leaders.0 == 1.0 { (&a, &b) } else { (&b, &a) };
+    // The real Lease names the leader.
+    let holder = async || {
+        let lease = get(
+            c,
+            &lease,
+            Some(&cluster.lease_namespace),
+            "kengine-gateway-leader",
+        )
+        .await;
+        lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+    };
+    let leader_id = if leaders.0 == 1.0 { "a" } else { "b" };
+    assert_eq!(holder().await.as_deref(), Some(leader_id));
     // The follower never led: it never wrote.
     let follower_writes = async || {
         follower
@@ -390,6 +404,12 @@ async fn end_to_end() {
         async || (follower.metric("kengine_gateway_leader").await? == 1.0).then_some(()),
     )
     .await;
+    let follower_id = if leader_id == "a" { "b" } else { "a" };
+    assert_eq!(
+        holder().await.as_deref(),
+        Some(follower_id),
+        "the Lease changed hands"
+    );
     eventually(
         "the new leader reconciled",
         Duration::from_secs(20),
