@@ -436,6 +436,8 @@ async fn end_to_end() {
         async || (get_pod(gw_addr).await.0 == 404).then_some(()),
     )
     .await;
+    leader.assert_no_denials();
+    follower.assert_no_denials();
     drop(follower);
 }
 
@@ -536,7 +538,7 @@ async fn keep_up_while_one_hangs() {
                      "rules": [{"backendRefs": [{"name": "backend", "port": backend.port()}]}]}})
     };
     apply(c, &route, Some(NS), route_to("b1", "b", "b1.example.com")).await;
-    let _controller = cluster.controller("lane", &dir, &[]);
+    let controller = cluster.controller("lane", &dir, &[]);
     let gateway_status = async |name: &str| {
         let g = get(c, &gateway, Some(NS), name).await;
         let programmed =
@@ -604,6 +606,7 @@ async fn keep_up_while_one_hangs() {
     })
     .await;
     assert_eq!(gateway_status("b").await, (Some(json!("True")), Some(3)));
+    controller.assert_no_denials();
 }
 
 /// Translates what the API holds, as `render` would.

@@ -548,6 +548,22 @@ impl Controller {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Fails the test when the API server denied the controller anything
+    /// (a grant the chart's RBAC lacks): the denial may not show otherwise.
+    pub fn assert_no_denials(&self) {
+        let log = self.log_text();
+        let denied: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("is forbidden: User"))
+            .take(5)
+            .collect();
+        assert!(
+            denied.is_empty(),
+            "the API server denied the controller (RBAC):\n{}",
+            denied.join("\n")
+        );
+    }
 }
 
 impl Drop for Controller {
