@@ -121,6 +121,9 @@ async fn end_to_end() {
     .await;
     let listener = &g["status"]["listeners"][0];
     assert_eq!(listener["attachedRoutes"], 1);
+    // A grant the chart lacks shows here by name, not as a missing status.
+    a.assert_no_denials();
+    b.assert_no_denials();
     let r = get(c, &route, Some(NS), "web").await;
     let parent = &r["status"]["parents"][0];
     assert_eq!(
