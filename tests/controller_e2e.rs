@@ -1,8 +1,11 @@
-//! End to end: the real `kengine-gateway controller` binary against a
-//! Kubernetes API (the local Kubernetes API emulator, or the cluster
-//! `KUBECONFIG` points at when `KENGINE_GATEWAY_E2E_CLUSTER=1`), with real
-//! Caddy 2.8.4 processes as the Kengine pods of an External KengineInstance
-//! and real HTTP traffic.
+//! End to end: the real `kengine-gateway controller` binary, with the
+//! chart's RBAC, against a real control plane (`support::control_plane`;
+//! or the cluster `KUBECONFIG` points at when
+//! `KENGINE_GATEWAY_E2E_CLUSTER=1`), with real Caddy 2.8.4 processes as the
+//! Kengine pods of an External KengineInstance and real HTTP traffic. Each
+//! test runs in its own network namespace, where the Services' cluster IPs
+//! (echo backends listen there) and the Pods' IPs (Caddy's admin API and
+//! listeners) are local addresses.
 
 mod support;
 
@@ -15,15 +18,20 @@ use std::time::Duration;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 use serde_json::{Value, json};
-use support::cluster::{Controller, api, apply, cluster, condition, eventually, get, resource};
+use support::cluster::{api, apply, cluster, condition, eventually, get, local_address, resource};
 use support::kubelet::FakePod;
-use support::*;
 
 const NS: &str = "e2e";
 const GW: &str = "gateway.networking.k8s.io";
+/// The Kengine pod's IP (the test's namespace makes it local).
+const POD_IP: &str = "10.244.0.10";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn controller_end_to_end() {
+#[test]
+fn controller_end_to_end() {
+    support::cluster::run(4, end_to_end());
+}
+
+async fn end_to_end() {
     let cluster = cluster().await;
     let c = &cluster.client;
     let dir = log_dir("kengine-e2e-");
@@ -36,27 +44,24 @@ async fn controller_end_to_end() {
         gateway,
         route,
     } = kinds();
-    apply(
-        c,
-        &ns,
-        None,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-    )
-    .await;
+    cluster.namespace(NS).await;
+    let lease = resource("coordination.k8s.io", "v1", "Lease", "leases");
 
     // Backends and one Kengine pod.
-    let v1 = echo("127.0.40.2", "v1").await;
-    let v2 = echo("127.0.40.3", "v2").await;
-    for (name, addr) in [("v1", v1), ("v2", v2)] {
-        apply(c, &svc, Some(NS), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
-            "spec": {"clusterIP": addr.ip().to_string(), "ports": [{"port": addr.port()}]}}))
-        .await;
-    }
+    let v1 = cluster.echo_service(NS, "v1", 8080).await;
+    let v2 = cluster.echo_service(NS, "v2", 8080).await;
     // The Service in front of the fleet: Gateways report its address.
-    apply(c, &svc, Some(NS), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge", "namespace": NS},
-        "spec": {"clusterIP": "127.0.42.1", "selector": {"app": "kengine"}, "ports": [{"port": 18095}]}}))
+    apply(
+        c,
+        &svc,
+        Some(NS),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge", "namespace": NS},
+        "spec": {"selector": {"app": "kengine"}, "ports": [{"port": 18095}]}}),
+    )
     .await;
-    let admin: SocketAddr = "127.0.41.1:2019".parse().unwrap();
+    let edge_ip = get(c, &svc, Some(NS), "edge").await["spec"]["clusterIP"].clone();
+    let admin: SocketAddr = format!("{POD_IP}:2019").parse().unwrap();
+    local_address(POD_IP);
     let mut pod =
         FakePod::start(c.clone(), NS, "kengine-0", admin, json!({"app": "kengine"})).await;
     apply(c, &ki, Some(NS), json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
@@ -79,8 +84,8 @@ async fn controller_end_to_end() {
     apply(c, &route, Some(NS), route_to((1, 0))).await;
 
     // Two replicas: one leads.
-    let a = Controller::start(&cluster.kubeconfig, "a", &dir, &[]);
-    let b = Controller::start(&cluster.kubeconfig, "b", &dir, &[]);
+    let a = cluster.controller("a", &dir, &[]);
+    let b = cluster.controller("b", &dir, &[]);
     let programmed = async |c: &kube::Client| {
         let g = get(c, &gateway, Some(NS), "gw").await;
         let ok = condition(&g["status"]["conditions"], "Programmed")
@@ -92,11 +97,15 @@ async fn controller_end_to_end() {
     })
     .await;
     assert_eq!(
-        g["status"]["addresses"][0]["value"], "127.0.42.1",
+        g["status"]["addresses"][0]["value"], edge_ip,
         "the fleet Service's ClusterIP"
     );
-    // A LoadBalancer ingress address takes over.
-    let lb = json!({"status": {"loadBalancer": {"ingress": [{"ip": "127.0.42.9"}]}}});
+    // A LoadBalancer ingress address takes over (the API server allows
+    // one on a Service of type LoadBalancer only).
+    apply(c, &svc, Some(NS), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "edge", "namespace": NS},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "kengine"}, "ports": [{"port": 18095}]}}))
+    .await;
+    let lb = json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}});
     api(c, &svc, Some(NS))
         .patch_status("edge", &PatchParams::default(), &Patch::Merge(lb))
         .await
@@ -106,12 +115,15 @@ async fn controller_end_to_end() {
         Duration::from_secs(20),
         async || {
             let g = get(c, &gateway, Some(NS), "gw").await;
-            (g["status"]["addresses"][0]["value"] == "127.0.42.9").then_some(())
+            (g["status"]["addresses"][0]["value"] == "203.0.113.9").then_some(())
         },
     )
     .await;
     let listener = &g["status"]["listeners"][0];
     assert_eq!(listener["attachedRoutes"], 1);
+    // A grant the chart lacks shows here by name, not as a missing status.
+    a.assert_no_denials();
+    b.assert_no_denials();
     let r = get(c, &route, Some(NS), "web").await;
     let parent = &r["status"]["parents"][0];
     assert_eq!(
@@ -161,7 +173,7 @@ async fn controller_end_to_end() {
         listener["attachedRoutes"],
         want_gw["listeners"][0]["attachedRoutes"]
     );
-    let gw_addr: SocketAddr = "127.0.41.1:18095".parse().unwrap();
+    let gw_addr: SocketAddr = format!("{POD_IP}:18095").parse().unwrap();
     assert_eq!(get_pod(gw_addr).await, (200, Some("v1".into())));
     let leaders = eventually("exactly one leader", Duration::from_secs(30), async || {
         let (la, lb) = (
@@ -172,6 +184,19 @@ async fn controller_end_to_end() {
     })
     .await;
     let (leader, follower) = if leaders.0 == 1.0 { (&a, &b) } else { (&b, &a) };
+    // The real Lease names the leader.
+    let holder = async || {
+        let lease = get(
+            c,
+            &lease,
+            Some(&cluster.lease_namespace),
+            "kengine-gateway-leader",
+        )
+        .await;
+        lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+    };
+    let leader_id = if leaders.0 == 1.0 { "a" } else { "b" };
+    assert_eq!(holder().await.as_deref(), Some(leader_id));
     // The follower never led: it never wrote.
     let follower_writes = async || {
         follower
@@ -382,6 +407,12 @@ async fn controller_end_to_end() {
         async || (follower.metric("kengine_gateway_leader").await? == 1.0).then_some(()),
     )
     .await;
+    let follower_id = if leader_id == "a" { "b" } else { "a" };
+    assert_eq!(
+        holder().await.as_deref(),
+        Some(follower_id),
+        "the Lease changed hands"
+    );
     eventually(
         "the new leader reconciled",
         Duration::from_secs(20),
@@ -408,6 +439,8 @@ async fn controller_end_to_end() {
         async || (get_pod(gw_addr).await.0 == 404).then_some(()),
     )
     .await;
+    leader.assert_no_denials();
+    follower.assert_no_denials();
     drop(follower);
 }
 
@@ -455,35 +488,29 @@ fn log_dir(prefix: &str) -> PathBuf {
 /// meanwhile, other Gateways' status keeps up (the status lane), changes
 /// that came later are pushed once the hung push gives up, and only the
 /// hung fleet's Gateway reports it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn other_fleets_keep_up_while_one_hangs() {
+#[test]
+fn other_fleets_keep_up_while_one_hangs() {
+    support::cluster::run(4, keep_up_while_one_hangs());
+}
+
+async fn keep_up_while_one_hangs() {
     const NS: &str = "e2e-lane";
     let cluster = cluster().await;
     let c = &cluster.client;
     let dir = log_dir("kengine-e2e-lane-");
     let Kinds {
-        ns,
-        svc,
         ki,
         class,
         gateway,
         route,
         ..
     } = kinds();
-    apply(
-        c,
-        &ns,
-        None,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-    )
-    .await;
-    let backend = echo("127.0.43.9", "backend").await;
-    apply(c, &svc, Some(NS), json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "backend", "namespace": NS},
-        "spec": {"clusterIP": backend.ip().to_string(), "ports": [{"port": backend.port()}]}}))
-    .await;
+    cluster.namespace(NS).await;
+    let backend = cluster.echo_service(NS, "backend", 8080).await;
     // Fleets "a" and "b", one pod each, a Gateway each.
     let mut pods = Vec::new();
-    for (fleet, ip, port) in [("a", "127.0.43.1", 18096), ("b", "127.0.43.2", 18097)] {
+    for (fleet, ip, port) in [("a", "10.244.0.21", 18096), ("b", "10.244.0.22", 18097)] {
+        local_address(ip);
         let admin: SocketAddr = format!("{ip}:2019").parse().unwrap();
         let labels = json!({"app": format!("lane-{fleet}")});
         pods.push(
@@ -514,7 +541,7 @@ async fn other_fleets_keep_up_while_one_hangs() {
                      "rules": [{"backendRefs": [{"name": "backend", "port": backend.port()}]}]}})
     };
     apply(c, &route, Some(NS), route_to("b1", "b", "b1.example.com")).await;
-    let _controller = Controller::start(&cluster.kubeconfig, "lane", &dir, &[]);
+    let controller = cluster.controller("lane", &dir, &[]);
     let gateway_status = async |name: &str| {
         let g = get(c, &gateway, Some(NS), name).await;
         let programmed =
@@ -547,7 +574,7 @@ async fn other_fleets_keep_up_while_one_hangs() {
     .await;
     let get = async |host: &str| {
         reqwest::Client::new()
-            .get("http://127.0.43.2:18097/")
+            .get("http://10.244.0.22:18097/")
             .header("Host", host)
             .send()
             .await
@@ -582,6 +609,7 @@ async fn other_fleets_keep_up_while_one_hangs() {
     })
     .await;
     assert_eq!(gateway_status("b").await, (Some(json!("True")), Some(3)));
+    controller.assert_no_denials();
 }
 
 /// Translates what the API holds, as `render` would.
@@ -643,18 +671,20 @@ async fn get_pod(gateway: SocketAddr) -> (u16, Option<String>) {
 
 /// The oldest Gateway API release we support: v1.1.0 CRDs serve
 /// ReferenceGrant as v1beta1 only and have no BackendTLSPolicy.
-#[tokio::test]
-async fn discovery_handles_v1_1_crds() {
-    let emulator = support::apiserver_harness::KubeApiEmulator::start_with(
-        support::apiserver_harness::EmulatorOptions {
-            crds: vec![PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/e2e/gateway-api/v1.1.0/config/crd/standard"
-            ))],
-            ..Default::default()
-        },
-    );
-    let client = emulator.client().await;
+#[test]
+fn discovery_handles_v1_1_crds() {
+    support::netns::run(2, discovers_v1_1_crds());
+}
+
+async fn discovers_v1_1_crds() {
+    let plane = support::control_plane::ControlPlane::start().await;
+    plane
+        .install_crds(&[PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/e2e/gateway-api/v1.1.0/config/crd/standard"
+        ))])
+        .await;
+    let client = plane.client().await;
     let served = kengine_gateway::providers::kubernetes::discover(&client, true)
         .await
         .unwrap();
@@ -681,8 +711,12 @@ async fn discovery_handles_v1_1_crds() {
 
 /// A health server that cannot serve (its port is taken) ends the
 /// controller with an error, instead of leaving it running without probes.
-#[tokio::test]
-async fn a_health_server_that_cannot_serve_ends_the_controller() {
+#[test]
+fn a_health_server_that_cannot_serve_ends_the_controller() {
+    support::cluster::run(2, health_server_that_cannot_serve());
+}
+
+async fn health_server_that_cannot_serve() {
     let cluster = cluster().await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")

@@ -412,7 +412,7 @@ mod journey {
     use serde_json::{Value, json};
 
     use crate::support::cluster::{
-        Controller, apply, cluster, condition, delete, eventually, get, get_opt, resource,
+        Controller, apply, condition, delete, eventually, get, get_opt, resource,
     };
     use crate::support::workloads::FakeKubelet;
 
@@ -543,7 +543,8 @@ mod journey {
             return;
         }
         kengine_gateway::kengine::admin::install_crypto_provider();
-        let cluster = cluster().await;
+        // Still on the emulator: the fleet's pods need the node agent.
+        let cluster = crate::support::cluster::emulator_cluster().await;
         let c = &cluster.client;
         let dir = tempfile::tempdir().unwrap();
         apply(

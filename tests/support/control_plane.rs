@@ -53,6 +53,34 @@ struct Process {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    /// How it was started, to start it again.
+    command: PathBuf,
+    args: Vec<String>,
+}
+
+impl Process {
+    /// Starts `command ARGS`; its output is appended to `log`.
+    fn spawn(name: &'static str, command: PathBuf, args: Vec<String>, log: PathBuf) -> Process {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(&command)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Process {
+            name,
+            child,
+            log,
+            command,
+            args,
+        }
+    }
 }
 
 impl Drop for Process {
@@ -175,15 +203,7 @@ impl ControlPlane {
         let mut processes = Vec::new();
         let mut spawn = |name: &'static str, args: Vec<String>| {
             let log = d.join(format!("{name}.log"));
-            let file = std::fs::File::create(&log).unwrap();
-            let child = Command::new(bin.join(name))
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(file.try_clone().unwrap())
-                .stderr(file)
-                .spawn()
-                .unwrap_or_else(|e| panic!("start {name}: {e}"));
-            processes.push(Process { name, child, log });
+            processes.push(Process::spawn(name, bin.join(name), args, log));
         };
 
         let (client_port, peer_port) = (free_port(), free_port());
@@ -377,6 +397,70 @@ impl ControlPlane {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+
+    /// Kills one component (`etcd`, `kube-apiserver`,
+    /// `kube-controller-manager`); [`ControlPlane::start_again`] brings it
+    /// back with the same flags, ports and data.
+    pub fn stop(&mut self, component: &str) {
+        let p = self.process(component);
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+
+    /// Starts a stopped component again; for kube-apiserver, waits until
+    /// it is ready.
+    pub async fn start_again(&mut self, component: &str) {
+        self.start_again_with(component, &[]).await;
+    }
+
+    /// [`ControlPlane::start_again`] with `extra` flags added (kept for
+    /// later restarts).
+    pub async fn start_again_with(&mut self, component: &str, extra: &[&str]) {
+        let p = self.process(component);
+        let mut args = p.args.clone();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let (name, command, log) = (p.name, p.command.clone(), p.log.clone());
+        *p = Process::spawn(name, command, args, log);
+        if component == "kube-apiserver" {
+            self.wait_ready().await;
+        }
+    }
+
+    fn process(&mut self, component: &str) -> &mut Process {
+        self.processes
+            .iter_mut()
+            .find(|p| p.name == component)
+            .unwrap_or_else(|| panic!("no component {component}"))
+    }
+
+    /// Compacts etcd's history up to its current revision (through etcd's
+    /// HTTP/JSON gateway): a watch resumed from an older resourceVersion
+    /// then ends in `410 Gone`. Returns the revision.
+    pub async fn compact_etcd(&self) -> i64 {
+        let http = reqwest::Client::new();
+        // Any range read answers with the current revision in its header.
+        let range: serde_json::Value = http
+            .post(format!("{}/v3/kv/range", self.etcd_url))
+            .json(&serde_json::json!({"key": "Lw==", "count_only": true}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("etcd range")
+            .json()
+            .await
+            .expect("etcd range answer");
+        let revision: i64 = range["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("no revision in {range}"));
+        http.post(format!("{}/v3/kv/compaction", self.etcd_url))
+            .json(&serde_json::json!({"revision": revision.to_string(), "physical": true}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("etcd compaction");
+        revision
     }
 
     /// The address kube-apiserver listens on.

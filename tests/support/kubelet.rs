@@ -34,14 +34,40 @@ impl FakePod {
         admin: SocketAddr,
         labels: serde_json::Value,
     ) -> Self {
+        let mut pod = Self::create(client, namespace, name, admin, labels).await;
+        pod.run().await;
+        pod
+    }
+
+    /// A Ready Pod whose admin API on `admin` the test serves itself (no
+    /// Caddy runs).
+    pub async fn register(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        admin: SocketAddr,
+        labels: serde_json::Value,
+    ) -> Self {
+        let pod = Self::create(client, namespace, name, admin, labels).await;
+        pod.set_status(true).await;
+        pod
+    }
+
+    async fn create(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        admin: SocketAddr,
+        labels: serde_json::Value,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let api: Api<Pod> = Api::namespaced(client, namespace);
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            // Bound to a node that does not exist: on a real cluster no kubelet
-            // runs it or touches its status; this fake kubelet does.
-            "spec": {"nodeName": "kengine-e2e-fake-node", "containers": [{"name": "kengine", "image": "caddy:2.8.4"}]}
+            // Bound to the node the harness registers (`cluster::NODE_NAME`)
+            // and no kubelet runs: this fake kubelet keeps its status.
+            "spec": {"nodeName": super::cluster::NODE_NAME, "containers": [{"name": "kengine", "image": "caddy:2.8.4"}]}
         });
         api.create(
             &PostParams::default(),
@@ -49,7 +75,7 @@ impl FakePod {
         )
         .await
         .expect("create pod");
-        let mut pod = FakePod {
+        FakePod {
             name: name.into(),
             namespace: namespace.into(),
             admin,
@@ -58,9 +84,7 @@ impl FakePod {
             restarts: 0,
             api,
             dir,
-        };
-        pod.run().await;
-        pod
+        }
     }
 
     async fn run(&mut self) {
