@@ -5,6 +5,7 @@
 #[path = "../../e2e/apiserver/harness.rs"]
 pub mod apiserver_harness;
 pub mod cluster;
+pub mod containers;
 pub mod control_plane;
 pub mod kubelet;
 pub mod netns;
