@@ -9,6 +9,7 @@ pub mod containers;
 pub mod control_plane;
 pub mod kubelet;
 pub mod netns;
+pub mod node;
 pub mod workloads;
 
 use std::net::SocketAddr;
