@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use serde_json::json;
 
+use support::containers::LOG_MARKER;
 use support::control_plane::ControlPlane;
 use support::node::{NODE_IP, NODE_NAME, Node};
 
@@ -43,6 +44,18 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The real kubectl: `.tools/helm/kubectl` (scripts/get-helm.sh puts it
+/// there), else `kubectl` on PATH.
+fn kubectl() -> Option<std::path::PathBuf> {
+    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/helm/kubectl");
+    if local.is_file() {
+        return Some(local);
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
 }
 
 fn is_ready(pod: &Pod) -> bool {
@@ -263,11 +276,61 @@ async fn pods_on_a_real_node() {
         },
     )
     .await;
+    // Container logs through the kubelet API, as kube-apiserver proxies
+    // them for `pods/log` (what `kubectl logs` reads).
+    let logs = pods
+        .logs(
+            &new_pod,
+            &LogParams {
+                container: Some("echo".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("pods/log: {e}\n{}", node.diagnostics()));
     assert!(
-        node.logs(NS, &new_pod).contains(&new_pod),
-        "the echo container logs its name:\n{}",
-        node.logs(NS, &new_pod)
+        logs.contains("echo backend listening") && logs.contains(&new_pod),
+        "{logs}"
     );
+    assert!(
+        !logs.contains(LOG_MARKER),
+        "the agent's own lines leaked:\n{logs}"
+    );
+    let last = pods
+        .logs(
+            &victim,
+            &LogParams {
+                tail_lines: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(last.lines().count(), 1, "{last}");
+    match kubectl() {
+        Some(kubectl) => {
+            let out = tokio::process::Command::new(&kubectl)
+                .arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
+                .args(["logs", "-n", NS, &new_pod, "-c", "echo"])
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "kubectl logs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Later probes add lines; what pods/log returned comes first.
+            let printed = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                printed.starts_with(&logs),
+                "kubectl logs printed:\n{printed}"
+            );
+        }
+        None => eprintln!(
+            "no kubectl (scripts/get-helm.sh .tools/helm installs it): `kubectl logs` not run"
+        ),
+    }
 
     // Stopping the node ends every process and removes every pod network.
     let mut pids: Vec<u32> = node

@@ -36,6 +36,9 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 /// Upper bound on `terminationGracePeriodSeconds` (default 30 s), to keep tests fast.
 pub const MAX_GRACE: Duration = Duration::from_secs(5);
+/// Starts the lines a test kubelet writes into a container's log file
+/// itself (runs, exits), so the kubelet API can leave them out.
+pub const LOG_MARKER: &str = "==== fake kubelet: ";
 const PROJECT_BIN: &str = env!("CARGO_BIN_EXE_kengine-gateway");
 
 /// The files of a Secret or ConfigMap: key → bytes.
@@ -393,7 +396,7 @@ impl RunningContainer {
             .map_err(io)?;
         let _ = writeln!(
             log,
-            "==== fake kubelet: run {} of {}: {} {}",
+            "{LOG_MARKER}run {} of {}: {} {}",
             self.restarts,
             self.name,
             self.program.display(),
@@ -449,7 +452,7 @@ impl RunningContainer {
             .code()
             .unwrap_or_else(|| 128 + exit.signal().unwrap_or(0));
         if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(&self.log) {
-            let _ = writeln!(log, "==== fake kubelet: {} exited: {exit}", self.name);
+            let _ = writeln!(log, "{LOG_MARKER}{} exited: {exit}", self.name);
         }
         self.last_exit = Some(json!({
             "exitCode": code,

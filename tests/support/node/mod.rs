@@ -25,6 +25,8 @@
 //! - on deletion: SIGTERM, SIGKILL after the grace period (capped at 5 s),
 //!   removes the pod's network, then deletes the Pod with grace 0, as the
 //!   kubelet confirms a deletion;
+//! - serves container logs on the kubelet API (`kubelet_api.rs`, port
+//!   [`KUBELET_PORT`] on [`NODE_IP`]), so `kubectl logs` works;
 //! - runs the real kube-proxy in iptables mode (`kube_proxy.rs`).
 //!
 //! Not done: service-account token volumes (Pods need
@@ -37,6 +39,7 @@
 //! every process, every pod namespace and veth pair.
 
 mod kube_proxy;
+mod kubelet_api;
 mod network;
 mod registration;
 
@@ -52,7 +55,6 @@ use serde_json::{Value, json};
 
 #[allow(unused_imports)]
 pub use network::{NODE_IP, POD_CIDR};
-#[allow(unused_imports)]
 pub use registration::KUBELET_PORT;
 
 use super::containers::{
@@ -91,6 +93,7 @@ pub struct Node {
     task: tokio::task::JoinHandle<()>,
     proxy: Option<tokio::process::Child>,
     proxy_log: PathBuf,
+    kubelet_api: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
@@ -120,6 +123,13 @@ impl Node {
         let logs = dir.path().join("logs");
         std::fs::create_dir(&logs).unwrap();
         let shared = Arc::new(Mutex::new(Shared::default()));
+        let kubelet_api = kubelet_api::serve(
+            std::net::SocketAddr::from((NODE_IP, KUBELET_PORT)),
+            &plane.ca(),
+            shared.clone(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("kubelet API: {e}"));
         let runner = Runner {
             client,
             log_dir: logs,
@@ -141,6 +151,7 @@ impl Node {
             task,
             proxy: Some(proxy),
             proxy_log,
+            kubelet_api,
             _dir: dir,
         }
     }
@@ -212,6 +223,7 @@ impl Node {
     /// Stops everything and waits for it: every container process and
     /// kube-proxy have exited and every pod network is removed on return.
     pub async fn stop(mut self) {
+        self.kubelet_api.abort();
         self.task.abort();
         let _ = (&mut self.task).await;
         let (pods, stopping) = {
@@ -249,6 +261,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        self.kubelet_api.abort();
         self.task.abort();
         let mut shared = lock(&self.shared);
         shared.dropped = true;
