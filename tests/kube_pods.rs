@@ -340,12 +340,40 @@ async fn pods_on_a_real_node() {
         .collect();
     pids.extend(node.kube_proxy_pid());
     assert_eq!(pids.len(), 4, "three echo processes and kube-proxy");
+    let namespaces: BTreeSet<String> = node.pods().into_iter().map(|p| p.netns).collect();
+    assert_eq!(namespaces.len(), 3, "{namespaces:?}");
+    for pid in &pids[..3] {
+        let ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+        assert!(
+            namespaces.contains(&ns.display().to_string()),
+            "process {pid} runs in {ns:?}, not in its pod's namespace"
+        );
+    }
     node.stop().await;
     for pid in pids {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "process {pid} outlived the node"
         );
+    }
+    // A namespace lives while a process runs in it or a descriptor holds
+    // it: no process and no descriptor of this test refers to one any more.
+    let mut refs: Vec<std::path::PathBuf> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for entry in std::fs::read_dir("/proc").unwrap() {
+        refs.push(entry.unwrap().path().join("ns/net"));
+    }
+    for r in refs {
+        if let Ok(target) = std::fs::read_link(&r) {
+            let target = target.display().to_string();
+            assert!(
+                !namespaces.contains(&target),
+                "{} still holds pod namespace {target}",
+                r.display()
+            );
+        }
     }
     let links = std::process::Command::new("ip")
         .args(["-o", "link"])

@@ -76,6 +76,9 @@ pub struct PodInfo {
     pub ip: Ipv4Addr,
     /// The node end of its veth pair.
     pub veth: String,
+    /// Its network namespace, as `/proc/*/ns/net` links name it
+    /// (`net:[INODE]`).
+    pub netns: String,
     pub ready: bool,
     pub containers: Vec<ContainerInfo>,
 }
@@ -430,6 +433,7 @@ impl NodePod {
             uid: self.uid.clone(),
             ip: self.network.ip,
             veth: self.network.veth.clone(),
+            netns: self.network.name(),
             ready: self.ready,
             containers: self
                 .containers

@@ -155,6 +155,13 @@ impl PodNetwork {
         Ok(net)
     }
 
+    /// `net:[INODE]`, as `/proc/PID/ns/net` links read.
+    pub fn name(&self) -> String {
+        std::fs::read_link(format!("/proc/self/fd/{}", self.netns.as_raw_fd()))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+
     /// Deletes the veth pair (both ends) now rather than when the namespace
     /// is torn down.
     pub fn remove(&self) {
