@@ -28,7 +28,7 @@ fn deployment_pods_get_addresses_endpoints_and_cluster_ip_traffic() {
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` and the node's
-/// diagnostics.
+/// diagnostics (at once when the node agent stopped).
 async fn until<T, F, Fut>(node: &Node, what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
@@ -36,6 +36,8 @@ where
 {
     let start = std::time::Instant::now();
     loop {
+        // Panics at once if the agent stopped on a fatal error.
+        let _ = node.pods();
         if let Some(v) = f().await {
             return v;
         }
@@ -56,6 +58,10 @@ fn kubectl() -> Option<std::path::PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|d| d.join("kubectl"))
         .find(|p| p.is_file())
+}
+
+fn pods_of(client: kube::Client) -> Api<Pod> {
+    Api::namespaced(client, NS)
 }
 
 fn is_ready(pod: &Pod) -> bool {
@@ -110,8 +116,6 @@ async fn pods_on_a_real_node() {
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
-                    // The node agent mounts no service-account tokens.
-                    "automountServiceAccountToken": false,
                     "terminationGracePeriodSeconds": 2,
                     "containers": [{
                         "name": "echo", "image": "kengine-gateway:test",
@@ -189,6 +193,36 @@ async fn pods_on_a_real_node() {
             .expect("the node runs it");
         assert_eq!(info.ip, ip);
     }
+    // The ServiceAccount admission plugin gave each Pod a projected
+    // kube-api-access volume; its token is a real one of the Pod's account.
+    let info = node
+        .pod(NS, ready[0].metadata.name.as_deref().unwrap())
+        .unwrap();
+    let (volume, dir) = info
+        .volumes
+        .iter()
+        .find(|(name, _)| name.starts_with("kube-api-access-"))
+        .expect("a kube-api-access volume");
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{volume}/{f}: {e}"))
+    };
+    assert_eq!(read("namespace"), NS);
+    assert_eq!(read("ca.crt"), std::fs::read_to_string(plane.ca()).unwrap());
+    let as_pod = support::control_plane::client_for(
+        &plane.token_kubeconfig("pod-token", read("token").trim()),
+    )
+    .await;
+    match pods_of(as_pod).list(&ListParams::default()).await {
+        Err(kube::Error::Api(status)) => assert!(
+            status.code == 403
+                && status
+                    .message
+                    .contains("system:serviceaccount:default:default"),
+            "{status:?}"
+        ),
+        other => panic!("the pod's token listed pods: {other:?}"),
+    }
+
     let names: BTreeSet<String> = ready
         .iter()
         .map(|p| p.metadata.name.clone().unwrap())

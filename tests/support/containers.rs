@@ -126,6 +126,35 @@ pub enum Source {
     EmptyDir,
     Secret(String),
     ConfigMap(String),
+    Projected(Vec<Projection>),
+}
+
+/// One source of a `projected` volume.
+pub enum Projection {
+    Secret {
+        name: String,
+        optional: bool,
+        items: Option<Vec<KeyToPath>>,
+    },
+    ConfigMap {
+        name: String,
+        optional: bool,
+        items: Option<Vec<KeyToPath>>,
+    },
+    /// Files the kubelet makes itself (downwardAPI items, service-account
+    /// tokens), computed by the caller of [`Volume::projected`].
+    Fixed(Files),
+}
+
+/// `data`, or only its `items` (key → path) when given.
+fn select(data: &Files, items: &Option<Vec<KeyToPath>>) -> Files {
+    match items {
+        None => data.clone(),
+        Some(items) => items
+            .iter()
+            .filter_map(|i| Some((i.path.clone(), data.get(&i.key)?.clone())))
+            .collect(),
+    }
 }
 
 pub struct Volume {
@@ -160,6 +189,14 @@ impl Volume {
                 v.name
             ));
         };
+        Volume::with(source, optional, items)
+    }
+
+    fn with(
+        source: Source,
+        optional: bool,
+        items: Option<Vec<KeyToPath>>,
+    ) -> Result<Volume, String> {
         // Short: unix socket paths under it must fit in 108 bytes.
         let dir = tempfile::Builder::new()
             .prefix("k")
@@ -174,25 +211,85 @@ impl Volume {
         })
     }
 
+    /// A `projected` volume: its secret and configMap sources are kept in
+    /// sync like volumes of their own; `fixed` holds the files of its
+    /// downwardAPI and serviceAccountToken sources (by path), which only the
+    /// caller can make.
+    pub fn projected(
+        v: &k8s_openapi::api::core::v1::Volume,
+        fixed: Files,
+    ) -> Result<Volume, String> {
+        let sources = v
+            .projected
+            .as_ref()
+            .ok_or_else(|| format!("volume {} is not projected", v.name))?
+            .sources
+            .iter()
+            .flatten();
+        let mut parts = vec![Projection::Fixed(fixed)];
+        for source in sources {
+            if let Some(s) = &source.secret {
+                parts.push(Projection::Secret {
+                    name: s.name.clone(),
+                    optional: s.optional == Some(true),
+                    items: s.items.clone(),
+                });
+            }
+            if let Some(c) = &source.config_map {
+                parts.push(Projection::ConfigMap {
+                    name: c.name.clone(),
+                    optional: c.optional == Some(true),
+                    items: c.items.clone(),
+                });
+            }
+        }
+        Volume::with(Source::Projected(parts), false, None)
+    }
+
     pub fn ready(&self) -> bool {
         matches!(self.source, Source::EmptyDir) || self.optional || self.written.is_some()
     }
 
     /// Brings the files in line with the Secret or ConfigMap.
     pub fn sync(&mut self, world: &Objects) -> Result<(), String> {
-        let data = match &self.source {
+        let files: Files = match &self.source {
             Source::EmptyDir => return Ok(()),
-            Source::Secret(name) => world.secrets.get(name),
-            Source::ConfigMap(name) => world.config_maps.get(name),
-        };
-        // A deleted object leaves the files as they were, as on a real node.
-        let Some(data) = data else { return Ok(()) };
-        let files: Files = match &self.items {
-            None => data.clone(),
-            Some(items) => items
-                .iter()
-                .filter_map(|i| Some((i.path.clone(), data.get(&i.key)?.clone())))
-                .collect(),
+            Source::Secret(name) | Source::ConfigMap(name) => {
+                let data = match &self.source {
+                    Source::Secret(_) => world.secrets.get(name),
+                    _ => world.config_maps.get(name),
+                };
+                // A deleted object leaves the files as they were, as on a real node.
+                let Some(data) = data else { return Ok(()) };
+                select(data, &self.items)
+            }
+            Source::Projected(parts) => {
+                let mut files = Files::new();
+                for part in parts {
+                    let (data, optional, items) = match part {
+                        Projection::Fixed(fixed) => {
+                            files.extend(fixed.clone());
+                            continue;
+                        }
+                        Projection::Secret {
+                            name,
+                            optional,
+                            items,
+                        } => (world.secrets.get(name), optional, items),
+                        Projection::ConfigMap {
+                            name,
+                            optional,
+                            items,
+                        } => (world.config_maps.get(name), optional, items),
+                    };
+                    match data {
+                        Some(data) => files.extend(select(data, items)),
+                        None if *optional => {}
+                        None => return Ok(()),
+                    }
+                }
+                files
+            }
         };
         if self.written.as_ref() == Some(&files) {
             return Ok(());

@@ -14,10 +14,12 @@
 //! - runs each container as a local process inside that namespace, resolved
 //!   by [`super::containers`] (Caddy 2.8.4 for Kengine containers, this
 //!   project's binary for `admin-proxy`/`echo`/`kengine-gateway` ones), with
-//!   `$(VAR)` expansion, fieldRefs, and Secret/ConfigMap/emptyDir volumes.
-//!   Volumes are temporary directories and mount paths in env, command and
-//!   args are rewritten to them (no mount namespace: a pod does not see its
-//!   files at the mount path itself);
+//!   `$(VAR)` expansion, fieldRefs, and Secret/ConfigMap/emptyDir and
+//!   `projected` volumes (`projected.rs`: the service-account token of
+//!   `kube-api-access-*`, `ca.crt`, downwardAPI items). Volumes are
+//!   temporary directories and mount paths in env, command and args are
+//!   rewritten to them (no mount namespace: a pod does not see its files at
+//!   the mount path itself);
 //! - probes readiness (`httpGet`/`tcpSocket` to the pod IP, from the node,
 //!   every [`TICK`]), restarts exited containers (`restartCount`,
 //!   `lastState.terminated`), publishes Pod status (podIP/podIPs, hostIP,
@@ -29,11 +31,11 @@
 //!   [`KUBELET_PORT`] on [`NODE_IP`]), so `kubectl logs` works;
 //! - runs the real kube-proxy in iptables mode (`kube_proxy.rs`).
 //!
-//! Not done: service-account token volumes (Pods need
-//! `automountServiceAccountToken: false`), other volume types, init
-//! containers, liveness/startup probes, resources, the kubelet API (no
-//! `kubectl logs`; [`Node::logs`] reads the same files). An unsupported Pod is
-//! a fatal error: the agent stops and [`Node::pods`] panics with it.
+//! Not done: other volume types, the `KUBERNETES_SERVICE_*` env and a route
+//! from a pod to kube-apiserver (it listens on the node's loopback only),
+//! token refresh, init containers, liveness/startup probes, resources. An
+//! unsupported Pod is a fatal error: the agent stops and [`Node::pods`]
+//! panics with it.
 //!
 //! Everything it starts ends with [`Node::stop`] (or, less tidily, drop):
 //! every process, every pod namespace and veth pair.
@@ -41,6 +43,7 @@
 mod kube_proxy;
 mod kubelet_api;
 mod network;
+mod projected;
 mod registration;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -58,7 +61,7 @@ pub use network::{NODE_IP, POD_CIDR};
 pub use registration::KUBELET_PORT;
 
 use super::containers::{
-    MAX_GRACE, Objects, PROBE_TIMEOUT, RESTART_BACKOFF, RunningContainer, Volume, now,
+    Files, MAX_GRACE, Objects, PROBE_TIMEOUT, RESTART_BACKOFF, RunningContainer, Volume, now,
 };
 use super::control_plane::{self, ControlPlane};
 use network::{Allocator, PodNetwork};
@@ -79,6 +82,8 @@ pub struct PodInfo {
     /// Its network namespace, as `/proc/*/ns/net` links name it
     /// (`net:[INODE]`).
     pub netns: String,
+    /// Volume name → the directory standing in for it.
+    pub volumes: BTreeMap<String, PathBuf>,
     pub ready: bool,
     pub containers: Vec<ContainerInfo>,
 }
@@ -312,7 +317,13 @@ struct NodePod {
 }
 
 impl NodePod {
-    fn prepare(pod: &Pod, network: PodNetwork, log_dir: &Path) -> Result<NodePod, String> {
+    fn prepare(
+        pod: &Pod,
+        network: PodNetwork,
+        fields: &HashMap<&str, String>,
+        mut projected: HashMap<String, Files>,
+        log_dir: &Path,
+    ) -> Result<NodePod, String> {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let what = format!("pod {namespace}/{name}");
@@ -322,23 +333,16 @@ impl NodePod {
         }
         let mut volumes = BTreeMap::new();
         for v in spec.volumes.iter().flatten() {
-            volumes.insert(v.name.clone(), Volume::new(v, &what)?);
+            let volume = match projected.remove(&v.name) {
+                Some(fixed) => Volume::projected(v, fixed)?,
+                None => Volume::new(v, &what)?,
+            };
+            volumes.insert(v.name.clone(), volume);
         }
         let ip = network.ip;
-        let fields = HashMap::from([
-            ("status.podIP", ip.to_string()),
-            ("status.hostIP", NODE_IP.to_string()),
-            ("metadata.name", name.clone()),
-            ("metadata.namespace", namespace.clone()),
-            ("spec.nodeName", NODE_NAME.to_string()),
-            (
-                "spec.serviceAccountName",
-                spec.service_account_name.clone().unwrap_or_default(),
-            ),
-        ]);
         let mut containers = Vec::new();
         for c in &spec.containers {
-            let mut rc = RunningContainer::resolve(c, &name, ip, &fields, &volumes, log_dir)?;
+            let mut rc = RunningContainer::resolve(c, &name, ip, fields, &volumes, log_dir)?;
             rc.log = log_dir.join(format!("{namespace}_{name}_{}.log", c.name));
             rc.netns = Some(network.netns.clone());
             containers.push(rc);
@@ -434,6 +438,11 @@ impl NodePod {
             ip: self.network.ip,
             veth: self.network.veth.clone(),
             netns: self.network.name(),
+            volumes: self
+                .volumes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.dir.path().to_path_buf()))
+                .collect(),
             ready: self.ready,
             containers: self
                 .containers
@@ -447,6 +456,29 @@ impl NodePod {
                 .collect(),
         }
     }
+}
+
+/// What `fieldRef`s name, for env and downwardAPI files.
+fn fields(pod: &Pod, ip: Ipv4Addr) -> HashMap<&'static str, String> {
+    let spec = pod.spec.as_ref();
+    HashMap::from([
+        ("status.podIP", ip.to_string()),
+        ("status.hostIP", NODE_IP.to_string()),
+        (
+            "metadata.name",
+            pod.metadata.name.clone().unwrap_or_default(),
+        ),
+        (
+            "metadata.namespace",
+            pod.metadata.namespace.clone().unwrap_or_default(),
+        ),
+        ("spec.nodeName", NODE_NAME.to_string()),
+        (
+            "spec.serviceAccountName",
+            spec.and_then(|s| s.service_account_name.clone())
+                .unwrap_or_default(),
+        ),
+    ])
 }
 
 /// One poll of the cluster.
@@ -508,7 +540,7 @@ impl Runner {
             }
         };
         self.bind(&world).await;
-        self.admit(&world)?;
+        self.admit(&world).await?;
         self.stop_deleted(&world);
         if !self.run_containers(&world)? {
             return Ok(());
@@ -578,7 +610,7 @@ impl Runner {
     }
 
     /// Starts managing the live Pods bound to this node that it does not run yet.
-    fn admit(&mut self, world: &World) -> Result<(), String> {
+    async fn admit(&mut self, world: &World) -> Result<(), String> {
         for pod in &world.pods {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let ours = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE_NAME);
@@ -602,8 +634,25 @@ impl Runner {
                 continue;
             }
             let (ip, veth) = self.ips.next()?;
+            let fields = fields(pod, ip);
+            let mut projected = HashMap::new();
+            for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+                if v.projected.is_none() {
+                    continue;
+                }
+                match projected::files(&self.client, pod, v, &fields).await {
+                    Ok(files) => {
+                        projected.insert(v.name.clone(), files);
+                    }
+                    Err(projected::Failure::Unsupported(e)) => return Err(e),
+                    Err(projected::Failure::Api(e)) => {
+                        self.report("projected volume", e);
+                        return Ok(());
+                    }
+                }
+            }
             let network = PodNetwork::create(ip, veth)?;
-            let node_pod = NodePod::prepare(pod, network, &self.log_dir)?;
+            let node_pod = NodePod::prepare(pod, network, &fields, projected, &self.log_dir)?;
             let mut shared = self.shared();
             for c in &node_pod.containers {
                 shared.logs.push((
