@@ -26,6 +26,17 @@ pub fn spawn(
             bin_dir.display()
         ));
     }
+    // Without these kube-proxy starts, logs and programs nothing.
+    for tool in ["iptables", "iptables-restore"] {
+        let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .any(|d| d.join(tool).is_file());
+        if !found {
+            return Err(format!(
+                "no {tool}: kube-proxy needs Debian's iptables package"
+            ));
+        }
+    }
     let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let port = || {
         std::net::TcpListener::bind("127.0.0.1:0")
