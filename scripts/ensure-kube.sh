@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the real Kubernetes control plane the end-to-end tests run, from the
 # Go modules pinned in e2e/kube/go.mod and go.sum (never a downloaded
-# binary): etcd, kube-apiserver and kube-controller-manager, into
+# binary): etcd, kube-apiserver, kube-controller-manager and kube-proxy
+# (the node agent of tests/support/node runs it), into
 # <repo>/.kube-bin (git-ignored).
 #
 # A build is reused while e2e/kube's sources are unchanged (their hash is
@@ -13,7 +14,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SRC="$REPO/e2e/kube"
 OUT="$REPO/.kube-bin"
-COMPONENTS=(etcd kube-apiserver kube-controller-manager)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-proxy)
 
 log() { echo "ensure-kube: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -38,7 +39,7 @@ cd "$SRC"
 export GOFLAGS="-mod=readonly ${GOFLAGS:-}"
 log "building etcd"
 go build -o "$OUT/etcd" ./etcd
-for c in kube-apiserver kube-controller-manager; do
+for c in kube-apiserver kube-controller-manager kube-proxy; do
   log "building $c"
   go build -o "$OUT/$c" "k8s.io/kubernetes/cmd/$c"
 done

@@ -34,8 +34,8 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
-/// The IP range Services get their ClusterIPs from. Nothing is routed to
-/// it: no test sends traffic to a ClusterIP of this cluster.
+/// The IP range Services get their ClusterIPs from. Only the node agent
+/// (`node/`) routes it, to kube-proxy's NAT rules.
 pub const SERVICE_CIDR: &str = "10.96.0.0/24";
 
 pub struct ControlPlane {
@@ -155,6 +155,12 @@ impl Pki {
         admin.distinguished_name = name("test-admin", Some("system:masters"));
         admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         leaf("admin", admin);
+        // kube-apiserver's identity towards kubelets (pods/log, exec).
+        let mut kubelet_client = CertificateParams::default();
+        kubelet_client.distinguished_name =
+            name("kube-apiserver-kubelet-client", Some("system:masters"));
+        kubelet_client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        leaf("kubelet-client", kubelet_client);
         // Service-account tokens are signed with this key and checked
         // with its public half.
         let sa = KeyPair::generate().unwrap();
@@ -244,6 +250,14 @@ impl ControlPlane {
                 format!("--tls-private-key-file={}", path("apiserver.key")),
                 format!("--client-ca-file={}", path("ca.crt")),
                 "--authorization-mode=RBAC".into(),
+                // The node agent's kubelet API (tests/support/node) checks
+                // this certificate; its address is the Node's InternalIP.
+                format!(
+                    "--kubelet-client-certificate={}",
+                    path("kubelet-client.crt")
+                ),
+                format!("--kubelet-client-key={}", path("kubelet-client.key")),
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 "--service-account-issuer=https://kubernetes.default.svc".into(),
                 format!("--service-account-key-file={}", path("sa.pub")),
                 format!("--service-account-signing-key-file={}", path("sa.key")),

@@ -12,12 +12,10 @@
 //!   (deleted, garbage-collected, `deletionTimestamp` set) are stopped
 //!   (SIGTERM, SIGKILL after the grace period, capped at 5 s), and workloads
 //!   that still want Pods get new ones.
-//! - runs each container as a local process: a container named `kengine`,
-//!   or whose `command[0]` is `kengine`/`caddy`, runs the Caddy 2.8.4 binary
-//!   ([`super::caddy_bin`]) with the rest of its command and args (`run` when
-//!   there are none); a container whose first argument (`args[0]`, or
-//!   `command[1]` when `command` is set) is `admin-proxy` runs this project's
-//!   binary. Anything else is a fatal error, which stops the kubelet and
+//! - runs each container as a local process, resolved by
+//!   [`super::containers`] (Caddy 2.8.4 for Kengine containers, this
+//!   project's binary for `admin-proxy`/`echo`/`kengine-gateway` ones).
+//!   Anything else is a fatal error, which stops the kubelet and
 //!   makes [`FakeKubelet::pods`] panic with it. Because Caddy stands in for
 //!   Kengine, Caddy containers also get `CADDY_X` for every `KENGINE_X` in
 //!   their env that has no `CADDY_X` of its own.
@@ -66,36 +64,29 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasher;
-use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::process::ExitStatusExt as _;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, KeyToPath, Pod, PodSpec, PodTemplateSpec, Probe, Secret,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, PodTemplateSpec, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kengine_gateway::kengine::{AdminAddr, AdminClient};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::process::Child;
 
+use super::containers::{
+    MAX_GRACE, Objects, PROBE_TIMEOUT, RESTART_BACKOFF, RunningContainer, Volume, admin_socket_of,
+    now, suffix,
+};
+
 /// The node every Pod is bound to.
 pub const NODE_NAME: &str = "kengine-e2e-fake-node";
 const HOST_IP: &str = "127.0.0.1";
 const TICK: Duration = Duration::from_millis(200);
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// A crashing container is restarted at most this often.
-const RESTART_BACKOFF: Duration = Duration::from_secs(1);
-/// Upper bound on `terminationGracePeriodSeconds` (default 30 s), to keep tests fast.
-const MAX_GRACE: Duration = Duration::from_secs(5);
-const ADMIN_PROXY_BIN: &str = env!("CARGO_BIN_EXE_kengine-gateway");
 /// Lines per log file in [`FakeKubelet::all_logs`].
 const LOG_TAIL: usize = 60;
 
@@ -344,14 +335,11 @@ struct Workload {
     template: PodTemplateSpec,
 }
 
-type Files = BTreeMap<String, Vec<u8>>;
-
 /// One poll of the namespace.
 struct World {
     workloads: Vec<Workload>,
     pods: HashMap<String, Pod>,
-    secrets: HashMap<String, Files>,
-    config_maps: HashMap<String, Files>,
+    objects: Objects,
 }
 
 struct Runner {
@@ -469,39 +457,15 @@ impl Runner {
                 template: d.spec.unwrap_or_default().template,
             });
         }
-        let secrets = secrets
+        let mut objects = Objects::default();
+        secrets
             .items
             .into_iter()
-            .map(|s| {
-                let mut files: Files = s
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                // The real API folds stringData into data; the emulator may not.
-                for (k, v) in s.string_data.unwrap_or_default() {
-                    files.insert(k, v.into_bytes());
-                }
-                (s.metadata.name.unwrap_or_default(), files)
-            })
-            .collect();
-        let config_maps = config_maps
+            .for_each(|s| objects.add_secret(s));
+        config_maps
             .items
             .into_iter()
-            .map(|c| {
-                let mut files: Files = c
-                    .binary_data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .collect();
-                for (k, v) in c.data.unwrap_or_default() {
-                    files.insert(k, v.into_bytes());
-                }
-                (c.metadata.name.unwrap_or_default(), files)
-            })
-            .collect();
+            .for_each(|c| objects.add_config_map(c));
         Ok(World {
             workloads,
             pods: pods
@@ -509,8 +473,7 @@ impl Runner {
                 .into_iter()
                 .map(|p| (p.metadata.name.clone().unwrap_or_default(), p))
                 .collect(),
-            secrets,
-            config_maps,
+            objects,
         })
     }
 
@@ -630,7 +593,7 @@ impl Runner {
         shared.reap_stopping();
         for pod in &mut shared.pods {
             for v in pod.volumes.values_mut() {
-                v.sync(world)?;
+                v.sync(&world.objects)?;
             }
             if !pod.started {
                 if pod.volumes.values().all(Volume::ready) {
@@ -786,23 +749,6 @@ impl Runner {
     }
 }
 
-/// Kubernetes' random-suffix alphabet (no vowels, no look-alikes).
-fn suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut n = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    (0..5)
-        .map(|_| {
-            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize];
-            n /= ALPHABET.len() as u64;
-            c as char
-        })
-        .collect()
-}
-
-fn now() -> Value {
-    serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now())).unwrap()
-}
-
 // ---------------------------------------------------------------- pods
 
 struct RunningPod {
@@ -948,460 +894,4 @@ impl RunningPod {
                 .collect(),
         }
     }
-}
-
-/// Kengine's admin socket from `CADDY_ADMIN`/`KENGINE_ADMIN`, when it is one.
-fn admin_socket_of(env: &[(String, String)]) -> Result<Option<PathBuf>, String> {
-    let Some((_, value)) = env
-        .iter()
-        .find(|(k, _)| k == "CADDY_ADMIN" || k == "KENGINE_ADMIN")
-    else {
-        return Ok(None);
-    };
-    let Ok(AdminAddr::Unix(path)) = value.parse::<AdminAddr>() else {
-        return Ok(None);
-    };
-    // sockaddr_un.sun_path is 108 bytes, including the terminating NUL.
-    if path.as_os_str().len() > 107 {
-        return Err(format!(
-            "admin socket path {} is longer than a unix socket allows; use a shorter TMPDIR",
-            path.display()
-        ));
-    }
-    Ok(Some(path))
-}
-
-// ---------------------------------------------------------------- volumes
-
-enum Source {
-    EmptyDir,
-    Secret(String),
-    ConfigMap(String),
-}
-
-struct Volume {
-    dir: tempfile::TempDir,
-    source: Source,
-    optional: bool,
-    items: Option<Vec<KeyToPath>>,
-    /// What is on disk (`None` until the object was first seen).
-    written: Option<Files>,
-}
-
-impl Volume {
-    fn new(v: &k8s_openapi::api::core::v1::Volume, workload: &str) -> Result<Volume, String> {
-        let (source, optional, items) = if v.empty_dir.is_some() {
-            (Source::EmptyDir, false, None)
-        } else if let Some(s) = &v.secret {
-            let name = s.secret_name.clone().unwrap_or_default();
-            (
-                Source::Secret(name),
-                s.optional == Some(true),
-                s.items.clone(),
-            )
-        } else if let Some(c) = &v.config_map {
-            (
-                Source::ConfigMap(c.name.clone()),
-                c.optional == Some(true),
-                c.items.clone(),
-            )
-        } else {
-            return Err(format!(
-                "{workload}: volume {} is not an emptyDir, secret or configMap, which is all the fake kubelet emulates",
-                v.name
-            ));
-        };
-        // Short: unix socket paths under it must fit in 108 bytes.
-        let dir = tempfile::Builder::new()
-            .prefix("k")
-            .tempdir()
-            .map_err(|e| format!("volume directory: {e}"))?;
-        Ok(Volume {
-            dir,
-            source,
-            optional,
-            items,
-            written: None,
-        })
-    }
-
-    fn ready(&self) -> bool {
-        matches!(self.source, Source::EmptyDir) || self.optional || self.written.is_some()
-    }
-
-    /// Brings the files in line with the Secret or ConfigMap.
-    fn sync(&mut self, world: &World) -> Result<(), String> {
-        let data = match &self.source {
-            Source::EmptyDir => return Ok(()),
-            Source::Secret(name) => world.secrets.get(name),
-            Source::ConfigMap(name) => world.config_maps.get(name),
-        };
-        // A deleted object leaves the files as they were, as on a real node.
-        let Some(data) = data else { return Ok(()) };
-        let files: Files = match &self.items {
-            None => data.clone(),
-            Some(items) => items
-                .iter()
-                .filter_map(|i| Some((i.path.clone(), data.get(&i.key)?.clone())))
-                .collect(),
-        };
-        if self.written.as_ref() == Some(&files) {
-            return Ok(());
-        }
-        let old = self.written.take().unwrap_or_default();
-        let io = |e: std::io::Error| format!("writing volume files: {e}");
-        for (path, bytes) in &files {
-            if old.get(path) != Some(bytes) {
-                let target = self.dir.path().join(path);
-                let parent = target.parent().unwrap_or(self.dir.path());
-                std::fs::create_dir_all(parent).map_err(io)?;
-                // Readers never see a half-written file.
-                let tmp = parent.join(".fake-kubelet.tmp");
-                std::fs::write(&tmp, bytes).map_err(io)?;
-                std::fs::rename(&tmp, &target).map_err(io)?;
-            }
-        }
-        for path in old.keys().filter(|p| !files.contains_key(*p)) {
-            let _ = std::fs::remove_file(self.dir.path().join(path));
-        }
-        self.written = Some(files);
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------- containers
-
-#[derive(Clone)]
-enum ProbeTarget {
-    Http(String),
-    Tcp(SocketAddr),
-}
-
-impl ProbeTarget {
-    async fn check(&self, http: &reqwest::Client) -> bool {
-        match self {
-            ProbeTarget::Http(url) => http
-                .get(url)
-                .send()
-                .await
-                .is_ok_and(|r| (200..400).contains(&r.status().as_u16())),
-            ProbeTarget::Tcp(addr) => {
-                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr))
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-            }
-        }
-    }
-}
-
-struct RunningContainer {
-    name: String,
-    image: String,
-    pod: String,
-    /// Runs Caddy standing in for Kengine.
-    kengine: bool,
-    program: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    probe: Option<ProbeTarget>,
-    log: PathBuf,
-    child: Option<Child>,
-    started_at: Value,
-    last_start: Option<Instant>,
-    restarts: i32,
-    last_exit: Option<Value>,
-    ready: bool,
-}
-
-impl RunningContainer {
-    fn resolve(
-        c: &Container,
-        pod: &str,
-        ip: Ipv4Addr,
-        fields: &HashMap<&str, String>,
-        volumes: &BTreeMap<String, Volume>,
-        log_dir: &Path,
-    ) -> Result<RunningContainer, String> {
-        let what = || format!("pod {pod} container {}", c.name);
-        if c.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
-            return Err(format!("{}: envFrom is not emulated", what()));
-        }
-        // Expanded in order, so `$(VAR)` sees only earlier variables.
-        let mut env: Vec<(String, String)> = Vec::new();
-        for var in c.env.iter().flatten() {
-            let value = if let Some(value) = &var.value {
-                expand(value, &env)
-            } else if let Some(from) = &var.value_from {
-                let path = from.field_ref.as_ref().map(|f| f.field_path.as_str());
-                match path.and_then(|p| fields.get(p)) {
-                    Some(v) => v.clone(),
-                    None => {
-                        return Err(format!(
-                            "{}: env {} uses a valueFrom the fake kubelet does not emulate",
-                            what(),
-                            var.name
-                        ));
-                    }
-                }
-            } else {
-                String::new()
-            };
-            env.retain(|(k, _)| *k != var.name);
-            env.push((var.name.clone(), value));
-        }
-        let command = c.command.clone().unwrap_or_default();
-        let mut argv: Vec<String> = command.iter().skip(1).cloned().collect();
-        argv.extend(c.args.iter().flatten().cloned());
-        let argv: Vec<String> = argv.iter().map(|a| expand(a, &env)).collect();
-        let entry = command
-            .first()
-            .map(|c| c.rsplit('/').next().unwrap_or(c).to_string());
-        let (kengine, program, argv) = if argv.first().map(String::as_str) == Some("admin-proxy") {
-            (false, PathBuf::from(ADMIN_PROXY_BIN), argv)
-        } else if c.name == "kengine" || matches!(entry.as_deref(), Some("kengine" | "caddy")) {
-            let argv = if argv.is_empty() {
-                vec!["run".into()]
-            } else {
-                argv
-            };
-            (true, super::caddy_bin(), argv)
-        } else {
-            return Err(format!(
-                "{}: cannot run image {:?} with command {command:?} and args {:?}; the fake \
-                 kubelet runs Kengine containers (named `kengine`, or command `kengine`/`caddy`) \
-                 and `admin-proxy` containers only",
-                what(),
-                c.image.as_deref().unwrap_or_default(),
-                c.args.as_deref().unwrap_or_default(),
-            ));
-        };
-        // The "mount namespace": container paths become host directories.
-        let mut mounts = Vec::new();
-        for m in c.volume_mounts.iter().flatten() {
-            let volume = volumes
-                .get(&m.name)
-                .ok_or_else(|| format!("{}: volumeMount {} names no volume", what(), m.name))?;
-            let mut host = volume.dir.path().to_path_buf();
-            if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                host.push(sub);
-            }
-            let path = m.mount_path.trim_end_matches('/').to_string();
-            if !path.is_empty() {
-                mounts.push((path, host.to_string_lossy().into_owned()));
-            }
-        }
-        mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
-        let args = argv.iter().map(|a| remount(a, &mounts)).collect();
-        let mut env: Vec<(String, String)> = env
-            .into_iter()
-            .map(|(k, v)| (k, remount(&v, &mounts)))
-            .collect();
-        if kengine {
-            let mirrored: Vec<(String, String)> = env
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((format!("CADDY_{}", k.strip_prefix("KENGINE_")?), v.clone()))
-                })
-                .filter(|(k, _)| !env.iter().any(|(e, _)| e == k))
-                .collect();
-            env.extend(mirrored);
-        }
-        let probe = c
-            .readiness_probe
-            .as_ref()
-            .map(|p| probe_target(p, c, ip).map_err(|e| format!("{}: {e}", what())))
-            .transpose()?;
-        Ok(RunningContainer {
-            name: c.name.clone(),
-            image: c.image.clone().unwrap_or_default(),
-            pod: pod.to_string(),
-            kengine,
-            program,
-            args,
-            env,
-            probe,
-            log: log_dir.join(format!("{pod}_{}.log", c.name)),
-            child: None,
-            started_at: Value::Null,
-            last_start: None,
-            restarts: 0,
-            last_exit: None,
-            ready: false,
-        })
-    }
-
-    fn spawn(&mut self, cwd: &Path) -> Result<(), String> {
-        let io = |e: std::io::Error| format!("starting {}: {e}", self.program.display());
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(io)?;
-        let _ = writeln!(
-            log,
-            "==== fake kubelet: run {} of {}: {} {}",
-            self.restarts,
-            self.name,
-            self.program.display(),
-            self.args.join(" ")
-        );
-        let mut cmd = tokio::process::Command::new(&self.program);
-        // A container sees its own environment, not the test's.
-        cmd.args(&self.args).env_clear().env("HOSTNAME", &self.pod);
-        for key in ["PATH", "KENGINE_GATEWAY_LOG", "RUST_BACKTRACE"] {
-            if let Some(v) = std::env::var_os(key) {
-                cmd.env(key, v);
-            }
-        }
-        let child = cmd
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io)?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(io)?;
-        self.child = Some(child);
-        self.started_at = now();
-        self.last_start = Some(Instant::now());
-        Ok(())
-    }
-
-    /// Notices an exited process; `true` if it just exited.
-    fn check_exit(&mut self) -> bool {
-        let Some(child) = &mut self.child else {
-            return false;
-        };
-        let Ok(Some(exit)) = child.try_wait() else {
-            return false;
-        };
-        self.child = None;
-        self.ready = false;
-        // Like a container runtime: 128 + signal for a killed process.
-        let code = exit
-            .code()
-            .unwrap_or_else(|| 128 + exit.signal().unwrap_or(0));
-        if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(&self.log) {
-            let _ = writeln!(log, "==== fake kubelet: {} exited: {exit}", self.name);
-        }
-        self.last_exit = Some(json!({
-            "exitCode": code,
-            "reason": if code == 0 { "Completed" } else { "Error" },
-            "startedAt": self.started_at,
-            "finishedAt": now(),
-        }));
-        true
-    }
-
-    fn status(&self, pod_started: bool) -> Value {
-        use std::hash::{DefaultHasher, Hash, Hasher};
-        let mut h = DefaultHasher::new();
-        self.image.hash(&mut h);
-        let state = match (&self.child, pod_started) {
-            (Some(_), _) => json!({"running": {"startedAt": self.started_at}}),
-            (None, false) => json!({"waiting": {"reason": "ContainerCreating"}}),
-            (None, true) => json!({"waiting": {"reason": "CrashLoopBackOff"}}),
-        };
-        let mut status = json!({
-            "name": self.name,
-            "image": self.image,
-            "imageID": format!("fake-kubelet://{}@{:016x}", self.image, h.finish()),
-            "containerID": format!("fake-kubelet://{}/{}/{}", self.pod, self.name, self.restarts),
-            "ready": self.ready,
-            "started": self.child.is_some(),
-            "restartCount": self.restarts,
-            "state": state,
-        });
-        if let Some(exit) = &self.last_exit {
-            status["lastState"] = json!({ "terminated": exit });
-        }
-        status
-    }
-}
-
-fn probe_target(p: &Probe, c: &Container, ip: Ipv4Addr) -> Result<ProbeTarget, String> {
-    let port = |port: &IntOrString| -> Result<u16, String> {
-        match port {
-            IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("bad probe port {n}")),
-            IntOrString::String(name) => c
-                .ports
-                .iter()
-                .flatten()
-                .find(|p| p.name.as_deref() == Some(name))
-                .and_then(|p| u16::try_from(p.container_port).ok())
-                .ok_or_else(|| format!("probe port {name:?} names no container port")),
-        }
-    };
-    if let Some(get) = &p.http_get {
-        if get.scheme.as_deref().is_some_and(|s| s != "HTTP") {
-            return Err("only HTTP readiness probes are emulated".into());
-        }
-        let host = get.host.clone().unwrap_or_else(|| ip.to_string());
-        let path = get.path.as_deref().unwrap_or("/");
-        return Ok(ProbeTarget::Http(format!(
-            "http://{host}:{}{path}",
-            port(&get.port)?
-        )));
-    }
-    if let Some(tcp) = &p.tcp_socket {
-        let host: Ipv4Addr = match &tcp.host {
-            Some(h) => h.parse().map_err(|_| format!("bad probe host {h}"))?,
-            None => ip,
-        };
-        return Ok(ProbeTarget::Tcp(SocketAddr::from((host, port(&tcp.port)?))));
-    }
-    Err("only httpGet and tcpSocket readiness probes are emulated".into())
-}
-
-/// Kubelet's `$(VAR)` expansion: defined variables are substituted, `$$`
-/// is a literal `$`, anything else is left as written.
-fn expand(s: &str, env: &[(String, String)]) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out += &rest[..i];
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some((name, tail)) = after.strip_prefix('(').and_then(|a| a.split_once(')')) {
-            match env.iter().rev().find(|(k, _)| k == name) {
-                Some((_, v)) => out += v,
-                None => out += &format!("$({name})"),
-            }
-            rest = tail;
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out + rest
-}
-
-/// Replaces mount paths (longest first) by their directories, in one pass so
-/// a replacement is never rewritten again, and only at path boundaries
-/// (`/tmp` matches `unix//tmp/x` and `--dir=/tmp`, not `/var/tmp` or `/tmpx`).
-fn remount(s: &str, mounts: &[(String, String)]) -> String {
-    let is_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-    let mut out = String::new();
-    let mut i = 0;
-    'scan: while i < s.len() {
-        let before_ok = s[..i].chars().next_back().is_none_or(|c| !is_name(c));
-        if before_ok {
-            for (path, host) in mounts {
-                if let Some(after) = s[i..].strip_prefix(path.as_str())
-                    && after.chars().next().is_none_or(|c| c == '/' || !is_name(c))
-                {
-                    out += host;
-                    i += path.len();
-                    continue 'scan;
-                }
-            }
-        }
-        let c = s[i..].chars().next().unwrap();
-        out.push(c);
-        i += c.len_utf8();
-    }
-    out
 }
