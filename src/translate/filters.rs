@@ -255,12 +255,14 @@ fn cors(c: &gateway_api::apis::experimental::httproutes::HttpRouteRulesFiltersCo
                 matchers: vec![both(&preflight, &allowed_origin)],
                 handle: vec![respond(Some(answer))],
                 terminal: false,
+                ..Default::default()
             },
             // A preflight from an origin that is not allowed gets no CORS headers.
             Route {
                 matchers: vec![preflight],
                 handle: vec![respond(None)],
                 terminal: false,
+                ..Default::default()
             },
             Route {
                 matchers: vec![allowed_origin],
@@ -273,6 +275,7 @@ fn cors(c: &gateway_api::apis::experimental::httproutes::HttpRouteRulesFiltersCo
                     }),
                 })],
                 terminal: false,
+                ..Default::default()
             },
         ],
     }

@@ -13,7 +13,7 @@ use super::conditions::Cond;
 use super::dispatch::SharedProxy;
 use super::filters::{self, PREFIX_CAPTURE};
 use super::rule_backends::{self, RuleBackends};
-use crate::kengine::config::{MatcherSet, RegexpMatcher, Route};
+use crate::kengine::config::{MatcherSet, Origin, OriginPart, Provenance, RegexpMatcher, Route};
 use crate::kengine::placeholders::escape as literal;
 use crate::kengine::{check, re2};
 use crate::snapshot::{ObjectRef, Snapshot};
@@ -138,6 +138,13 @@ pub fn compile<'s>(
         // into all but the last of them, moved into that one.
         let last = parts.iter().rposition(|p| p.needs_backend);
         let first = out.matches.len();
+        // Names this rule if Kengine would still refuse what it became.
+        let provenance = Provenance::new([Origin {
+            kind: "HTTPRoute",
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            part: OriginPart::Rule(rule_index),
+        }]);
         for (i, part) in parts.drain(..).enumerate() {
             let Part {
                 mut precedence,
@@ -156,6 +163,7 @@ pub fn compile<'s>(
                     route.handle.extend(tail);
                 }
             }
+            route.provenance = provenance.clone();
             precedence.created = created;
             precedence.route = Some(key.clone());
             precedence.rule = rule_index;
@@ -177,7 +185,8 @@ pub fn compile<'s>(
         if let Some(err) = refused {
             out.matches.truncate(first);
             out.unsupported.get_or_insert(filters::unsupported(format!(
-                "rule {rule_index} is not served: Kengine would refuse it {err}"
+                "rule {rule_index} is not served: Kengine would refuse it at {}: {}",
+                err.path, err.problem
             )));
         }
     }
@@ -250,6 +259,7 @@ fn compile_match(
                 matchers,
                 handle,
                 terminal: false,
+                ..Default::default()
             },
             needs_backend: !answered,
         });
