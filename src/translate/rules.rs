@@ -193,6 +193,15 @@ pub fn compile<'s>(
     out
 }
 
+/// The Gateway API's `HTTPHeaderName` (used for query names too): an HTTP
+/// token of at most 256 characters.
+fn http_token(name: &str) -> bool {
+    (1..=256).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// One Kengine route of a match, before the rule's backends are added.
 struct Part {
     precedence: Precedence,
@@ -372,11 +381,16 @@ fn matcher(
             }
         }
     }
-    // The name sits inside our placeholder, where a brace would end it.
-    if let Some((name, _)) = regexps.iter().find(|(n, _)| n.contains(['{', '}'])) {
-        return Err(super::filters::unsupported(format!(
-            "query parameter name {name:?} is not valid"
-        )));
+    // The CRD's rule for header and query names, which files skip: a
+    // query name sits inside our placeholder, where it must be a token.
+    let names = (headers.iter().map(|h| ("header", &h.name)))
+        .chain(query_params.iter().map(|q| ("query parameter", &q.name)));
+    for (what, name) in names {
+        if !http_token(name) {
+            return Err(super::filters::unsupported(format!(
+                "{what} name {name:?} is not valid: it needs 1 to 256 letters, digits or !#$%&'*+-.^_`|~"
+            )));
+        }
     }
     let query_regexp = |(name, pattern): (String, String)| MatcherSet {
         vars_regexp: Some(BTreeMap::from([(
@@ -511,6 +525,39 @@ mod tests {
         ];
         v.sort();
         assert_eq!(v, vec![exact, long, headers, method, short]);
+    }
+
+    #[test]
+    fn header_and_query_names_are_http_tokens() {
+        let err = |json: serde_json::Value| {
+            let m = serde_json::from_value(json).unwrap();
+            matcher(&m, false).unwrap_err().message
+        };
+        // Found by tests/fuzz.rs: an empty query name made the placeholder
+        // `{http.request.uri.query.}`, which only the check caught.
+        for (kind, name) in [
+            ("queryParams", ""),
+            ("queryParams", "a{b"),
+            ("queryParams", "a b"),
+            ("headers", ""),
+            ("headers", "X:Y"),
+            ("headers", "\u{e9}"),
+        ] {
+            for type_ in ["Exact", "RegularExpression"] {
+                let message =
+                    err(serde_json::json!({kind: [{"name": name, "type": type_, "value": "v"}]}));
+                assert!(
+                    message.contains("name") && message.contains("is not valid"),
+                    "{message}"
+                );
+            }
+        }
+        let long = "a".repeat(257);
+        assert!(
+            err(serde_json::json!({"headers": [{"name": long, "value": "v"}]})).contains("256")
+        );
+        let (set, _) = m(serde_json::json!({"queryParams": [{"name": "a-b.c_~!", "value": "v"}]}));
+        assert_eq!(set.query.unwrap()["a-b.c_~!"], vec!["v".to_string()]);
     }
 
     #[test]
