@@ -75,7 +75,8 @@ spec:
       requestRedirect: {{path: {{type: ReplaceFullPath, replaceFullPath: {fp}}}}}
 ---
 ",
-        qn = named("q"),
+        // Match names are HTTP tokens (the CRD's rule): no braces there.
+        qn = q("q"),
         an = named("X-Add"),
         sn = named("X-Set"),
         rn = named("X-Remove"),
