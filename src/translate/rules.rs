@@ -193,15 +193,6 @@ pub fn compile<'s>(
     out
 }
 
-/// The Gateway API's `HTTPHeaderName` (used for query names too): an HTTP
-/// token of at most 256 characters.
-fn http_token(name: &str) -> bool {
-    (1..=256).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 /// One Kengine route of a match, before the rule's backends are added.
 struct Part {
     precedence: Precedence,
@@ -386,10 +377,8 @@ fn matcher(
     let names = (headers.iter().map(|h| ("header", &h.name)))
         .chain(query_params.iter().map(|q| ("query parameter", &q.name)));
     for (what, name) in names {
-        if !http_token(name) {
-            return Err(super::filters::unsupported(format!(
-                "{what} name {name:?} is not valid: it needs 1 to 256 letters, digits or !#$%&'*+-.^_`|~"
-            )));
+        if !filters::http_token(name) {
+            return Err(filters::bad_name(what, name));
         }
     }
     let query_regexp = |(name, pattern): (String, String)| MatcherSet {
