@@ -195,14 +195,21 @@ async fn rejected_config_keeps_the_last_good_one_serving() {
             }],
             handle: vec![Handler::status(418)],
             terminal: false,
+            ..Default::default()
         },
     );
-    // Our check refuses it before sending, and says where.
+    // Our check refuses it before sending, and says where and whose it is:
+    // a route translate did not build belongs to its server's listeners.
     match pusher.push(&bad).await {
         Err(AdminError::Unloadable(e)) => {
             assert!(
                 e.path.ends_with(".routes[0].match[0].path_regexp.pattern"),
                 "{e}"
+            );
+            let message = AdminError::Unloadable(e).to_string();
+            assert!(
+                message.contains("(from Gateway default/gw listener "),
+                "{message}"
             );
         }
         other => panic!("expected the check to refuse it, got {other:?}"),

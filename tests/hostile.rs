@@ -28,11 +28,11 @@ fn gateway(ip: &str, port: u16) -> String {
 }
 
 /// A route with `p` (a placeholder) in every string field translate
-/// copies into a field Kengine expands.
+/// copies into a field Kengine expands (names and filter hostnames, which
+/// must be tokens and hostnames, get plain values).
 fn route_full_of(p: &str, backend_port: u16) -> String {
     let q = |s: &str| serde_json::to_string(s).unwrap();
     let v = q(p);
-    let named = |prefix: &str| q(&format!("{prefix}{p}"));
     format!(
         "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -56,7 +56,7 @@ spec:
         set: [{{name: {sn}, value: {v}}}]
         remove: [{rn}]
     - type: URLRewrite
-      urlRewrite: {{hostname: {v}, path: {{type: ReplaceFullPath, replaceFullPath: {fp}}}}}
+      urlRewrite: {{hostname: h.example, path: {{type: ReplaceFullPath, replaceFullPath: {fp}}}}}
     - type: CORS
       cors: {{allowOrigins: ['https://o.example'], allowMethods: [{v}], allowHeaders: [{v}], exposeHeaders: [{v}]}}
     backendRefs: [{{name: v1, port: {backend_port}}}]
@@ -68,17 +68,18 @@ spec:
   - matches: [{{path: {{type: PathPrefix, value: /c}}}}]
     filters:
     - type: RequestRedirect
-      requestRedirect: {{hostname: {v}, path: {{type: ReplacePrefixMatch, replacePrefixMatch: {fp}}}}}
+      requestRedirect: {{hostname: h.example, path: {{type: ReplacePrefixMatch, replacePrefixMatch: {fp}}}}}
   - matches: [{{path: {{type: PathPrefix, value: /d}}}}]
     filters:
     - type: RequestRedirect
       requestRedirect: {{path: {{type: ReplaceFullPath, replaceFullPath: {fp}}}}}
 ---
 ",
-        qn = named("q"),
-        an = named("X-Add"),
-        sn = named("X-Set"),
-        rn = named("X-Remove"),
+        // Match names are HTTP tokens (the CRD's rule): no braces there.
+        qn = q("q"),
+        an = q("X-Add"),
+        sn = q("X-Set"),
+        rn = q("X-Remove"),
         fp = q(&format!("/p{p}")),
     )
 }
@@ -130,7 +131,8 @@ fn no_user_placeholder_survives_unescaped_in_the_config() {
         // Every field that carried the placeholder is there, escaped.
         let escaped = placeholders::escape(p);
         let carrying = all.iter().filter(|s| s.contains(&escaped)).count();
-        assert!(carrying >= 15, "{p}: only {carrying} fields carry it");
+        // (Names and filter hostnames must be tokens and hostnames: no braces.)
+        assert!(carrying >= 14, "{p}: only {carrying} fields carry it");
         for s in &all {
             if s.contains("pattern") {
                 continue;
@@ -351,4 +353,219 @@ fn a_value_kengine_would_refuse_fails_its_route_only() {
     check::config(output.config()).unwrap();
     let json = output.config().to_json_pretty();
     assert!(json.contains("/good") && !json.contains("/bad"), "{json}");
+}
+
+/// Issue 13's acceptance: one good Gateway and route, rendered together
+/// with routes full of placeholders, invalid regexps, hostile hostnames,
+/// huge timeouts and huge weights. Real Caddy 2.8.4 loads the config, the
+/// good route serves, the placeholders reach the backend as text, the
+/// huge weights split traffic, and each bad rule is reported with its reason.
+#[tokio::test]
+async fn hostile_routes_beside_a_good_one_load_serve_and_are_reported() {
+    let good = echo("127.0.44.2", "good").await;
+    let v2 = echo("127.0.44.3", "v2").await;
+    let v3 = echo("127.0.44.4", "v3").await;
+    let route = |name: &str, hostnames: &str, rules: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  parentRefs: [{{name: gw}}]\n  hostnames: {hostnames}\n  rules:\n{rules}---\n"
+        )
+    };
+    let rule = |path: &str, extra: &str, backend: &str| {
+        format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: {path}}}{extra}}}]\n    backendRefs: [{backend}]\n"
+        )
+    };
+    let to = |svc: SocketAddr, name: &str| format!("{{name: {name}, port: {}}}", svc.port());
+    let mut yaml = format!(
+        "{CLASS}{}{}{}{}",
+        gateway("127.0.44.1", 18080),
+        service("good", good),
+        service("v2", v2),
+        service("v3", v3),
+    );
+    yaml += "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: default}\n\
+             spec: {type: ExternalName, externalName: '{env.HOME}', ports: [{port: 80}]}\n---\n";
+    // The good route: every host, every path.
+    yaml += &route("good", "[]", &rule("/", "", &to(good, "good")));
+    // Placeholders everywhere (the same route as above), still served.
+    yaml += &route_full_of("{env.HOME}", v2.port())
+        .replace("name: hostile,", "name: placeholders,")
+        .replace("name: v1,", "name: v2,");
+    // Invalid regexps in a path, a header and a query match.
+    for (name, m) in [
+        (
+            "regex-path",
+            "{path: {type: RegularExpression, value: '(['}}",
+        ),
+        (
+            "regex-header",
+            "{headers: [{type: RegularExpression, name: X-R, value: '[z-a]'}]}",
+        ),
+        (
+            "regex-query",
+            "{queryParams: [{type: RegularExpression, name: r, value: '(?<=a)b'}]}",
+        ),
+    ] {
+        let rules = format!("  - matches: [{m}]\n    backendRefs: [{}]\n", to(v2, "v2"));
+        yaml += &route(name, "[]", &rules);
+    }
+    // Hostnames that once broke the config or took over every host.
+    for (i, host) in ["'*.a(b'", "'*.a$|.*'", "'{env.HOME}.example'"]
+        .iter()
+        .enumerate()
+    {
+        yaml += &route(
+            &format!("hostname-{i}"),
+            &format!("[{host}]"),
+            &rule("/", "", &to(v2, "v2")),
+        );
+    }
+    // Timeouts that overflowed or that Go cannot parse.
+    for (i, t) in ["999999999999999999999999999999999999h", "2562048h"]
+        .iter()
+        .enumerate()
+    {
+        let rules = format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: /t{i}}}}}]\n    timeouts: {{request: {t}}}\n    backendRefs: [{}]\n",
+            to(v2, "v2")
+        );
+        yaml += &route(&format!("timeout-{i}"), "[]", &rules);
+    }
+    // An ExternalName whose name is a placeholder.
+    yaml += &route("external", "[]", &rule("/ext", "", "{name: ext, port: 80}"));
+    // Thirteen backendRefs of weight 1,000,000: valid, and split evenly.
+    let heavy: Vec<String> = (0..13)
+        .map(|i| {
+            let (svc, name) = if i % 2 == 0 { (v2, "v2") } else { (v3, "v3") };
+            format!("{{name: {name}, port: {}, weight: 1000000}}", svc.port())
+        })
+        .collect();
+    yaml += &route("weights", "[]", &rule("/w", "", &heavy.join(", ")));
+
+    let output = translate_yaml(&yaml);
+    let reason = |name: &str, type_: &str| {
+        let conds = route_status(&output, name);
+        let c = (conds.as_array().unwrap().iter())
+            .find(|c| c["type"] == type_)
+            .unwrap()
+            .clone();
+        let s = |k: &str| c[k].as_str().unwrap().to_string();
+        (s("status"), s("reason"), s("message"))
+    };
+    let expect = |name: &str, type_: &str, want: (&str, &str), text: &str| {
+        let (status, why, message) = reason(name, type_);
+        assert_eq!((status.as_str(), why.as_str()), want, "{name}: {message}");
+        assert!(message.contains(text), "{name}: {message}");
+    };
+    let unsupported = ("False", "UnsupportedValue");
+    expect(
+        "regex-path",
+        "Accepted",
+        unsupported,
+        "invalid regular expression",
+    );
+    expect(
+        "regex-header",
+        "Accepted",
+        unsupported,
+        "invalid regular expression",
+    );
+    expect(
+        "regex-query",
+        "Accepted",
+        unsupported,
+        "invalid regular expression",
+    );
+    for i in 0..3 {
+        expect(
+            &format!("hostname-{i}"),
+            "Accepted",
+            unsupported,
+            "is not valid",
+        );
+    }
+    for i in 0..2 {
+        expect(&format!("timeout-{i}"), "Accepted", unsupported, "timeout");
+    }
+    expect(
+        "external",
+        "ResolvedRefs",
+        ("False", "BackendNotFound"),
+        "not a DNS-1123 subdomain",
+    );
+    for name in ["good", "placeholders", "weights"] {
+        expect(name, "Accepted", ("True", "Accepted"), "");
+        expect(name, "ResolvedRefs", ("True", "ResolvedRefs"), "");
+    }
+    let gateway_status = &output.status.gateways[&ObjectRef::new("default", "gw")];
+    let programmed = (gateway_status.conditions.iter().flatten())
+        .find(|c| c.type_ == "Programmed")
+        .unwrap();
+    assert_eq!(programmed.status, "True");
+    check::config(output.config()).unwrap();
+
+    // Real Caddy loads it.
+    let k = kengine().await;
+    let mut pusher = Pusher::new(k.process.admin().clone());
+    assert_eq!(pusher.push(output.config()).await.unwrap(), Pushed::Loaded);
+    let gw: SocketAddr = "127.0.44.1:18080".parse().unwrap();
+    let client = http();
+    // The good route serves every host, including those the hostile
+    // hostnames tried to take; the dropped rules fall through to it.
+    for (host, path) in [
+        ("x.example.com", "/"),
+        ("a.a(b", "/"),
+        ("x.a", "/"),
+        ("anything", "/t0"),
+        ("anything", "/t1"),
+    ] {
+        assert_eq!(
+            get(&client, gw, host, path).await,
+            (200, Some("good".into())),
+            "{host}{path}"
+        );
+    }
+    // The placeholder route serves: its rewritten path reaches the backend
+    // as text, and so does a header it sets.
+    let body: serde_json::Value = client
+        .get(format!("http://{gw}/b/x"))
+        .header("Host", "x.example.com")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["pod"], "v2", "{body}");
+    assert_eq!(body["path"], "/p%7Benv.HOME%7D/x", "{body}");
+    let body = client
+        .get(format!("http://{gw}/a?q={{env.HOME}}"))
+        .header("Host", "x.example.com")
+        .header("X-H", "{env.HOME}")
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = body.json().await.unwrap();
+    assert_eq!(body["pod"], "v2", "{body}");
+    assert_eq!(body["host"], "h.example", "{body}");
+    assert_eq!(
+        body["headers"]["X-Set"],
+        serde_json::json!(["{env.HOME}"]),
+        "{body}"
+    );
+    // The ExternalName's share is answered 500, never dialed.
+    assert_eq!(get(&client, gw, "h", "/ext").await.0, 500);
+    // The huge weights split traffic over both backends.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..26 {
+        let (status, pod) = get(&client, gw, "h", "/w").await;
+        assert_eq!(status, 200);
+        seen.extend(pod);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["v2", "v3"],
+        "both backends answer"
+    );
 }

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use super::config::{Config, Route};
+use super::config::{Config, Handler, Provenance, Route};
 use super::placeholders;
 use super::re2::{self, Re2Error};
 
@@ -41,13 +41,27 @@ const DURATIONS: &[&str] = &[
     "shutdown_delay",
 ];
 
-/// The first value Kengine would refuse (or expand unintended), and where.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("at {path}: {problem}")]
+/// The first value Kengine would refuse (or expand unintended), where, and
+/// which Gateway API object it was built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckError {
     /// JSON path of the value, e.g. `apps.http.servers.s0.routes[2].match[0]`.
     pub path: String,
     pub problem: Problem,
+    /// The innermost route or server on the path that knows its origin.
+    pub origin: Provenance,
+}
+
+impl std::error::Error for CheckError {}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "at {}", self.path)?;
+        if self.origin.is_known() {
+            write!(f, " (from {})", self.origin)?;
+        }
+        write!(f, ": {}", self.problem)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,16 +74,32 @@ pub enum Problem {
     Placeholder(String),
 }
 
+/// One step of a JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Key(String),
+    Index(usize),
+}
+
 /// Checks a whole config.
 pub fn config(config: &Config) -> Result<(), CheckError> {
     let json = serde_json::to_value(config).expect("config model always serializes");
-    walk(&json, &mut String::new())
+    walk(&json, &mut Vec::new()).map_err(|(steps, problem)| CheckError {
+        path: render(&steps),
+        problem,
+        origin: origin_in_config(config, &steps),
+    })
 }
 
 /// Checks one route, as translate builds it.
 pub fn route(route: &Route) -> Result<(), CheckError> {
     let json = serde_json::to_value(route).expect("config model always serializes");
-    walk(&json, &mut String::from("route"))
+    let mut steps = vec![Step::Key("route".into())];
+    walk(&json, &mut steps).map_err(|(steps, problem)| CheckError {
+        path: render(&steps),
+        problem,
+        origin: origin_in_route(route, &steps[1..], &Provenance::default()),
+    })
 }
 
 /// Is `name` (inside braces) one of our placeholders?
@@ -80,31 +110,95 @@ pub fn is_ours(name: &str) -> bool {
             .is_some_and(|q| !q.is_empty() && !q.contains(['{', '}']))
 }
 
-fn walk(v: &Value, path: &mut String) -> Result<(), CheckError> {
-    let at = |path: &str, problem: Problem| CheckError {
-        path: path.to_string(),
-        problem,
+fn render(steps: &[Step]) -> String {
+    let mut path = String::new();
+    for step in steps {
+        match step {
+            Step::Key(k) if path.is_empty() => path.push_str(k),
+            Step::Key(k) => {
+                path.push('.');
+                path.push_str(k);
+            }
+            Step::Index(i) => path.push_str(&format!("[{i}]")),
+        }
+    }
+    path
+}
+
+/// The provenance of the innermost route (else server) on `steps`.
+fn origin_in_config(config: &Config, steps: &[Step]) -> Provenance {
+    fn key(s: &Step) -> Option<&str> {
+        match s {
+            Step::Key(k) => Some(k),
+            Step::Index(_) => None,
+        }
+    }
+    let servers = config.apps.http.as_ref().map(|h| &h.servers);
+    let (Some(servers), [a, h, s, name, rest @ ..]) = (servers, steps) else {
+        return Provenance::default();
     };
+    if (key(a), key(h), key(s)) != (Some("apps"), Some("http"), Some("servers")) {
+        return Provenance::default();
+    }
+    let Some(server) = key(name).and_then(|n| servers.get(n)) else {
+        return Provenance::default();
+    };
+    let route = match rest {
+        [Step::Key(k), Step::Index(i), rest @ ..] if k == "routes" => {
+            server.routes.get(*i).map(|r| (r, rest))
+        }
+        [Step::Key(k), Step::Key(name), rest @ ..] if k == "named_routes" => {
+            server.named_routes.get(name).map(|r| (r, rest))
+        }
+        _ => None,
+    };
+    match route {
+        Some((route, rest)) => origin_in_route(route, rest, &server.provenance),
+        None => server.provenance.clone(),
+    }
+}
+
+fn origin_in_route(route: &Route, steps: &[Step], outer: &Provenance) -> Provenance {
+    let known = if route.provenance.is_known() {
+        &route.provenance
+    } else {
+        outer
+    };
+    if let [
+        Step::Key(h),
+        Step::Index(j),
+        Step::Key(r),
+        Step::Index(k),
+        rest @ ..,
+    ] = steps
+        && h == "handle"
+        && r == "routes"
+        && let Some(Handler::Subroute { routes }) = route.handle.get(*j)
+        && let Some(inner) = routes.get(*k)
+    {
+        return origin_in_route(inner, rest, known);
+    }
+    known.clone()
+}
+
+type Found = (Vec<Step>, Problem);
+
+fn walk(v: &Value, path: &mut Vec<Step>) -> Result<(), Found> {
+    let at = |path: &[Step], problem: Problem| (path.to_vec(), problem);
     match v {
         Value::String(s) => strings(s).map_err(|p| at(path, p)),
         Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| {
-            let len = path.len();
-            path.push_str(&format!("[{i}]"));
+            path.push(Step::Index(i));
             let r = walk(item, path);
-            path.truncate(len);
+            path.pop();
             r
         }),
         Value::Object(map) => map.iter().try_for_each(|(key, item)| {
             // Kengine never expands the names of servers and named routes
             // (nor `invoke`'s), nor the header names its header matchers read.
-            let literal_key = ["named_routes", "servers", ".header", ".header_regexp"]
-                .iter()
-                .any(|k| path.ends_with(k));
-            let len = path.len();
-            if !path.is_empty() {
-                path.push('.');
-            }
-            path.push_str(key);
+            let literal_key = matches!(path.last(), Some(Step::Key(k))
+                if ["named_routes", "servers", "header", "header_regexp"].contains(&k.as_str()));
+            path.push(Step::Key(key.clone()));
             let r = match (key.as_str(), item) {
                 ("pattern", Value::String(p)) => {
                     re2::check(p).map_err(|e| at(path, Problem::Regexp(e)))
@@ -118,7 +212,7 @@ fn walk(v: &Value, path: &mut String) -> Result<(), CheckError> {
                     .map_err(|p| at(path, p))
                     .and_then(|()| walk(item, path)),
             };
-            path.truncate(len);
+            path.pop();
             r
         }),
         _ => Ok(()),
@@ -209,7 +303,7 @@ pub fn go_duration(s: &str) -> Option<i128> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kengine::config::{Handler, HeaderOps, Headers, MatcherSet, RegexpMatcher};
+    use crate::kengine::config::{HeaderOps, Headers, MatcherSet, RegexpMatcher};
 
     #[test]
     fn durations_follow_go() {

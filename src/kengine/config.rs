@@ -5,6 +5,7 @@
 //! always yields byte-identical JSON.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +59,88 @@ pub struct Server {
     /// `h1`, `h2`, `h2c`, `h3`; Kengine's default would open UDP for HTTP/3.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protocols: Vec<String>,
+    /// The listeners it serves.
+    #[serde(skip)]
+    pub provenance: Provenance,
+}
+
+/// The Gateway API object, and the part of it, a piece of config was built
+/// from: it lets a refused config name the object that caused it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub part: OriginPart,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OriginPart {
+    /// An HTTPRoute's rule, by index.
+    Rule(usize),
+    /// A Gateway's listener, by name.
+    Listener(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Origin {
+            kind,
+            namespace,
+            name,
+            part,
+        } = self;
+        match part {
+            OriginPart::Rule(i) => write!(f, "{kind} {namespace}/{name} rule {i}"),
+            OriginPart::Listener(l) => write!(f, "{kind} {namespace}/{name} listener {l:?}"),
+        }
+    }
+}
+
+/// Where a route or server came from; empty when unknown (e.g. parsed
+/// JSON). Not part of the config's value: every provenance compares equal,
+/// so configs compare by what Kengine sees.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance(Option<Arc<[Origin]>>);
+
+impl Provenance {
+    pub fn new(origins: impl IntoIterator<Item = Origin>) -> Self {
+        let origins: Arc<[Origin]> = origins.into_iter().collect();
+        Provenance((!origins.is_empty()).then_some(origins))
+    }
+
+    pub fn origins(&self) -> &[Origin] {
+        self.0.as_deref().unwrap_or_default()
+    }
+
+    pub fn is_known(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Is this the very provenance `other` was cloned from?
+    pub fn same(&self, other: &Provenance) -> bool {
+        matches!((&self.0, &other.0), (Some(a), Some(b)) if Arc::ptr_eq(a, b))
+    }
+}
+
+impl PartialEq for Provenance {
+    fn eq(&self, _: &Provenance) -> bool {
+        true
+    }
+}
+
+impl Eq for Provenance {}
+
+impl std::fmt::Display for Provenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, origin) in self.origins().iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{origin}")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -75,6 +158,9 @@ pub struct Route {
     pub handle: Vec<Handler>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub terminal: bool,
+    /// The rule it serves, when it serves one.
+    #[serde(skip)]
+    pub provenance: Provenance,
 }
 
 /// One matcher set: every present matcher must match (AND). The sets of a

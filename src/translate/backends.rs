@@ -166,6 +166,9 @@ fn dials(
             .external_name
             .as_deref()
             .ok_or("is ExternalName without externalName")?;
+        dns_subdomain(name.strip_suffix('.').unwrap_or(name)).map_err(|why| {
+            format!("has externalName {name:?}, which is not a DNS-1123 subdomain: {why}")
+        })?;
         return Ok(vec![format!("{name}:{port}")]);
     }
     match spec.cluster_ip.as_deref() {
@@ -205,6 +208,25 @@ pub fn ready_endpoints(
     dials.sort();
     dials.dedup();
     dials
+}
+
+/// The API server's rule for `externalName` (a trailing dot aside): lowercase
+/// letters, digits, '-' and '.', labels that start and end alphanumeric, at
+/// most 253 characters. Files skip that validation, and the name reaches a
+/// `dial` string, where Kengine expands placeholders.
+fn dns_subdomain(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("it needs 1 to 253 characters");
+    }
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    for label in name.split('.') {
+        let b = label.as_bytes();
+        let inner = b.iter().all(|&c| alnum(c) || c == b'-');
+        if b.is_empty() || !inner || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+            return Err("labels are lowercase letters, digits and inner '-'");
+        }
+    }
+    Ok(())
 }
 
 pub fn join(host: &str, port: i32) -> String {
@@ -289,6 +311,49 @@ fn lcm(a: u128, b: u128) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn external_names_are_dns_subdomains() {
+        let service = |name: &str| {
+            serde_json::json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "ext", "namespace": "n"},
+                "spec": {"type": "ExternalName", "externalName": name, "ports": [{"port": 80}]}})
+        };
+        let resolved = |name: &str| {
+            let object = crate::providers::files::object_from_value(service(name));
+            let snapshot = Snapshot::from_objects(object.unwrap());
+            let r = BackendRef {
+                group: None,
+                kind: None,
+                name: "ext",
+                namespace: None,
+                port: Some(80),
+                weight: None,
+            };
+            resolve(&snapshot, &ObjectRef::new("n", "r"), "HTTPRoute", &r)
+        };
+        for good in ["api.example.com", "api.example.com.", "a-1.b2", "x"] {
+            assert_eq!(resolved(good).unwrap().dials, [format!("{good}:80")]);
+        }
+        for bad in [
+            "{env.HOME}",
+            "a{system.hostname}.example",
+            "Api.example.com",
+            "-a.example",
+            "a..b",
+            "a.example:81",
+            "",
+            "10.0.0.1/8",
+        ] {
+            let cond = resolved(bad).unwrap_err();
+            assert_eq!(cond.reason, "BackendNotFound", "{bad}");
+            assert!(
+                cond.message.contains("not a DNS-1123 subdomain"),
+                "{bad}: {}",
+                cond.message
+            );
+        }
+    }
 
     #[test]
     fn weights_split_over_endpoints_and_reduce() {

@@ -123,6 +123,7 @@ pub fn handlers(
             matchers,
             handle,
             terminal: false,
+            ..Default::default()
         });
     }
     vec![Handler::Subroute { routes }]

@@ -43,6 +43,10 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                     .request_header_modifier
                     .as_ref()
                     .ok_or_else(|| missing("requestHeaderModifier"))?;
+                let names = (m.add.iter().flatten().map(|h| &h.name))
+                    .chain(m.set.iter().flatten().map(|h| &h.name))
+                    .chain(m.remove.iter().flatten());
+                header_names("requestHeaderModifier", names)?;
                 out.push(Handler::Headers(Headers {
                     request: Some(ops(
                         m.add.iter().flatten().map(|h| (&h.name, &h.value)),
@@ -57,6 +61,10 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                     .response_header_modifier
                     .as_ref()
                     .ok_or_else(|| missing("responseHeaderModifier"))?;
+                let names = (m.add.iter().flatten().map(|h| &h.name))
+                    .chain(m.set.iter().flatten().map(|h| &h.name))
+                    .chain(m.remove.iter().flatten());
+                header_names("responseHeaderModifier", names)?;
                 let response = ops(
                     m.add.iter().flatten().map(|h| (&h.name, &h.value)),
                     m.set.iter().flatten().map(|h| (&h.name, &h.value)),
@@ -86,6 +94,7 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                     out.push(rewrite(uri, ctx));
                 }
                 if let Some(host) = &m.hostname {
+                    precise_hostname("urlRewrite", host)?;
                     let set = BTreeMap::from([("Host".to_string(), vec![literal(host)])]);
                     out.push(Handler::Headers(Headers {
                         request: Some(HeaderOps {
@@ -126,6 +135,9 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                     (None, None) => Some(ctx.port),
                 };
                 let port = port.filter(|p| !matches!((scheme, p), ("http", 80) | ("https", 443)));
+                if let Some(host) = &m.hostname {
+                    precise_hostname("requestRedirect", host)?;
+                }
                 let host = m
                     .hostname
                     .as_deref()
@@ -255,12 +267,14 @@ fn cors(c: &gateway_api::apis::experimental::httproutes::HttpRouteRulesFiltersCo
                 matchers: vec![both(&preflight, &allowed_origin)],
                 handle: vec![respond(Some(answer))],
                 terminal: false,
+                ..Default::default()
             },
             // A preflight from an origin that is not allowed gets no CORS headers.
             Route {
                 matchers: vec![preflight],
                 handle: vec![respond(None)],
                 terminal: false,
+                ..Default::default()
             },
             Route {
                 matchers: vec![allowed_origin],
@@ -273,6 +287,7 @@ fn cors(c: &gateway_api::apis::experimental::httproutes::HttpRouteRulesFiltersCo
                     }),
                 })],
                 terminal: false,
+                ..Default::default()
             },
         ],
     }
@@ -434,6 +449,89 @@ fn missing(field: &str) -> Cond {
     unsupported(format!("filter has no {field} settings"))
 }
 
+/// The Gateway API's `HTTPHeaderName` (used for query names too), which
+/// files skip: an HTTP token of at most 256 characters. Anything else the
+/// proxy refuses to send (502) or cannot match.
+pub fn http_token(name: &str) -> bool {
+    (1..=256).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The error for a name that is not [`http_token`].
+pub fn bad_name(what: &str, name: &str) -> Cond {
+    unsupported(format!(
+        "{what} name {name:?} is not valid: it needs 1 to 256 letters, digits or !#$%&'*+-.^_`|~"
+    ))
+}
+
+fn header_names<'a>(filter: &str, names: impl Iterator<Item = &'a String>) -> Result<(), Cond> {
+    match names.into_iter().find(|n| !http_token(n)) {
+        Some(name) => Err(bad_name(&format!("{filter} header"), name)),
+        None => Ok(()),
+    }
+}
+
+/// A filter's hostname is a `PreciseHostname` (files skip the CRD): a
+/// Host the proxy would refuse to send answers 502 instead of being reported.
+fn precise_hostname(filter: &str, host: &str) -> Result<(), Cond> {
+    let wildcard = host
+        .starts_with("*.")
+        .then(|| "a wildcard is not allowed".to_string());
+    match wildcard.map_or_else(|| super::hostnames::validate(host), Err) {
+        Ok(()) => Ok(()),
+        Err(why) => Err(unsupported(format!("{filter} hostname {host:?}: {why}"))),
+    }
+}
+
 pub fn unsupported(message: impl Into<String>) -> Cond {
     Cond::new("Accepted", false, "UnsupportedValue", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(filter: serde_json::Value) -> Result<(Vec<Handler>, bool), Cond> {
+        let filter: Filter = serde_json::from_value(filter).unwrap();
+        let ctx = Context {
+            port: 80,
+            https: false,
+            prefix: None,
+            prefix_exact: false,
+        };
+        handlers(&[filter], ctx)
+    }
+
+    /// Found by tests/hostile.rs in real Caddy: a Host or header name the
+    /// proxy cannot send made the rule answer 502 while Accepted=True.
+    #[test]
+    fn filter_hostnames_and_header_names_are_what_the_crd_allows() {
+        for kind in ["requestHeaderModifier", "responseHeaderModifier"] {
+            let type_ = format!("{}{}", kind[..1].to_uppercase(), &kind[1..]);
+            for ops in [
+                serde_json::json!({"set": [{"name": "X{env.HOME}", "value": "v"}]}),
+                serde_json::json!({"add": [{"name": "", "value": "v"}]}),
+                serde_json::json!({"remove": ["X Y"]}),
+            ] {
+                let err = compile(serde_json::json!({"type": type_, kind: ops})).unwrap_err();
+                assert_eq!(err.reason, "UnsupportedValue");
+                assert!(err.message.contains("header name"), "{}", err.message);
+            }
+            let ok = serde_json::json!({"set": [{"name": "X-A", "value": "{env.HOME}"}]});
+            assert!(compile(serde_json::json!({"type": type_, kind: ok})).is_ok());
+        }
+        for host in ["{env.HOME}", "*.example.com", "a b", "10.0.0.1"] {
+            for filter in [
+                serde_json::json!({"type": "URLRewrite", "urlRewrite": {"hostname": host}}),
+                serde_json::json!({"type": "RequestRedirect", "requestRedirect": {"hostname": host}}),
+            ] {
+                let err = compile(filter).unwrap_err();
+                assert!(err.message.contains("hostname"), "{}", err.message);
+            }
+        }
+        let ok = serde_json::json!({"type": "URLRewrite", "urlRewrite": {"hostname": "a.example"}});
+        assert!(compile(ok).is_ok());
+    }
 }

@@ -145,6 +145,7 @@ pub fn routes<'a>(
                 }],
                 handle: handlers,
                 terminal: false,
+                ..Default::default()
             }),
             Host::Any => routes.push(Route::handle(handlers)),
         }
@@ -229,6 +230,7 @@ fn misdirected_guard(listeners: &[PlannedListener<'_>], winner: usize) -> Handle
             matchers: mismatch,
             handle: vec![Handler::status(421)],
             terminal: false,
+            ..Default::default()
         }],
     }
 }
@@ -345,6 +347,7 @@ fn host_route(hosts: Vec<String>, handle: Vec<Handler>) -> Route {
         }],
         handle,
         terminal: false,
+        ..Default::default()
     }
 }
 

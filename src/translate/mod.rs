@@ -2,6 +2,7 @@
 //! every Gateway API rule lives here and only here.
 
 mod backends;
+mod backstop;
 mod conditions;
 mod dispatch;
 mod fail_closed;
@@ -32,7 +33,7 @@ use gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicyStatusAnces
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::kengine::Flavor;
-use crate::kengine::config::Config;
+use crate::kengine::config::{Config, OriginPart};
 use crate::snapshot::{ObjectRef, Snapshot};
 use conditions::{Cond, stamp};
 pub use gateways::unicast_address;
@@ -286,6 +287,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
     let mut attachments = routes::attach(snapshot, &mut models);
 
     let mut fleets: BTreeMap<ObjectRef, Fleet> = BTreeMap::new();
+    let mut refused = Vec::new();
     for model in &models {
         fleets
             .entry(model.fleet.clone())
@@ -305,6 +307,42 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
         fleet.config = servers::config(&plans, &models, &mut attachments.buckets);
         if upstreams::wanted(snapshot, key) {
             upstreams::to_endpoints(&mut fleet.config, snapshot);
+        }
+        #[cfg(test)]
+        backstop::tests::INJECT.with(|f| f.get().map(|f| f(&mut fleet.config)));
+        let cut = backstop::cut(&mut fleet.config);
+        if !cut.is_empty() {
+            let servers = fleet.config.apps.http.as_ref().map(|h| &h.servers);
+            fleet.ports = (plans.iter())
+                .filter(|p| servers.is_some_and(|s| s.contains_key(&servers::server_name(p))))
+                .map(|p| ListenerPort {
+                    port: p.port,
+                    protocol: Transport::Tcp,
+                })
+                .collect();
+            refused.extend(cut);
+        }
+    }
+    // What Kengine would have refused is reported on the object it came from.
+    for e in &refused {
+        for origin in e.origin.origins() {
+            let Some(model) = (models.iter_mut())
+                .find(|m| m.key.namespace == origin.namespace && m.key.name == origin.name)
+            else {
+                continue;
+            };
+            let OriginPart::Listener(name) = &origin.part else {
+                continue;
+            };
+            if origin.kind != "Gateway" {
+                continue;
+            }
+            for listener in model.listeners.iter_mut().filter(|l| &l.name == name) {
+                listener.problems.push(filters::unsupported(format!(
+                    "not served: Kengine would refuse its server's config at {}: {}",
+                    e.path, e.problem
+                )));
+            }
         }
     }
     for (gateway, model) in gateways.iter().zip(&models) {
@@ -339,7 +377,17 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
     status.http_routes = attachments
         .parents
         .into_iter()
-        .map(|(key, route, parents)| {
+        .map(|(key, route, mut parents)| {
+            if let Some(cond) = refused_rule(&refused, key) {
+                for (_, conds) in &mut parents {
+                    for c in conds
+                        .iter_mut()
+                        .filter(|c| c.type_ == "Accepted" && c.status)
+                    {
+                        *c = cond.clone();
+                    }
+                }
+            }
             let previous = route.status.as_ref().map(|s| &s.parents[..]);
             let generation = route.metadata.generation;
             let stamped = parents
@@ -364,6 +412,23 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
         })
         .collect();
     Output { fleets, status }
+}
+
+/// The first rule of `route` whose config Kengine would have refused, as
+/// an Accepted=False condition.
+fn refused_rule(refused: &[crate::kengine::check::CheckError], route: &ObjectRef) -> Option<Cond> {
+    refused.iter().find_map(|e| {
+        let origin = e.origin.origins().iter().find(|o| {
+            o.kind == "HTTPRoute" && o.namespace == route.namespace && o.name == route.name
+        })?;
+        let OriginPart::Rule(rule) = origin.part else {
+            return None;
+        };
+        Some(filters::unsupported(format!(
+            "rule {rule} is not served: Kengine would refuse it at {}: {}",
+            e.path, e.problem
+        )))
+    })
 }
 
 #[cfg(test)]

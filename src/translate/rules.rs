@@ -13,7 +13,7 @@ use super::conditions::Cond;
 use super::dispatch::SharedProxy;
 use super::filters::{self, PREFIX_CAPTURE};
 use super::rule_backends::{self, RuleBackends};
-use crate::kengine::config::{MatcherSet, RegexpMatcher, Route};
+use crate::kengine::config::{MatcherSet, Origin, OriginPart, Provenance, RegexpMatcher, Route};
 use crate::kengine::placeholders::escape as literal;
 use crate::kengine::{check, re2};
 use crate::snapshot::{ObjectRef, Snapshot};
@@ -138,6 +138,13 @@ pub fn compile<'s>(
         // into all but the last of them, moved into that one.
         let last = parts.iter().rposition(|p| p.needs_backend);
         let first = out.matches.len();
+        // Names this rule if Kengine would still refuse what it became.
+        let provenance = Provenance::new([Origin {
+            kind: "HTTPRoute",
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            part: OriginPart::Rule(rule_index),
+        }]);
         for (i, part) in parts.drain(..).enumerate() {
             let Part {
                 mut precedence,
@@ -156,6 +163,7 @@ pub fn compile<'s>(
                     route.handle.extend(tail);
                 }
             }
+            route.provenance = provenance.clone();
             precedence.created = created;
             precedence.route = Some(key.clone());
             precedence.rule = rule_index;
@@ -177,7 +185,8 @@ pub fn compile<'s>(
         if let Some(err) = refused {
             out.matches.truncate(first);
             out.unsupported.get_or_insert(filters::unsupported(format!(
-                "rule {rule_index} is not served: Kengine would refuse it {err}"
+                "rule {rule_index} is not served: Kengine would refuse it at {}: {}",
+                err.path, err.problem
             )));
         }
     }
@@ -250,6 +259,7 @@ fn compile_match(
                 matchers,
                 handle,
                 terminal: false,
+                ..Default::default()
             },
             needs_backend: !answered,
         });
@@ -362,11 +372,14 @@ fn matcher(
             }
         }
     }
-    // The name sits inside our placeholder, where a brace would end it.
-    if let Some((name, _)) = regexps.iter().find(|(n, _)| n.contains(['{', '}'])) {
-        return Err(super::filters::unsupported(format!(
-            "query parameter name {name:?} is not valid"
-        )));
+    // The CRD's rule for header and query names, which files skip: a
+    // query name sits inside our placeholder, where it must be a token.
+    let names = (headers.iter().map(|h| ("header", &h.name)))
+        .chain(query_params.iter().map(|q| ("query parameter", &q.name)));
+    for (what, name) in names {
+        if !filters::http_token(name) {
+            return Err(filters::bad_name(what, name));
+        }
     }
     let query_regexp = |(name, pattern): (String, String)| MatcherSet {
         vars_regexp: Some(BTreeMap::from([(
@@ -501,6 +514,39 @@ mod tests {
         ];
         v.sort();
         assert_eq!(v, vec![exact, long, headers, method, short]);
+    }
+
+    #[test]
+    fn header_and_query_names_are_http_tokens() {
+        let err = |json: serde_json::Value| {
+            let m = serde_json::from_value(json).unwrap();
+            matcher(&m, false).unwrap_err().message
+        };
+        // Found by tests/fuzz.rs: an empty query name made the placeholder
+        // `{http.request.uri.query.}`, which only the check caught.
+        for (kind, name) in [
+            ("queryParams", ""),
+            ("queryParams", "a{b"),
+            ("queryParams", "a b"),
+            ("headers", ""),
+            ("headers", "X:Y"),
+            ("headers", "\u{e9}"),
+        ] {
+            for type_ in ["Exact", "RegularExpression"] {
+                let message =
+                    err(serde_json::json!({kind: [{"name": name, "type": type_, "value": "v"}]}));
+                assert!(
+                    message.contains("name") && message.contains("is not valid"),
+                    "{message}"
+                );
+            }
+        }
+        let long = "a".repeat(257);
+        assert!(
+            err(serde_json::json!({"headers": [{"name": long, "value": "v"}]})).contains("256")
+        );
+        let (set, _) = m(serde_json::json!({"queryParams": [{"name": "a-b.c_~!", "value": "v"}]}));
+        assert_eq!(set.query.unwrap()["a-b.c_~!"], vec!["v".to_string()]);
     }
 
     #[test]

@@ -9,8 +9,8 @@ use super::hostnames::Host;
 use super::layout::{self, PlannedListener};
 use super::rules::CompiledMatch;
 use crate::kengine::config::{
-    Apps, AutomaticHttps, CertificateSelection, Certificates, Config, HttpApp, PemCertificate,
-    Server, TlsApp, TlsConnectionPolicy, TlsMatch,
+    Apps, AutomaticHttps, CertificateSelection, Certificates, Config, HttpApp, Origin, OriginPart,
+    PemCertificate, Provenance, Server, TlsApp, TlsConnectionPolicy, TlsMatch,
 };
 use crate::snapshot::ObjectRef;
 
@@ -158,6 +158,12 @@ pub fn config(
                 } else {
                     vec!["h1".into(), "h2".into(), "h2c".into()]
                 },
+                provenance: Provenance::new(plan.members.iter().map(|&(g, l)| Origin {
+                    kind: "Gateway",
+                    namespace: models[g].key.namespace.clone(),
+                    name: models[g].key.name.clone(),
+                    part: OriginPart::Listener(models[g].listeners[l].name.clone()),
+                })),
             },
         );
     }
@@ -190,7 +196,7 @@ fn certificate_tag(certificate: &str, key: &str) -> String {
     )
 }
 
-fn server_name(plan: &ServerPlan) -> String {
+pub fn server_name(plan: &ServerPlan) -> String {
     let mut name = format!("port-{}", plan.port);
     for ip in &plan.binds {
         name.push('-');
