@@ -410,7 +410,7 @@ impl Store {
         let rv = self.bump();
         meta_mut(&mut obj).insert("resourceVersion".into(), Value::String(rv.to_string()));
         self.objects.entry(gr.clone()).or_default().insert(
-            key,
+            key.clone(),
             Stored {
                 obj: obj.clone(),
                 managers,
@@ -418,7 +418,20 @@ impl Store {
         );
         self.record(&gr, EventType::Added, &obj, None);
         self.after_write(&gr, &obj);
+        // The real garbage collector also deletes an object created after
+        // all its owners were gone (a controller acting on a stale cache).
+        let owners = owner_uids(&obj);
+        if !owners.is_empty() && !owners.iter().any(|o| self.uid_exists(o)) {
+            self.delete_internal(&gr, &key, false);
+        }
         Ok(Self::present(rt, &obj))
+    }
+
+    fn uid_exists(&self, uid: &str) -> bool {
+        self.objects.values().any(|m| {
+            m.values()
+                .any(|s| meta(&s.obj, "uid").as_deref() == Some(uid))
+        })
     }
 
     /// Kind-specific defaulting and validation, for creates and updates.

@@ -78,7 +78,7 @@ impl Store {
     }
 
     /// Starts deletion: marks objects with finalizers, removes the others.
-    fn delete_internal(&mut self, gr: &str, key: &Key, orphan: bool) -> Value {
+    pub(super) fn delete_internal(&mut self, gr: &str, key: &Key, orphan: bool) -> Value {
         let Some(stored) = self.lookup(gr, key).cloned() else {
             return Value::Null;
         };

@@ -162,6 +162,24 @@ fn garbage_collection_and_finalizers() {
 }
 
 #[test]
+fn an_object_created_after_its_owner_is_gone_is_collected() {
+    let (mut s, cm, _) = store();
+    let d = WriteOptions::default();
+    let owner = s
+        .create(&cm, "default", json!({"metadata": {"name": "owner"}}), &d)
+        .unwrap();
+    let uid = owner["metadata"]["uid"].clone();
+    s.delete(&cm, "default", "owner", &json!({}), false)
+        .unwrap();
+    let owned = json!({"metadata": {"name": "late", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]}});
+    s.create(&cm, "default", owned, &d).unwrap();
+    assert_eq!(s.get(&cm, "default", "late").unwrap_err().code, 404);
+    s.create(&cm, "default", json!({"metadata": {"name": "free"}}), &d)
+        .unwrap();
+    assert!(s.get(&cm, "default", "free").is_ok());
+}
+
+#[test]
 fn namespace_deletion() {
     let (mut s, cm, _) = store();
     let ns = s.find_type("", "v1", "namespaces").unwrap();
