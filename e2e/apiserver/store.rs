@@ -421,17 +421,22 @@ impl Store {
         // The real garbage collector also deletes an object created after
         // all its owners were gone (a controller acting on a stale cache).
         let owners = owner_uids(&obj);
-        if !owners.is_empty() && !owners.iter().any(|o| self.uid_exists(o)) {
-            self.delete_internal(&gr, &key, false);
+        if !owners.is_empty() {
+            let alive = self.live_uids();
+            if !owners.iter().any(|o| alive.contains(o)) {
+                self.delete_internal(&gr, &key, false);
+            }
         }
         Ok(Self::present(rt, &obj))
     }
 
-    fn uid_exists(&self, uid: &str) -> bool {
-        self.objects.values().any(|m| {
-            m.values()
-                .any(|s| meta(&s.obj, "uid").as_deref() == Some(uid))
-        })
+    /// The uid of every stored object: the owners the garbage collector
+    /// counts as present.
+    fn live_uids(&self) -> std::collections::HashSet<String> {
+        self.objects
+            .values()
+            .flat_map(|m| m.values().filter_map(|s| meta(&s.obj, "uid")))
+            .collect()
     }
 
     /// Kind-specific defaulting and validation, for creates and updates.

@@ -455,7 +455,8 @@ impl ControlPlane {
     /// Two writes to a key outside the API server's prefix come first, so
     /// the compacted revision is newer than any a client can hold when
     /// kube-apiserver is stopped meanwhile: every watch it resumes is then
-    /// too old, not only those of busy resource types.
+    /// too old, not only those of busy resource types. (Two, because a
+    /// watch from revision R-1 asks for R, which compaction at R keeps.)
     pub async fn compact_etcd(&self) -> i64 {
         let http = reqwest::Client::new();
         for value in ["1", "2"] {
@@ -472,7 +473,7 @@ impl ControlPlane {
         // Any range read answers with the current revision in its header.
         let range: serde_json::Value = http
             .post(format!("{}/v3/kv/range", self.etcd_url))
-            .json(&serde_json::json!({"key": "Lw==", "count_only": true}))
+            .json(&serde_json::json!({"key": b64("/"), "count_only": true}))
             .send()
             .await
             .and_then(|r| r.error_for_status())

@@ -1,7 +1,4 @@
 //! Deletion: finalizers, garbage collection, namespaces and CRDs.
-
-use std::collections::HashSet;
-
 use serde_json::{Value, json};
 
 use super::{EventType, Key, Store, Stored, has_finalizers, meta, meta_mut, owner_uids};
@@ -188,11 +185,7 @@ impl Store {
                 })
                 .collect();
             if !dependents.is_empty() {
-                let alive: HashSet<String> = self
-                    .objects
-                    .values()
-                    .flat_map(|m| m.values().filter_map(|s| meta(&s.obj, "uid")))
-                    .collect();
+                let alive = self.live_uids();
                 dependents.retain(|(g, k)| {
                     let owners = self.lookup(g, k).map(|s| owner_uids(&s.obj));
                     !owners.unwrap_or_default().iter().any(|o| alive.contains(o))

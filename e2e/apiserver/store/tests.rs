@@ -133,16 +133,38 @@ fn apply_removes_and_conflicts() {
     assert_eq!(o["data"]["a"], "9");
 }
 
+/// Creates ConfigMap `owner` in `default`; returns an ownerReference to it.
+fn create_owner(s: &mut Store, cm: &ResourceType) -> Value {
+    let owner = s
+        .create(
+            cm,
+            "default",
+            json!({"metadata": {"name": "owner"}}),
+            &WriteOptions::default(),
+        )
+        .unwrap();
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]})
+}
+
 #[test]
 fn garbage_collection_and_finalizers() {
     let (mut s, cm, _) = store();
     let d = WriteOptions::default();
-    let owner = s
-        .create(&cm, "default", json!({"metadata": {"name": "owner"}}), &d)
-        .unwrap();
-    let uid = owner["metadata"]["uid"].clone();
-    s.create(&cm, "default", json!({"metadata": {"name": "dep", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]}}), &d).unwrap();
-    s.create(&cm, "default", json!({"metadata": {"name": "fin", "finalizers": ["x"], "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]}}), &d).unwrap();
+    let owner = create_owner(&mut s, &cm);
+    s.create(
+        &cm,
+        "default",
+        json!({"metadata": {"name": "dep", "ownerReferences": [owner]}}),
+        &d,
+    )
+    .unwrap();
+    s.create(
+        &cm,
+        "default",
+        json!({"metadata": {"name": "fin", "finalizers": ["x"], "ownerReferences": [owner]}}),
+        &d,
+    )
+    .unwrap();
     s.delete(&cm, "default", "owner", &json!({}), false)
         .unwrap();
     assert_eq!(s.get(&cm, "default", "dep").unwrap_err().code, 404);
@@ -165,13 +187,10 @@ fn garbage_collection_and_finalizers() {
 fn an_object_created_after_its_owner_is_gone_is_collected() {
     let (mut s, cm, _) = store();
     let d = WriteOptions::default();
-    let owner = s
-        .create(&cm, "default", json!({"metadata": {"name": "owner"}}), &d)
-        .unwrap();
-    let uid = owner["metadata"]["uid"].clone();
+    let owner = create_owner(&mut s, &cm);
     s.delete(&cm, "default", "owner", &json!({}), false)
         .unwrap();
-    let owned = json!({"metadata": {"name": "late", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]}});
+    let owned = json!({"metadata": {"name": "late", "ownerReferences": [owner]}});
     s.create(&cm, "default", owned, &d).unwrap();
     assert_eq!(s.get(&cm, "default", "late").unwrap_err().code, 404);
     s.create(&cm, "default", json!({"metadata": {"name": "free"}}), &d)
