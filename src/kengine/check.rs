@@ -3,11 +3,11 @@
 //! RE2, every duration parses as Go's `time.ParseDuration`, and every
 //! placeholder is one we emit on purpose (a user's braces are escaped).
 
-use serde_json::Value;
-
 use super::config::{Config, Handler, Provenance, Route};
 use super::placeholders;
 use super::re2::{self, Re2Error};
+
+mod walk;
 
 /// Placeholders our translator emits itself.
 const OURS: &[&str] = &[
@@ -83,8 +83,7 @@ pub enum Step {
 
 /// Checks a whole config.
 pub fn config(config: &Config) -> Result<(), CheckError> {
-    let json = serde_json::to_value(config).expect("config model always serializes");
-    walk(&json, &mut Vec::new()).map_err(|(steps, problem)| CheckError {
+    walk::walk(config, Vec::new()).map_err(|(steps, problem)| CheckError {
         path: render(&steps),
         problem,
         origin: origin_in_config(config, &steps),
@@ -93,9 +92,7 @@ pub fn config(config: &Config) -> Result<(), CheckError> {
 
 /// Checks one route, as translate builds it.
 pub fn route(route: &Route) -> Result<(), CheckError> {
-    let json = serde_json::to_value(route).expect("config model always serializes");
-    let mut steps = vec![Step::Key("route".into())];
-    walk(&json, &mut steps).map_err(|(steps, problem)| CheckError {
+    walk::walk(route, vec![Step::Key("route".into())]).map_err(|(steps, problem)| CheckError {
         path: render(&steps),
         problem,
         origin: origin_in_route(route, &steps[1..], &Provenance::default()),
@@ -183,43 +180,34 @@ fn origin_in_route(route: &Route, steps: &[Step], outer: &Provenance) -> Provena
 
 type Found = (Vec<Step>, Problem);
 
-fn walk(v: &Value, path: &mut Vec<Step>) -> Result<(), Found> {
-    let at = |path: &[Step], problem: Problem| (path.to_vec(), problem);
-    match v {
-        Value::String(s) => strings(s).map_err(|p| at(path, p)),
-        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, item)| {
-            path.push(Step::Index(i));
-            let r = walk(item, path);
-            path.pop();
-            r
-        }),
-        Value::Object(map) => map.iter().try_for_each(|(key, item)| {
-            // Kengine never expands the names of servers and named routes
-            // (nor `invoke`'s), nor the header names its header matchers read.
-            let literal_key = matches!(path.last(), Some(Step::Key(k))
-                if ["named_routes", "servers", "header", "header_regexp"].contains(&k.as_str()));
-            path.push(Step::Key(key.clone()));
-            let r = match (key.as_str(), item) {
-                ("pattern", Value::String(p)) => {
-                    re2::check(p).map_err(|e| at(path, Problem::Regexp(e)))
-                }
-                (k, Value::String(d)) if DURATIONS.contains(&k) => go_duration(d)
-                    .map(|_| ())
-                    .ok_or_else(|| at(path, Problem::Duration(d.clone()))),
-                ("name", Value::String(_)) => Ok(()),
-                _ if literal_key => walk(item, path),
-                _ => strings(key)
-                    .map_err(|p| at(path, p))
-                    .and_then(|()| walk(item, path)),
-            };
-            path.pop();
-            r
-        }),
-        _ => Ok(()),
+/// What Kengine would refuse in string `s`, the value of object key `key`
+/// (`None` in an array).
+fn string_problem(key: Option<&str>, s: &str) -> Option<Problem> {
+    match key {
+        Some("pattern") => re2::check(s).err().map(Problem::Regexp),
+        Some(k) if DURATIONS.contains(&k) => go_duration(s)
+            .is_none()
+            .then(|| Problem::Duration(s.into())),
+        Some("name") => None,
+        _ => strings(s).err(),
     }
 }
 
+/// What Kengine would refuse in a map key it expands.
+fn key_problem(key: &str) -> Option<Problem> {
+    strings(key).err()
+}
+
+/// Kengine never expands the names of servers and named routes (nor
+/// `invoke`'s), nor the header names its header matchers read.
+fn literal_keys(map: Option<&str>) -> bool {
+    map.is_some_and(|m| ["named_routes", "servers", "header", "header_regexp"].contains(&m))
+}
+
 fn strings(s: &str) -> Result<(), Problem> {
+    if !s.contains('{') {
+        return Ok(());
+    }
     match placeholders::unescaped(s).into_iter().find(|n| !is_ours(n)) {
         Some(name) => Err(Problem::Placeholder(name.to_string())),
         None => Ok(()),

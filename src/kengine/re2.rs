@@ -3,6 +3,9 @@
 //! Rust accepts and Go rejects (or reads differently). Conservative: a
 //! pattern both would accept may still be refused, never the reverse.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use regex_syntax::ast::{
     self, Ast, ClassSet, ClassSetItem, ClassUnicodeKind, Flag, FlagsItemKind, GroupKind,
     HexLiteralKind, LiteralKind, RepetitionKind, RepetitionRange,
@@ -79,8 +82,35 @@ pub struct Re2Error {
     pub reason: String,
 }
 
+/// Bytes of accepted patterns remembered; past that the memory starts
+/// over. A fleet's config holds a few short patterns per rule.
+const KNOWN_GOOD_BYTES: usize = 8 << 20;
+
+/// Patterns already accepted, and their total length. Every translate
+/// pass and every push checks each pattern of every route again; parsing
+/// them all again made translate five times slower (BENCHMARKS.md).
+static KNOWN_GOOD: Mutex<(Option<HashSet<Box<str>>>, usize)> = Mutex::new((None, 0));
+
 /// `Ok` when Go's RE2 compiles `pattern` (see the module comment).
 pub fn check(pattern: &str) -> Result<(), Re2Error> {
+    let known = || KNOWN_GOOD.lock().unwrap_or_else(|p| p.into_inner());
+    if known().0.as_ref().is_some_and(|set| set.contains(pattern)) {
+        return Ok(());
+    }
+    parse(pattern)?;
+    let mut guard = known();
+    let (set, bytes) = &mut *guard;
+    if *bytes + pattern.len() > KNOWN_GOOD_BYTES {
+        *set = None;
+        *bytes = 0;
+    }
+    if set.get_or_insert_with(HashSet::new).insert(pattern.into()) {
+        *bytes += pattern.len();
+    }
+    Ok(())
+}
+
+fn parse(pattern: &str) -> Result<(), Re2Error> {
     let fail = |reason: String| Re2Error {
         pattern: pattern.to_string(),
         reason,
@@ -237,6 +267,18 @@ fn repeat_valid(node: &Ast, mut n: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_accepted_patterns_are_remembered() {
+        for _ in 0..2 {
+            assert_eq!(check("^/remembered$"), Ok(()));
+            assert!(check("^/refused(").is_err(), "a refusal is never cached");
+        }
+        let known = KNOWN_GOOD.lock().unwrap();
+        let set = known.0.as_ref().unwrap();
+        assert!(set.contains("^/remembered$") && !set.contains("^/refused("));
+        assert!(known.1 >= "^/remembered$".len() && known.1 <= KNOWN_GOOD_BYTES);
+    }
 
     #[test]
     fn rejects_what_go_rejects() {
