@@ -101,7 +101,7 @@ macro_rules! scalars {
     };
 }
 
-impl<'a> ser::Serializer for &'a mut Walk {
+impl ser::Serializer for &mut Walk {
     type Ok = ();
     type Error = Stop;
     type SerializeSeq = Self;
