@@ -764,7 +764,8 @@ fn api_calls_cover_the_watched_and_generated_kinds() {
     for (api_version, kind) in kengine_gateway::operator::OWNED_KINDS {
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         let verbs = verbs_of(group, &plural(kind), &[When::Always, When::ManageFleets]);
-        for v in ["list", "watch", "patch", "delete"] {
+        // Server-side apply that may create the object needs `create` too.
+        for v in ["list", "watch", "create", "patch", "delete"] {
             assert!(
                 verbs.contains(&v),
                 "API_CALLS: no {v} on {kind} with managed fleets"
@@ -776,7 +777,7 @@ fn api_calls_cover_the_watched_and_generated_kinds() {
         "kengineinstances",
         &[When::Always, When::ManageFleets],
     );
-    for v in ["list", "watch", "patch", "delete"] {
+    for v in ["list", "watch", "create", "patch", "delete"] {
         assert!(
             kengine.contains(&v),
             "API_CALLS: no {v} on KengineInstances"

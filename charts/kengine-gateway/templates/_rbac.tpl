@@ -3,8 +3,9 @@ The controller's RBAC: exactly the API calls listed in the code
 (src/controller/rbac.rs, API_CALLS), which tests/chart.rs checks against
 these rules in several configurations. Change both together.
 
-Reflectors need list and watch (never get); server-side apply and merge
-patches are patch (server-side apply also creates a missing object). Discovery
+Reflectors need list and watch (never get); merge patches are patch;
+server-side apply is patch, and also create where it may create the object
+(the API server checks create then). Discovery
 (GET /apis) is allowed to every authenticated user by the built-in
 system:discovery role.
 
@@ -39,34 +40,34 @@ in scope; set watchNamespace to narrow it.
   verbs: [create, patch]
 {{- if .Values.managedFleets.enabled }}
 # managedFleets.enabled: the operator runs the Kengine pods of KengineInstances
-# in mode Deployment or DaemonSet. It server-side applies (patch) and deletes
+# in mode Deployment or DaemonSet. It server-side applies (create, patch) and deletes
 # the objects it generates, which are labelled
 # app.kubernetes.io/managed-by=kengine-gateway and watched by that label...
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [list, watch, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: ["apps"]
   resources: [deployments, daemonsets]
-  verbs: [list, watch, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: ["policy"]
   resources: [poddisruptionbudgets]
-  verbs: [list, watch, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: ["networking.k8s.io"]
   resources: [networkpolicies]
-  verbs: [list, watch, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
-  verbs: [patch, delete]
+  verbs: [create, patch, delete]
 # ...writes the admin-TLS Secrets it issues (never deletes them: they go with
 # their KengineInstance)...
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [patch]
+  verbs: [create, patch]
 # ...and creates (server-side apply) and deletes the per-Gateway
 # KengineInstances of Gateways whose infrastructure and class name none.
 - apiGroups: ["kengine.khulnasoft.com"]
   resources: [kengineinstances]
-  verbs: [patch, delete]
+  verbs: [create, patch, delete]
 {{- end }}
 {{- end }}
 {{- define "kengine-gateway.clusterRules" -}}
