@@ -101,6 +101,17 @@ pub async fn cluster() -> Cluster {
 /// [`cluster`], with the chart's RBAC objects changed by `edit` before they
 /// are applied (a test takes a grant away and sees the real 403).
 pub async fn cluster_with_rbac(edit: impl FnOnce(&mut Vec<Value>)) -> Cluster {
+    start(edit, true).await
+}
+
+/// [`cluster`] without the stand-in Node, for a suite that runs the node
+/// agent (`support::node`): its Node is then the only one, so a DaemonSet
+/// has exactly one pod.
+pub async fn cluster_for_node_agent() -> Cluster {
+    start(|_| {}, false).await
+}
+
+async fn start(edit: impl FnOnce(&mut Vec<Value>), stand_in_node: bool) -> Cluster {
     if external_cluster() {
         let kubeconfig =
             PathBuf::from(std::env::var("KUBECONFIG").expect("KUBECONFIG for a real cluster"));
@@ -128,13 +139,16 @@ pub async fn cluster_with_rbac(edit: impl FnOnce(&mut Vec<Value>)) -> Cluster {
     edit(&mut rbac);
     let token = install_rbac(&client, rbac).await;
     let kubeconfig = plane.token_kubeconfig("controller", &token);
-    let node = fake_node(&client).await;
+    let node = match stand_in_node {
+        true => Some(fake_node(&client).await),
+        false => None,
+    };
     Cluster {
         client,
         kubeconfig,
         lease_namespace: CHART_NAMESPACE.into(),
         plane: Some(plane),
-        _node: Some(node),
+        _node: node,
         _emulator: None,
     }
 }

@@ -60,8 +60,11 @@ use serde_json::{Value, json};
 pub use network::{NODE_IP, POD_CIDR};
 pub use registration::KUBELET_PORT;
 
+use kengine_gateway::kengine::{AdminAddr, AdminClient};
+
 use super::containers::{
-    Files, MAX_GRACE, Objects, PROBE_TIMEOUT, RESTART_BACKOFF, RunningContainer, Volume, now,
+    Files, MAX_GRACE, Objects, PROBE_TIMEOUT, RESTART_BACKOFF, RunningContainer, Volume,
+    admin_socket_of, now,
 };
 use super::control_plane::{self, ControlPlane};
 use network::{Allocator, PodNetwork};
@@ -85,6 +88,16 @@ pub struct PodInfo {
     /// Volume name → the directory standing in for it.
     pub volumes: BTreeMap<String, PathBuf>,
     pub ready: bool,
+    /// The workload that owns it: `Deployment` (through its ReplicaSet),
+    /// `DaemonSet`, or the owner's kind; empty for a bare Pod.
+    pub workload_kind: String,
+    pub workload: String,
+    /// Kengine's admin unix socket (from its container's admin env), on the
+    /// node's file system.
+    pub admin_socket: Option<PathBuf>,
+    /// The Kengine config it ran when it first turned Ready: read from the
+    /// admin socket before Ready was published.
+    pub ready_config: Option<Value>,
     pub containers: Vec<ContainerInfo>,
 }
 
@@ -306,6 +319,10 @@ struct NodePod {
     grace: Duration,
     volumes: BTreeMap<String, Volume>,
     containers: Vec<RunningContainer>,
+    workload_kind: String,
+    workload: String,
+    admin_socket: Option<PathBuf>,
+    ready_config: Option<Value>,
     started: bool,
     ready: bool,
     created_at: Value,
@@ -341,12 +358,17 @@ impl NodePod {
         }
         let ip = network.ip;
         let mut containers = Vec::new();
+        let mut admin_socket = None;
         for c in &spec.containers {
             let mut rc = RunningContainer::resolve(c, &name, ip, fields, &volumes, log_dir)?;
             rc.log = log_dir.join(format!("{namespace}_{name}_{}.log", c.name));
             rc.netns = Some(network.netns.clone());
+            if rc.kengine && admin_socket.is_none() {
+                admin_socket = admin_socket_of(&rc.env).map_err(|e| format!("{what}: {e}"))?;
+            }
             containers.push(rc);
         }
+        let (workload_kind, workload) = workload_of(pod);
         let grace = spec
             .termination_grace_period_seconds
             .map_or(MAX_GRACE, |s| Duration::from_secs(s.max(0) as u64))
@@ -359,6 +381,10 @@ impl NodePod {
             grace,
             volumes,
             containers,
+            workload_kind,
+            workload,
+            admin_socket,
+            ready_config: None,
             started: false,
             ready: false,
             created_at: now(),
@@ -418,7 +444,8 @@ impl NodePod {
             "podIP": ip,
             "podIPs": [{"ip": ip}],
             "startTime": self.created_at,
-            "qosClass": "BestEffort",
+            // No qosClass: the API server derives it from the resources
+            // and refuses a status that says otherwise (it is immutable).
             "conditions": [
                 condition("PodReadyToStartContainers", started, &self.created_at),
                 condition("Initialized", "True", &self.created_at),
@@ -444,6 +471,10 @@ impl NodePod {
                 .map(|(k, v)| (k.clone(), v.dir.path().to_path_buf()))
                 .collect(),
             ready: self.ready,
+            workload_kind: self.workload_kind.clone(),
+            workload: self.workload.clone(),
+            admin_socket: self.admin_socket.clone(),
+            ready_config: self.ready_config.clone(),
             containers: self
                 .containers
                 .iter()
@@ -455,6 +486,25 @@ impl NodePod {
                 })
                 .collect(),
         }
+    }
+}
+
+/// (kind, name) of the workload that owns `pod`: a ReplicaSet's pods
+/// belong to its Deployment, named without the pod-template-hash suffix.
+fn workload_of(pod: &Pod) -> (String, String) {
+    let owners = pod.metadata.owner_references.iter().flatten();
+    let Some(owner) = owners.into_iter().find(|o| o.controller == Some(true)) else {
+        return Default::default();
+    };
+    let hash = (pod.metadata.labels.as_ref())
+        .and_then(|l| l.get("pod-template-hash"))
+        .map(|h| format!("-{h}"));
+    match (owner.kind.as_str(), hash) {
+        ("ReplicaSet", Some(hash)) if owner.name.ends_with(&hash) => (
+            "Deployment".into(),
+            owner.name[..owner.name.len() - hash.len()].to_string(),
+        ),
+        (kind, _) => (kind.to_string(), owner.name.clone()),
     }
 }
 
@@ -741,16 +791,38 @@ impl Runner {
             }
         }
         let passed: Vec<(String, usize, bool)> = probes.join_all().await;
-        let mut shared = self.shared();
-        for pod in &mut shared.pods {
-            for (i, c) in pod.containers.iter_mut().enumerate() {
-                c.ready = c.child.is_some()
-                    && passed
-                        .iter()
-                        .any(|(u, j, ok)| *ok && *j == i && *u == pod.uid);
+        let mut snapshots = Vec::new();
+        {
+            let mut shared = self.shared();
+            for pod in &mut shared.pods {
+                for (i, c) in pod.containers.iter_mut().enumerate() {
+                    c.ready = c.child.is_some()
+                        && passed
+                            .iter()
+                            .any(|(u, j, ok)| *ok && *j == i && *u == pod.uid);
+                }
+                let ready = pod.started && pod.containers.iter().all(|c| c.ready);
+                match (&pod.admin_socket, &pod.ready_config) {
+                    // A Kengine pod's first Ready waits for a snapshot of
+                    // its config, so a test can tell what it served then.
+                    (Some(socket), None) if ready && !pod.ready => {
+                        snapshots.push((pod.uid.clone(), socket.clone()));
+                    }
+                    _ => pod.set_ready(ready),
+                }
             }
-            let ready = pod.started && pod.containers.iter().all(|c| c.ready);
-            pod.set_ready(ready);
+        }
+        for (uid, socket) in snapshots {
+            let admin =
+                AdminClient::new(AdminAddr::Unix(socket), PROBE_TIMEOUT * 2).expect("admin client");
+            // On failure the Pod stays unready and this is retried next tick.
+            if let Ok(config) = admin.config().await {
+                let mut shared = self.shared();
+                if let Some(pod) = shared.pods.iter_mut().find(|p| p.uid == uid) {
+                    pod.ready_config = Some(config);
+                    pod.set_ready(true);
+                }
+            }
         }
     }
 
