@@ -188,11 +188,13 @@ pub fn ready_endpoints(
     let mut dials: Vec<String> = snapshot
         .endpoint_slices_of(key)
         .flat_map(|slice| {
+            // An unnamed Service port is `name: ""` in the slices the
+            // EndpointSlice controller writes, and absent in hand-written ones.
             let target = slice
                 .ports
                 .iter()
                 .flatten()
-                .find(|p| p.name.as_deref() == port_name)
+                .find(|p| p.name.as_deref().unwrap_or_default() == port_name.unwrap_or_default())
                 .and_then(|p| p.port);
             slice
                 .endpoints
@@ -311,6 +313,35 @@ fn lcm(a: u128, b: u128) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unnamed_port_matches_the_empty_name_the_endpointslice_controller_writes() {
+        let objects = [
+            serde_json::json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "web", "namespace": "n"},
+                "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80, "targetPort": "http"}]}}),
+            serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "web-abcde", "namespace": "n", "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4", "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [{"addresses": ["10.244.0.7"], "conditions": {"ready": true}}]}),
+            serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "web-hand", "namespace": "n", "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4", "ports": [{"port": 8081}],
+                "endpoints": [{"addresses": ["10.244.0.8"]}]}),
+        ];
+        let snapshot = Snapshot::from_objects(
+            objects
+                .into_iter()
+                .filter_map(|o| crate::providers::files::object_from_value(o).unwrap())
+                .collect::<Vec<_>>(),
+        );
+        let web = ObjectRef::new("n", "web");
+        assert_eq!(
+            ready_endpoints(&snapshot, &web, None),
+            ["10.244.0.7:8080", "10.244.0.8:8081"]
+        );
+        assert!(ready_endpoints(&snapshot, &web, Some("http")).is_empty());
+    }
 
     #[test]
     fn external_names_are_dns_subdomains() {
