@@ -1,13 +1,14 @@
 //! Scenario 3, attached-routes convergence: the `kengine-gateway controller`
-//! binary against the Kubernetes API emulator, one Gateway served by an
-//! External KengineInstance whose one pod is a real Caddy 2.8.4. N HTTPRoutes
-//! are created in a burst, then deleted in a burst; each way we time from the
+//! binary against a real control plane (etcd, kube-apiserver and
+//! kube-controller-manager from `scripts/ensure-kube.sh`, the test harness's
+//! `tests/support/control_plane.rs`), one Gateway served by an External
+//! KengineInstance whose one pod is a real Caddy 2.8.4. N HTTPRoutes are
+//! created in a burst, then deleted in a burst; each way we time from the
 //! first request until `status.listeners[0].attachedRoutes` reads the final
 //! count, and count the controller's status writes (its own metric).
 //!
-//! The emulator is a test tool, not kube-apiserver: it answers from memory
-//! without admission, etcd or authentication, so API latency here is lower
-//! than a cluster's. The write count does not depend on that.
+//! It runs in a network namespace of its own (root), where the Kengine
+//! pod's IP is a local address: the API server takes no loopback pod IP.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,12 +19,34 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 
-#[path = "../e2e/apiserver/harness.rs"]
-mod apiserver_harness;
+#[allow(dead_code)]
+#[path = "../tests/support/control_plane.rs"]
+mod control_plane;
+#[allow(dead_code)]
+#[path = "../tests/support/netns.rs"]
+mod netns;
 
 const NS: &str = "bench";
 const PORT: u16 = 18690;
 const TARGET: Duration = Duration::from_secs(1);
+/// The Kengine pod's IP, local to the bench's network namespace.
+const POD_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 244, 0, 2);
+const NODE: &str = "bench";
+
+/// Enters a network namespace of its own, then runs the scenario.
+pub fn main(routes: usize) -> anyhow::Result<()> {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    anyhow::ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "the attached scenario needs root: it runs a real control plane in a network namespace of its own"
+    );
+    netns::enter();
+    netns::add_local_address(&POD_IP.to_string());
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(routes))
+}
 
 fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
     let api_version = if group.is_empty() {
@@ -123,6 +146,26 @@ impl Drop for Controller {
     }
 }
 
+/// Keeps the Node Ready until dropped.
+fn heartbeat(nodes: Api<DynamicObject>) -> tokio::task::JoinHandle<()> {
+    let since = k8s_openapi::jiff::Timestamp::now().to_string();
+    tokio::spawn(async move {
+        loop {
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+                "reason": "KubeletReady", "message": "the bench's stand-in kubelet",
+                "lastHeartbeatTime": now, "lastTransitionTime": since}]}});
+            if let Err(e) = nodes
+                .patch_status(NODE, &PatchParams::default(), &Patch::Merge(status))
+                .await
+            {
+                eprintln!("node heartbeat: {e}");
+            }
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+    })
+}
+
 async fn attached(gateways: &Api<DynamicObject>) -> Option<i64> {
     let gw = serde_json::to_value(gateways.get("gw").await.ok()?).ok()?;
     gw["status"]["listeners"][0]["attachedRoutes"].as_i64()
@@ -171,15 +214,23 @@ async fn caddy(
     anyhow::bail!("caddy's admin API never answered on {admin}")
 }
 
-pub async fn run(routes: usize) -> anyhow::Result<()> {
+async fn run(routes: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let emulator = apiserver_harness::KubeApiEmulator::with_all_crds();
-    let client = emulator.client().await;
-    let admin = super::util::loopback(super::util::free_port()?);
+    let plane = control_plane::ControlPlane::start().await;
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    plane
+        .install_crds(&[
+            repo.join("e2e/gateway-api/v1.6.1/config/crd/experimental"),
+            repo.join("crds"),
+        ])
+        .await;
+    let client = plane.client().await;
+    let admin = std::net::SocketAddr::from((POD_IP, super::util::free_port()?));
     let _kengine = caddy(admin, dir.path()).await?;
     let gw = "gateway.networking.k8s.io";
-    let (ns, pod, class, gateway, route, ki) = (
+    let (ns, node, pod, class, gateway, route, ki) = (
         resource("", "v1", "Namespace", "namespaces"),
+        resource("", "v1", "Node", "nodes"),
         resource("", "v1", "Pod", "pods"),
         resource(gw, "v1", "GatewayClass", "gatewayclasses"),
         resource(gw, "v1", "Gateway", "gateways"),
@@ -198,17 +249,46 @@ pub async fn run(routes: usize) -> anyhow::Result<()> {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
     )
     .await?;
-    // The one Kengine pod: this host's Caddy, plain-HTTP admin on loopback.
-    apply(&client, &pod, true, json!({"apiVersion": "v1", "kind": "Pod",
+    // The Node the pod is bound to, kept Ready: the pod garbage collector
+    // deletes pods of unknown nodes, and the node lifecycle controller
+    // marks those of a silent node unready.
+    apply(
+        &client,
+        &node,
+        false,
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}}),
+    )
+    .await?;
+    let _heartbeat = heartbeat(Api::all_with(client.clone(), &node));
+    // Pods need their namespace's default ServiceAccount.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), NS);
+    let start = Instant::now();
+    while accounts.get_opt("default").await?.is_none() {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "no default ServiceAccount in {NS}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The one Kengine pod: a local Caddy, plain-HTTP admin on its pod IP.
+    apply(
+        &client,
+        &pod,
+        true,
+        json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "kengine-0", "namespace": NS, "labels": {"app": "kengine"}},
-        "spec": {"nodeName": "bench", "containers": [{"name": "kengine", "image": "caddy:2.8.4"}]}})).await?;
+        "spec": {"nodeName": NODE, "containers": [{"name": "kengine", "image": "caddy:2.8.4"}]}}),
+    )
+    .await?;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
     Api::<DynamicObject>::namespaced_with(client.clone(), NS, &pod)
         .patch_status(
             "kengine-0",
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {
-            "phase": "Running", "podIP": admin.ip().to_string(),
-            "conditions": [{"type": "Ready", "status": "True"}]}})),
+            "phase": "Running", "podIP": admin.ip().to_string(), "podIPs": [{"ip": admin.ip().to_string()}],
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}})),
         )
         .await?;
     apply(&client, &ki, true, json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
@@ -230,7 +310,7 @@ pub async fn run(routes: usize) -> anyhow::Result<()> {
     .await?;
 
     let log = dir.path().join("controller.log");
-    let controller = Controller::start(&emulator.kubeconfig, &log)?;
+    let controller = Controller::start(&plane.kubeconfig, &log)?;
     let gateways = Api::<DynamicObject>::namespaced_with(client.clone(), NS, &gateway);
     until_attached(&gateways, 0, Instant::now())
         .await
@@ -296,6 +376,7 @@ pub async fn run(routes: usize) -> anyhow::Result<()> {
             "status_writes": written, "reconciles": passes}));
     }
     drop(controller);
+    drop(plane);
     println!("{}", json!({"scenario": "attached", "results": report}));
     Ok(())
 }

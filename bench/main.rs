@@ -106,8 +106,9 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         report_every: usize,
     },
-    /// Attached-routes convergence: the controller against the Kubernetes API
-    /// emulator; N HTTPRoutes created, then deleted, in a burst.
+    /// Attached-routes convergence: the controller against a real control
+    /// plane (root: it runs in a network namespace of its own); N HTTPRoutes
+    /// created, then deleted, in a burst.
     Attached {
         #[arg(long, default_value_t = 1_000)]
         routes: usize,
@@ -146,6 +147,10 @@ fn main() -> anyhow::Result<()> {
         Command::Translate { routes, iterations } => translate::run(&routes, iterations),
         Command::TranslateOne { routes, iterations } => translate::one(routes, iterations),
         Command::EchoChild { listen, name } => live::echo_child(listen, name),
+        Command::Attached { routes } => {
+            kengine_gateway::kengine::admin::install_crypto_provider();
+            attached::main(routes)
+        }
         command => {
             kengine_gateway::kengine::admin::install_crypto_provider();
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -195,7 +200,6 @@ async fn live(command: Command) -> anyhow::Result<()> {
             preload,
             report_every,
         } => propagation::run(routes, preload, report_every.max(1)).await,
-        Command::Attached { routes } => attached::run(routes).await,
         Command::Reload {
             routes,
             endpoint_changes,
@@ -216,7 +220,10 @@ async fn live(command: Command) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Translate { .. } | Command::TranslateOne { .. } | Command::EchoChild { .. } => {
+        Command::Translate { .. }
+        | Command::TranslateOne { .. }
+        | Command::EchoChild { .. }
+        | Command::Attached { .. } => {
             unreachable!("handled in main")
         }
     }

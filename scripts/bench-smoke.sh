@@ -9,7 +9,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 BENCH="$REPO/target/debug/kengine-gateway-bench"
-if [[ ! -x "$BENCH" || ! -x "$REPO/target/debug/kengine-gateway" || ! -x "$REPO/target/debug/kube-api-emulator" ]]; then
+if [[ ! -x "$BENCH" || ! -x "$REPO/target/debug/kengine-gateway" ]]; then
   cargo build --bins
 fi
 export KENGINE_GATEWAY_TEST_CADDY="${KENGINE_GATEWAY_TEST_CADDY:-$("$REPO/scripts/ensure-kengine.sh")}"

@@ -15,8 +15,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
 use serde_json::json;
 
-use support::containers::LOG_MARKER;
 use support::control_plane::ControlPlane;
+use support::node::containers::LOG_MARKER;
 use support::node::{NODE_IP, NODE_NAME, Node};
 
 const NS: &str = "default";

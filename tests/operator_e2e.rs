@@ -9,7 +9,7 @@
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -158,28 +158,14 @@ fn managed_deployment(name: &str, secret: &str, replicas: i32) -> Deployment {
     .unwrap()
 }
 
-/// Polls `check` until it gives `Some`; on timeout (or at once when the
-/// node agent stopped) fails with the node's diagnostics.
+/// [`Node::until`].
 async fn until<T>(
     node: &Node,
     what: &str,
     limit: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
+    check: impl AsyncFnMut() -> Option<T>,
 ) -> T {
-    let start = Instant::now();
-    loop {
-        let _ = node.pods();
-        if let Some(v) = check().await {
-            return v;
-        }
-        if start.elapsed() > limit {
-            panic!(
-                "timed out after {limit:?} waiting for {what}\n{}",
-                node.diagnostics()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    node.until(what, limit, check).await
 }
 
 fn condition(pod: &Pod, type_: &str) -> Option<String> {
@@ -583,6 +569,29 @@ mod journey {
 
     fn serves(config: &Value, host: &str) -> bool {
         config.to_string().contains(host)
+    }
+
+    /// Every upstream `dial` of a config, sorted and deduplicated.
+    fn dials(config: &Value) -> Vec<String> {
+        fn walk(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(map) => {
+                    for (k, v) in map {
+                        match (k.as_str(), v) {
+                            ("dial", Value::String(d)) => out.push(d.clone()),
+                            _ => walk(v, out),
+                        }
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(config, &mut out);
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// The fleet's pods on the node.
@@ -1097,13 +1106,42 @@ mod journey {
             "a named fleet, no per-Gateway one"
         );
 
-        // The ClusterIP fleets dial the backend's Service. (upstreamMode
-        // Endpoints is not covered here yet: on the real control plane the
-        // DaemonSet fleet switched to it did not dial the echo pod within
-        // 60 s, cause not found; see issue 14's note.)
+        // The ClusterIP fleets dial the backend's Service.
         for pod in fleet(&node, "kengine-edge") {
             let config = running_config(&pod).await.unwrap();
             assert!(serves(&config, &web_dial), "{config}");
+        }
+        // upstreamMode Endpoints: the DaemonSet fleet dials the echo pod
+        // the real EndpointSlice controller published (its unnamed Service
+        // port is `name: ""` there), not the cluster IP; the other fleet
+        // is unchanged.
+        let web_pod = node
+            .pods()
+            .into_iter()
+            .find(|p| p.namespace == NS && p.workload == "web")
+            .expect("the echo pod");
+        let pod_dial = format!("{}:8080", web_pod.ip);
+        apply(c, &ki(), Some(NS), json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
+            "metadata": {"name": "edge-ds", "namespace": NS},
+            "spec": {"mode": "DaemonSet", "service": {"type": "ClusterIP"}, "upstreamMode": "Endpoints"}})).await;
+        until(
+            &node,
+            "the Endpoints fleet dialing the pod",
+            LIMIT,
+            async || {
+                let pods = fleet(&node, "kengine-edge-ds");
+                let config = running_config(pods.first()?).await?;
+                (dials(&config) == std::slice::from_ref(&pod_dial)).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(
+            answer(&http, ds, "ds.example").await,
+            Some((200, Some("web".into())))
+        );
+        for pod in fleet(&node, "kengine-edge") {
+            let config = running_config(&pod).await.unwrap();
+            assert_eq!(dials(&config), std::slice::from_ref(&web_dial), "{config}");
         }
 
         // 8. A Gateway without parametersRef gets its own fleet; deleting

@@ -7,8 +7,6 @@
 //! and bindings `helm template` renders, and that account's token
 //! (TokenRequest). With `KENGINE_GATEWAY_E2E_CLUSTER=1` it is the cluster
 //! `KUBECONFIG` points at instead, used with that kubeconfig's own rights.
-//! [`emulator_cluster`] is the local API emulator, for the suites not moved
-//! yet (`tests/operator_e2e.rs`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,7 +20,6 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 
-use super::apiserver_harness;
 use super::control_plane::{ControlPlane, client_for};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kengine-gateway");
@@ -47,7 +44,6 @@ pub struct Cluster {
     /// The real control plane this test started, if any.
     pub plane: Option<ControlPlane>,
     _node: Option<tokio::task::JoinHandle<()>>,
-    _emulator: Option<apiserver_harness::KubeApiEmulator>,
 }
 
 impl Drop for Cluster {
@@ -123,10 +119,12 @@ async fn start(edit: impl FnOnce(&mut Vec<Value>), stand_in_node: bool) -> Clust
             lease_namespace: "default".into(),
             plane: None,
             _node: Some(node),
-            _emulator: None,
         };
     }
-    let plane = ControlPlane::start().await;
+    let plane = match stand_in_node {
+        true => ControlPlane::start().await,
+        false => ControlPlane::start_for_pods().await,
+    };
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     plane
         .install_crds(&[
@@ -149,35 +147,6 @@ async fn start(edit: impl FnOnce(&mut Vec<Value>), stand_in_node: bool) -> Clust
         lease_namespace: CHART_NAMESPACE.into(),
         plane: Some(plane),
         _node: node,
-        _emulator: None,
-    }
-}
-
-/// The local Kubernetes API emulator (`e2e/apiserver`), or the existing
-/// cluster; the controller gets full rights.
-pub async fn emulator_cluster() -> Cluster {
-    if external_cluster() {
-        let kubeconfig =
-            PathBuf::from(std::env::var("KUBECONFIG").expect("KUBECONFIG for a real cluster"));
-        let client = kube::Client::try_default().await.expect("cluster client");
-        return Cluster {
-            client,
-            kubeconfig,
-            lease_namespace: "default".into(),
-            plane: None,
-            _node: None,
-            _emulator: None,
-        };
-    }
-    let emulator = apiserver_harness::KubeApiEmulator::with_all_crds();
-    let client = emulator.client().await;
-    Cluster {
-        client,
-        kubeconfig: emulator.kubeconfig.clone(),
-        lease_namespace: "default".into(),
-        plane: None,
-        _node: None,
-        _emulator: Some(emulator),
     }
 }
 
@@ -205,9 +174,6 @@ impl Cluster {
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
         )
         .await;
-        if self._emulator.is_some() {
-            return;
-        }
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), name);
         eventually(
             "the namespace's default ServiceAccount",

@@ -37,6 +37,8 @@ pub fn bin_dir() -> PathBuf {
 /// The IP range Services get their ClusterIPs from. Only the node agent
 /// (`node/`) routes it, to kube-proxy's NAT rules.
 pub const SERVICE_CIDR: &str = "10.96.0.0/24";
+/// The `kubernetes` Service's cluster IP: the first of [`SERVICE_CIDR`].
+pub const KUBERNETES_SERVICE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 96, 0, 1);
 
 pub struct ControlPlane {
     /// A kubeconfig with cluster-admin rights (group `system:masters`).
@@ -148,6 +150,11 @@ impl Pki {
             SanType::IpAddress("127.0.0.1".parse().unwrap()),
             SanType::DnsName("localhost".try_into().unwrap()),
             SanType::DnsName("kubernetes.default.svc".try_into().unwrap()),
+            SanType::DnsName("kubernetes.default".try_into().unwrap()),
+            SanType::DnsName("kubernetes".try_into().unwrap()),
+            // What pods dial: the `kubernetes` Service, or the node.
+            SanType::IpAddress(KUBERNETES_SERVICE_IP.into()),
+            SanType::IpAddress(POD_REACHABLE_ADDRESS.into()),
         ];
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         leaf("apiserver", server);
@@ -197,10 +204,29 @@ pub enum KubeUser<'a> {
     Token(&'a str),
 }
 
+/// The address the API server advertises when pods must reach it
+/// ([`ControlPlane::start_for_pods`]): the node agent's node address.
+pub const POD_REACHABLE_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 10, 0, 1);
+
 impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager, and waits
-    /// until the apiserver is ready.
+    /// until the apiserver is ready. kube-apiserver listens on loopback
+    /// only, and the `kubernetes` Service has no endpoints.
     pub async fn start() -> ControlPlane {
+        Self::start_with(false).await
+    }
+
+    /// [`ControlPlane::start`] for a cluster with pods (the node agent):
+    /// kube-apiserver listens on every address of the test's network
+    /// namespace and advertises [`POD_REACHABLE_ADDRESS`], so its endpoint
+    /// reconciler publishes the `kubernetes` Service's endpoints and pods
+    /// reach it through kube-proxy, as in-cluster clients do. Only for a
+    /// test inside its own network namespace (`netns.rs`).
+    pub async fn start_for_pods() -> ControlPlane {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(for_pods: bool) -> ControlPlane {
         let bin = bin_dir();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -239,12 +265,7 @@ impl ControlPlane {
             "kube-apiserver",
             [
                 format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={port}"),
-                "--advertise-address=127.0.0.1".into(),
-                // The `kubernetes` Endpoints may not point at loopback; the
-                // apiserver's own endpoints are not needed here.
-                "--endpoint-reconciler-type=none".into(),
                 format!("--cert-dir={}", path("apiserver-certs")),
                 format!("--tls-cert-file={}", path("apiserver.crt")),
                 format!("--tls-private-key-file={}", path("apiserver.key")),
@@ -266,7 +287,23 @@ impl ControlPlane {
                 "--profiling=false".into(),
                 "--v=1".into(),
             ]
-            .to_vec(),
+            .into_iter()
+            .chain(match for_pods {
+                true => [
+                    "--bind-address=0.0.0.0".into(),
+                    format!("--advertise-address={POD_REACHABLE_ADDRESS}"),
+                ]
+                .to_vec(),
+                // The `kubernetes` Endpoints may not point at loopback;
+                // without pods nobody needs them.
+                false => [
+                    "--bind-address=127.0.0.1".into(),
+                    "--advertise-address=127.0.0.1".into(),
+                    "--endpoint-reconciler-type=none".into(),
+                ]
+                .to_vec(),
+            })
+            .collect(),
         );
 
         let kubeconfig = d.join("admin.kubeconfig");
@@ -458,40 +495,49 @@ impl ControlPlane {
     /// too old, not only those of busy resource types. (Two, because a
     /// watch from revision R-1 asks for R, which compaction at R keeps.)
     pub async fn compact_etcd(&self) -> i64 {
-        let http = reqwest::Client::new();
         for value in ["1", "2"] {
-            http.post(format!("{}/v3/kv/put", self.etcd_url))
-                .json(&serde_json::json!({
+            self.etcd_post(
+                "kv/put",
+                serde_json::json!({
                     "key": b64("kengine-gateway-test/compaction-marker"),
                     "value": b64(value),
-                }))
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-                .expect("etcd put");
+                }),
+            )
+            .await;
         }
         // Any range read answers with the current revision in its header.
-        let range: serde_json::Value = http
-            .post(format!("{}/v3/kv/range", self.etcd_url))
-            .json(&serde_json::json!({"key": b64("/"), "count_only": true}))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .expect("etcd range")
-            .json()
-            .await
-            .expect("etcd range answer");
+        let range = self
+            .etcd_post(
+                "kv/range",
+                serde_json::json!({"key": b64("/"), "count_only": true}),
+            )
+            .await;
         let revision: i64 = range["header"]["revision"]
             .as_str()
             .and_then(|r| r.parse().ok())
             .unwrap_or_else(|| panic!("no revision in {range}"));
-        http.post(format!("{}/v3/kv/compaction", self.etcd_url))
-            .json(&serde_json::json!({"revision": revision.to_string(), "physical": true}))
+        self.etcd_post(
+            "kv/compaction",
+            serde_json::json!({"revision": revision.to_string(), "physical": true}),
+        )
+        .await;
+        revision
+    }
+
+    /// POSTs `body` to etcd's JSON gateway at `/v3/{path}`; its answer.
+    async fn etcd_post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let text = reqwest::Client::new()
+            .post(format!("{}/v3/{path}", self.etcd_url))
+            .header("content-type", "application/json")
+            .body(body.to_string())
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .expect("etcd compaction");
-        revision
+            .unwrap_or_else(|e| panic!("etcd {path}: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("etcd {path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("etcd {path}: {e}: {text}"))
     }
 
     /// The address kube-apiserver listens on.

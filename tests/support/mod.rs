@@ -2,15 +2,11 @@
 //! and in-process echo backends on loopback addresses.
 #![allow(dead_code)]
 
-#[path = "../../e2e/apiserver/harness.rs"]
-pub mod apiserver_harness;
 pub mod cluster;
-pub mod containers;
 pub mod control_plane;
 pub mod kubelet;
 pub mod netns;
 pub mod node;
-pub mod workloads;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -18,7 +18,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::Shared;
-use crate::support::containers::LOG_MARKER;
+use super::containers::LOG_MARKER;
 
 pub async fn serve(
     addr: SocketAddr,

@@ -11,15 +11,17 @@
 //!   [`POD_CIDR`] over a routed veth pair (`network.rs`), so the real
 //!   EndpointSlice controller accepts the addresses, kube-proxy can NAT to
 //!   them and every pod can listen on the same port;
-//! - runs each container as a local process inside that namespace, resolved
-//!   by [`super::containers`] (Caddy 2.8.4 for Kengine containers, this
-//!   project's binary for `admin-proxy`/`echo`/`kengine-gateway` ones), with
+//! - runs each container as a local process inside that namespace, chosen
+//!   by image name in [`containers`] (Caddy 2.8.4 for `kengine`/`caddy`
+//!   images, this project's binary for `kengine-gateway` ones), with
 //!   `$(VAR)` expansion, fieldRefs, and Secret/ConfigMap/emptyDir and
 //!   `projected` volumes (`projected.rs`: the service-account token of
 //!   `kube-api-access-*`, `ca.crt`, downwardAPI items). Volumes are
-//!   temporary directories and mount paths in env, command and args are
-//!   rewritten to them (no mount namespace: a pod does not see its files at
-//!   the mount path itself);
+//!   temporary directories, bound at their mount paths in a mount
+//!   namespace of each process (a missing mount point is made on the
+//!   host, empty, and stays); every container gets the `KUBERNETES_SERVICE_*`
+//!   variables, and the API server answers pods on the `kubernetes`
+//!   Service's cluster IP, so in-cluster clients work;
 //! - probes readiness (`httpGet`/`tcpSocket` to the pod IP, from the node,
 //!   every [`TICK`]), restarts exited containers (`restartCount`,
 //!   `lastState.terminated`), publishes Pod status (podIP/podIPs, hostIP,
@@ -31,15 +33,18 @@
 //!   [`KUBELET_PORT`] on [`NODE_IP`]), so `kubectl logs` works;
 //! - runs the real kube-proxy in iptables mode (`kube_proxy.rs`).
 //!
-//! Not done: other volume types, the `KUBERNETES_SERVICE_*` env and a route
-//! from a pod to kube-apiserver (it listens on the node's loopback only),
-//! token refresh, init containers, liveness/startup probes, resources. An
-//! unsupported Pod is a fatal error: the agent stops and [`Node::pods`]
+//! Not done: other volume types, token refresh, init containers,
+//! liveness/startup probes, resources, security contexts. A Pod it cannot
+//! run (an unknown image, an unsupported volume) stays Pending with the
+//! reason in its container statuses (`ErrImagePull`,
+//! `CreateContainerConfigError`), and [`Node::diagnostics`] lists it; a
+//! failure of the node itself is fatal: the agent stops and [`Node::pods`]
 //! panics with it.
 //!
 //! Everything it starts ends with [`Node::stop`] (or, less tidily, drop):
 //! every process, every pod namespace and veth pair.
 
+pub mod containers;
 mod kube_proxy;
 mod kubelet_api;
 mod network;
@@ -62,11 +67,11 @@ pub use registration::KUBELET_PORT;
 
 use kengine_gateway::kengine::{AdminAddr, AdminClient};
 
-use super::containers::{
+use super::control_plane::{self, ControlPlane};
+use containers::{
     Files, MAX_GRACE, Objects, PROBE_TIMEOUT, RESTART_BACKOFF, RunningContainer, Volume,
     admin_socket_of, now,
 };
-use super::control_plane::{self, ControlPlane};
 use network::{Allocator, PodNetwork};
 
 pub const NODE_NAME: &str = "kengine-e2e-node";
@@ -205,6 +210,30 @@ impl Node {
         }
     }
 
+    /// Polls `check` until it gives `Some`; on timeout (or at once when
+    /// the agent stopped) fails with [`Node::diagnostics`].
+    pub async fn until<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut check: impl AsyncFnMut() -> Option<T>,
+    ) -> T {
+        let start = Instant::now();
+        loop {
+            let _ = self.pods();
+            if let Some(v) = check().await {
+                return v;
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "timed out after {limit:?} waiting for {what}\n{}",
+                    self.diagnostics()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Everything the containers of a pod wrote, also after it stopped.
     pub fn logs(&self, namespace: &str, pod: &str) -> String {
         let shared = lock(&self.shared);
@@ -227,6 +256,9 @@ impl Node {
             lines[lines.len().saturating_sub(40)..].join("\n")
         };
         let mut out = format!("node agent fatal error: {:?}\n", shared.fatal);
+        for failed in &shared.failed {
+            out += &format!("pod not run: {failed}\n");
+        }
         let proxy = std::fs::read_to_string(&self.proxy_log).unwrap_or_default();
         out += &format!("---- kube-proxy\n{}\n", tail(&proxy));
         for (ns, pod, container, path) in &shared.logs {
@@ -307,6 +339,8 @@ struct Shared {
     stopping: Vec<NodePod>,
     /// (namespace, pod, container, file) of every container ever started.
     logs: Vec<(String, String, String, PathBuf)>,
+    /// Pods it could not run, with the reason.
+    failed: Vec<String>,
     fatal: Option<String>,
     dropped: bool,
 }
@@ -345,29 +379,35 @@ impl NodePod {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let what = format!("pod {namespace}/{name}");
         let spec = pod.spec.clone().unwrap_or_default();
-        if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
-            return Err(format!("{what}: init containers are not emulated"));
-        }
-        let mut volumes = BTreeMap::new();
-        for v in spec.volumes.iter().flatten() {
-            let volume = match projected.remove(&v.name) {
-                Some(fixed) => Volume::projected(v, fixed)?,
-                None => Volume::new(v, &what)?,
-            };
-            volumes.insert(v.name.clone(), volume);
-        }
-        let ip = network.ip;
-        let mut containers = Vec::new();
-        let mut admin_socket = None;
-        for c in &spec.containers {
-            let mut rc = RunningContainer::resolve(c, &name, ip, fields, &volumes, log_dir)?;
-            rc.log = log_dir.join(format!("{namespace}_{name}_{}.log", c.name));
-            rc.netns = Some(network.netns.clone());
-            if rc.kengine && admin_socket.is_none() {
-                admin_socket = admin_socket_of(&rc.env).map_err(|e| format!("{what}: {e}"))?;
+        let built = (|| -> Result<_, String> {
+            if spec.init_containers.as_ref().is_some_and(|c| !c.is_empty()) {
+                return Err(format!("{what}: init containers are not emulated"));
             }
-            containers.push(rc);
-        }
+            let mut volumes = BTreeMap::new();
+            for v in spec.volumes.iter().flatten() {
+                let volume = match projected.remove(&v.name) {
+                    Some(fixed) => Volume::projected(v, fixed)?,
+                    None => Volume::new(v, &what)?,
+                };
+                volumes.insert(v.name.clone(), volume);
+            }
+            let ip = network.ip;
+            let mut containers = Vec::new();
+            let mut admin_socket = None;
+            for c in &spec.containers {
+                let mut rc = RunningContainer::resolve(c, &name, ip, fields, &volumes, log_dir)?;
+                rc.log = log_dir.join(format!("{namespace}_{name}_{}.log", c.name));
+                rc.netns = Some(network.netns.clone());
+                if rc.kengine && admin_socket.is_none() {
+                    admin_socket =
+                        admin_socket_of(&rc.env_on_host()).map_err(|e| format!("{what}: {e}"))?;
+                }
+                containers.push(rc);
+            }
+            Ok((volumes, containers, admin_socket))
+        })();
+        // A pod it cannot run leaves no network behind.
+        let (volumes, containers, admin_socket) = built.inspect_err(|_| network.remove())?;
         let (workload_kind, workload) = workload_of(pod);
         let grace = spec
             .termination_grace_period_seconds
@@ -702,7 +742,15 @@ impl Runner {
                 }
             }
             let network = PodNetwork::create(ip, veth)?;
-            let node_pod = NodePod::prepare(pod, network, &fields, projected, &self.log_dir)?;
+            let node_pod = match NodePod::prepare(pod, network, &fields, projected, &self.log_dir) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Like a kubelet: this pod fails, the node goes on.
+                    self.fail(pod, &e).await;
+                    self.done.insert(uid);
+                    continue;
+                }
+            };
             let mut shared = self.shared();
             for c in &node_pod.containers {
                 shared.logs.push((
@@ -823,6 +871,45 @@ impl Runner {
                     pod.set_ready(true);
                 }
             }
+        }
+    }
+
+    /// Publishes why a Pod cannot run (each container waiting with the
+    /// reason a kubelet would give) and remembers it for diagnostics.
+    async fn fail(&mut self, pod: &Pod, error: &str) {
+        let (ns, name) = (
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        eprintln!("node agent: cannot run pod {ns}/{name}: {error}");
+        self.shared().failed.push(format!("{ns}/{name}: {error}"));
+        let reason = match error.contains(containers::UNKNOWN_IMAGE) {
+            true => "ErrImagePull",
+            false => "CreateContainerConfigError",
+        };
+        let spec = pod.spec.clone().unwrap_or_default();
+        let statuses: Vec<Value> = spec
+            .containers
+            .iter()
+            .map(|c| {
+                json!({"name": c.name, "image": c.image, "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"waiting": {"reason": reason, "message": error}}})
+            })
+            .collect();
+        let at = now();
+        let status = json!({"metadata": {"uid": pod.metadata.uid}, "status": {
+            "phase": "Pending", "hostIP": NODE_IP.to_string(),
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": at},
+                {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": at},
+            ],
+            "containerStatuses": statuses}});
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        if let Err(e) = api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+        {
+            self.report(&format!("status of failed pod {ns}/{name}"), e);
         }
     }
 

@@ -11,7 +11,7 @@ use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, T
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount, Volume};
 use kube::api::{Api, PostParams};
 
-use crate::support::containers::Files;
+use super::containers::Files;
 
 /// Why a volume's files could not be made.
 pub enum Failure {

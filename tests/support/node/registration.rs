@@ -9,8 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+use super::containers::now;
 use super::network::{NODE_IP, POD_CIDR};
-use crate::support::containers::now;
 
 /// Seconds a Lease is valid; renewed every [`super::LEASE_RENEW`].
 const LEASE_SECONDS: i32 = 40;

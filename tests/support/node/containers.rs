@@ -1,16 +1,14 @@
-//! What both test kubelets do with one Pod's containers: the fake kubelet of
-//! the emulator suites (`workloads.rs`) and the node agent of the real
-//! control plane (`node/`). Resolving a container into a local process
-//! (program, `$(VAR)` expansion, fieldRefs, mount-path rewriting), running
-//! and restarting it, its readiness probe, its status, and the files of its
-//! Secret, ConfigMap and emptyDir volumes.
+//! What the node agent does with one Pod's containers: resolving a
+//! container into a local process (its program, `$(VAR)` expansion,
+//! fieldRefs, the Service variables of `kubernetes`), running it in the
+//! pod's network namespace and a mount namespace of its own (each volume
+//! bound at its mount path), restarting it, its readiness probe, its
+//! status, and the files of its Secret, ConfigMap and emptyDir volumes.
 //!
-//! Programs: a container named `kengine`, or whose `command[0]` is
-//! `kengine`/`caddy`, runs the Caddy 2.8.4 binary ([`super::caddy_bin`]) with
-//! the rest of its command and args (`run` when there are none). A container
-//! whose `command[0]` is `kengine-gateway`, or whose first argument
-//! (`args[0]`, or `command[1]` when `command` is set) is `admin-proxy` or
-//! `echo`, runs this project's binary. Anything else is an error.
+//! Programs are chosen by image name ([`program_for`]): `kengine` and
+//! `caddy` images run the Caddy 2.8.4 binary ([`crate::support::caddy_bin`]),
+//! with `run` when there are no args; `kengine-gateway` images run this
+//! project's binary. Any other image fails its pod with that reason.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -59,7 +57,7 @@ impl Objects {
             .into_iter()
             .map(|(k, v)| (k, v.0))
             .collect();
-        // The real API folds stringData into data; the emulator may not.
+        // The API server folds stringData into data; kept for objects built in tests.
         for (k, v) in s.string_data.unwrap_or_default() {
             files.insert(k, v.into_bytes());
         }
@@ -185,7 +183,7 @@ impl Volume {
             )
         } else {
             return Err(format!(
-                "{workload}: volume {} is not an emptyDir, secret or configMap, which is all the fake kubelet emulates",
+                "{workload}: volume {} is not an emptyDir, secret or configMap, which is all the node agent runs",
                 v.name
             ));
         };
@@ -349,6 +347,8 @@ pub struct RunningContainer {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// (mount path, host directory or file), as the volumeMounts say.
+    pub mounts: Vec<(String, String)>,
     pub probe: Option<ProbeTarget>,
     pub log: PathBuf,
     pub child: Option<Child>,
@@ -386,7 +386,7 @@ impl RunningContainer {
                     Some(v) => v.clone(),
                     None => {
                         return Err(format!(
-                            "{}: env {} uses a valueFrom the fake kubelet does not emulate",
+                            "{}: env {} uses a valueFrom the node agent does not support",
                             what(),
                             var.name
                         ));
@@ -399,36 +399,12 @@ impl RunningContainer {
             env.push((var.name.clone(), value));
         }
         let command = c.command.clone().unwrap_or_default();
-        let mut argv: Vec<String> = command.iter().skip(1).cloned().collect();
-        argv.extend(c.args.iter().flatten().cloned());
+        let image = c.image.clone().unwrap_or_default();
+        let (kengine, program, argv) = program_for(&image, &command, c.args.as_deref())
+            .map_err(|e| format!("{}: {e}", what()))?;
         let argv: Vec<String> = argv.iter().map(|a| expand(a, &env)).collect();
-        let entry = command
-            .first()
-            .map(|c| c.rsplit('/').next().unwrap_or(c).to_string());
-        let first = argv.first().map(String::as_str);
-        let (kengine, program, argv) = if entry.as_deref() == Some("kengine-gateway")
-            || matches!(first, Some("admin-proxy" | "echo"))
-        {
-            (false, PathBuf::from(PROJECT_BIN), argv)
-        } else if c.name == "kengine" || matches!(entry.as_deref(), Some("kengine" | "caddy")) {
-            let argv = if argv.is_empty() {
-                vec!["run".into()]
-            } else {
-                argv
-            };
-            (true, super::caddy_bin(), argv)
-        } else {
-            return Err(format!(
-                "{}: cannot run image {:?} with command {command:?} and args {:?}; the test \
-                 kubelet runs Kengine containers (named `kengine`, or command `kengine`/`caddy`) \
-                 and this project's binary (command `kengine-gateway`, or args `admin-proxy ...` \
-                 or `echo ...`) only",
-                what(),
-                c.image.as_deref().unwrap_or_default(),
-                c.args.as_deref().unwrap_or_default(),
-            ));
-        };
-        // The "mount namespace": container paths become host directories.
+        // The pod's mount namespace: each volume's directory is bound at
+        // its mount path when a process starts (`spawn`).
         let mut mounts = Vec::new();
         for m in c.volume_mounts.iter().flatten() {
             let volume = volumes
@@ -439,16 +415,19 @@ impl RunningContainer {
                 host.push(sub);
             }
             let path = m.mount_path.trim_end_matches('/').to_string();
-            if !path.is_empty() {
-                mounts.push((path, host.to_string_lossy().into_owned()));
+            if !path.starts_with('/') {
+                return Err(format!("{}: mountPath {path:?} is not absolute", what()));
             }
+            mounts.push((path, host.to_string_lossy().into_owned()));
         }
-        mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
-        let args = argv.iter().map(|a| remount(a, &mounts)).collect();
-        let mut env: Vec<(String, String)> = env
-            .into_iter()
-            .map(|(k, v)| (k, remount(&v, &mounts)))
-            .collect();
+        // The variables a kubelet gives every container, before the pod's own.
+        let mut env: Vec<(String, String)> = {
+            let own: Vec<(String, String)> = service_env()
+                .into_iter()
+                .filter(|(k, _)| !env.iter().any(|(e, _)| e == k))
+                .collect();
+            own.into_iter().chain(env).collect()
+        };
         if kengine {
             let mirrored: Vec<(String, String)> = env
                 .iter()
@@ -470,8 +449,9 @@ impl RunningContainer {
             pod: pod.to_string(),
             kengine,
             program,
-            args,
+            args: argv,
             env,
+            mounts,
             probe,
             log: log_dir.join(format!("{pod}_{}.log", c.name)),
             child: None,
@@ -513,19 +493,58 @@ impl RunningContainer {
             .stdout(log.try_clone().map_err(io)?)
             .stderr(log)
             .kill_on_drop(true);
-        if let Some(netns) = &self.netns {
-            let fd = netns.as_raw_fd();
-            // SAFETY: between fork and exec only setns(2), which is
-            // async-signal-safe, runs; `fd` stays open in the parent.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
+        let netns = self.netns.as_ref().map(|n| n.as_raw_fd());
+        let binds = binds(&self.mounts)?;
+        // SAFETY: between fork and exec only setns(2), unshare(2), open(2)
+        // and mount(2) run, all async-signal-safe, on memory prepared before
+        // the fork or on the stack; `netns` stays open in the parent until
+        // `spawn` returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                let check = |rc: libc::c_int| match rc {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                };
+                if let Some(fd) = netns {
+                    check(libc::setns(fd, libc::CLONE_NEWNET))?;
+                }
+                if binds.is_empty() {
+                    return Ok(());
+                }
+                // A mount namespace of its own, where the volumes sit at
+                // their mount paths; nothing propagates back to the host.
+                check(libc::unshare(libc::CLONE_NEWNS))?;
+                check(libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ))?;
+                // Every source is opened before the first mount, so a
+                // mount over `/tmp` cannot hide a later source under it;
+                // opened here, because a bind mount's source must be in
+                // the caller's mount namespace.
+                let mut fds = [0 as libc::c_int; MAX_BINDS];
+                for (i, (source, _)) in binds.iter().enumerate() {
+                    fds[i] = libc::open(source.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+                    if fds[i] < 0 {
+                        return Err(std::io::Error::last_os_error());
                     }
-                });
-            }
+                }
+                for (i, (_, target)) in binds.iter().enumerate() {
+                    let mut path = [0u8; 32];
+                    fd_path(fds[i], &mut path);
+                    check(libc::mount(
+                        path.as_ptr().cast(),
+                        target.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null(),
+                    ))?;
+                }
+                Ok(())
+            });
         }
         let child = cmd.spawn().map_err(io)?;
         self.child = Some(child);
@@ -584,6 +603,140 @@ impl RunningContainer {
         }
         status
     }
+}
+
+impl RunningContainer {
+    /// Its environment with mount paths as the node sees them (where the
+    /// test finds a socket or file the container names).
+    pub fn env_on_host(&self) -> Vec<(String, String)> {
+        let mut mounts = self.mounts.clone();
+        mounts.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        (self.env.iter())
+            .map(|(k, v)| (k.clone(), remount(v, &mounts)))
+            .collect()
+    }
+}
+
+/// What runs for an image: (is Kengine, program, argv). Chosen by the
+/// image's name (its last path segment, without tag or digest), as a
+/// runtime would pull it; an image the node cannot run is an error.
+pub fn program_for(
+    image: &str,
+    command: &[String],
+    args: Option<&[String]>,
+) -> Result<(bool, PathBuf, Vec<String>), String> {
+    let name = image_name(image);
+    let entry = command
+        .first()
+        .map(|c| c.rsplit('/').next().unwrap_or(c).to_string());
+    let mut argv: Vec<String> = command.iter().skip(1).cloned().collect();
+    argv.extend(args.iter().flat_map(|a| a.iter()).cloned());
+    let entry_is = |names: &[&str]| entry.as_deref().is_none_or(|e| names.contains(&e));
+    match name {
+        "kengine" | "caddy" if entry_is(&["kengine", "caddy"]) => {
+            if argv.is_empty() {
+                argv.push("run".into());
+            }
+            Ok((true, crate::support::caddy_bin(), argv))
+        }
+        "kengine-gateway" if entry_is(&["kengine-gateway"]) => {
+            Ok((false, PathBuf::from(PROJECT_BIN), argv))
+        }
+        "kengine" | "caddy" | "kengine-gateway" => Err(format!(
+            "image {image:?} has no program {:?} (its entrypoint is {name})",
+            entry.unwrap_or_default()
+        )),
+        _ => Err(format!(
+            "image {image:?} {UNKNOWN_IMAGE}: it runs `kengine`/`caddy` images \
+             (Caddy 2.8.4) and `kengine-gateway` images (this project's binary)"
+        )),
+    }
+}
+
+/// Says that an image has no program here (the pod fails with `ErrImagePull`).
+pub const UNKNOWN_IMAGE: &str = "is not an image the node agent can run";
+
+/// `registry.example/org/name:tag@sha256:...` → `name`.
+fn image_name(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split(':').next().unwrap_or(last)
+}
+
+/// The Service variables of `default/kubernetes` that a kubelet sets in
+/// every container: in-cluster clients find the API server by them.
+fn service_env() -> Vec<(String, String)> {
+    let ip = crate::support::control_plane::KUBERNETES_SERVICE_IP;
+    [
+        ("KUBERNETES_SERVICE_HOST", ip.to_string()),
+        ("KUBERNETES_SERVICE_PORT", "443".into()),
+        ("KUBERNETES_SERVICE_PORT_HTTPS", "443".into()),
+        ("KUBERNETES_PORT", format!("tcp://{ip}:443")),
+        ("KUBERNETES_PORT_443_TCP", format!("tcp://{ip}:443")),
+        ("KUBERNETES_PORT_443_TCP_PROTO", "tcp".into()),
+        ("KUBERNETES_PORT_443_TCP_PORT", "443".into()),
+        ("KUBERNETES_PORT_443_TCP_ADDR", ip.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// At most this many volume mounts per container.
+const MAX_BINDS: usize = 64;
+
+/// The bind mounts of a container's mount namespace, parents first, as
+/// (source on the host, target) C strings. Missing targets are made on the
+/// host (empty directories or files; they stay, as a node's mount points
+/// would).
+fn binds(
+    mounts: &[(String, String)],
+) -> Result<Vec<(std::ffi::CString, std::ffi::CString)>, String> {
+    if mounts.len() > MAX_BINDS {
+        return Err(format!(
+            "more than {MAX_BINDS} volume mounts in one container"
+        ));
+    }
+    let mut mounts = mounts.to_vec();
+    mounts.sort_by_key(|(path, _)| path.len());
+    let mut binds = Vec::new();
+    for (target, host) in mounts {
+        let err = |e: std::io::Error| format!("mount {host} at {target}: {e}");
+        if !Path::new(&target).exists() {
+            if Path::new(&host).is_dir() {
+                std::fs::create_dir_all(&target).map_err(err)?;
+            } else {
+                if let Some(parent) = Path::new(&target).parent() {
+                    std::fs::create_dir_all(parent).map_err(err)?;
+                }
+                std::fs::File::create(&target).map_err(err)?;
+            }
+        }
+        let c = |s: String| std::ffi::CString::new(s).map_err(|e| format!("mount {target}: {e}"));
+        binds.push((c(host.clone())?, c(target.clone())?));
+    }
+    Ok(binds)
+}
+
+/// Writes `/proc/self/fd/FD` and a NUL into `buf`, without allocating
+/// (it runs between fork and exec).
+fn fd_path(fd: libc::c_int, buf: &mut [u8; 32]) {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 10];
+    let (mut n, mut len) = (fd.max(0) as u32, 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[PREFIX.len() + i] = digits[len - 1 - i];
+    }
+    buf[PREFIX.len() + len] = 0;
 }
 
 pub fn probe_target(p: &Probe, c: &Container, ip: Ipv4Addr) -> Result<ProbeTarget, String> {
