@@ -54,6 +54,8 @@ pub struct Settings {
 pub struct Infrastructure {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// The static addresses translate gave the fleet's Service.
+    pub external_ips: BTreeSet<std::net::IpAddr>,
 }
 
 /// Names of everything generated for one instance.
@@ -358,6 +360,11 @@ fn service(
     if let Some(class) = &options.load_balancer_class {
         spec["loadBalancerClass"] = json!(class);
     }
+    // The Gateways' static addresses: kube-proxy answers them like the
+    // Service's own IPs.
+    if !infra.external_ips.is_empty() {
+        spec["externalIPs"] = json!(infra.external_ips);
+    }
     json!({"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec})
 }
 
@@ -476,6 +483,7 @@ mod tests {
                 (INSTANCE_LABEL.into(), "hijack".into()),
             ]),
             annotations: BTreeMap::from([("cost-center".into(), "42".into())]),
+            external_ips: BTreeSet::from(["192.0.2.10".parse().unwrap()]),
         }
     }
 

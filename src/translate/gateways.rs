@@ -66,10 +66,16 @@ pub struct GatewayModel {
     pub key: ObjectRef,
     /// IPs the listeners bind; empty means every interface.
     pub binds: Vec<IpAddr>,
+    /// Static addresses its managed fleet's Service answers on
+    /// (`externalIPs`); the pods themselves listen on every interface.
+    pub service_ips: Vec<IpAddr>,
+    /// Served by a managed fleet (the operator runs its pods).
+    pub managed: bool,
     pub listeners: Vec<ListenerModel>,
     /// A problem that stops the whole Gateway (Accepted=False).
     pub rejected: Option<Cond>,
-    /// Requested addresses this host cannot bind (Programmed=False).
+    /// Requested addresses this host (or, for a managed fleet, its
+    /// Service) cannot take (Programmed=False).
     pub unusable: Vec<IpAddr>,
     /// The fleet that serves this Gateway.
     pub fleet: ObjectRef,
@@ -109,18 +115,30 @@ pub fn model(
         .collect();
     super::fail_closed::frontend_validation(gateway, &mut listeners);
     mark_conflicts_within(&key, &mut listeners);
-    if fleets == super::FleetMode::Instances && super::fleets::managed(snapshot, &fleet) {
+    let managed = fleets == super::FleetMode::Instances && super::fleets::managed(snapshot, &fleet);
+    if managed {
         reserve_sidecar_ports(&mut listeners);
     }
-    // Binding an address the host lacks would make Kengine refuse the whole
-    // config, so such addresses are left out and reported instead.
-    let (binds, unusable): (Vec<IpAddr>, Vec<IpAddr>) = binds
-        .into_iter()
-        .partition(|ip| usable.is_none_or(|u| u.contains(ip)));
+    let (binds, service_ips, unusable) = if managed {
+        // A pod has none of these addresses, and binding one would make
+        // Kengine refuse the fleet's whole config: the pods listen on
+        // every interface and the fleet's Service takes the addresses.
+        let (ips, unusable) = binds.into_iter().partition(service_address);
+        (Vec::new(), ips, unusable)
+    } else {
+        // Binding an address the host lacks would make Kengine refuse the
+        // whole config, so such addresses are left out and reported instead.
+        let (binds, unusable) = binds
+            .into_iter()
+            .partition(|ip| usable.is_none_or(|u| u.contains(ip)));
+        (binds, Vec::new(), unusable)
+    };
     mark_taken_ports(&mut listeners, &binds, taken);
     GatewayModel {
         key,
         binds,
+        service_ips,
+        managed,
         listeners,
         rejected,
         unusable,
@@ -229,6 +247,17 @@ fn bind_addresses(gateway: &Gateway) -> Result<Vec<IpAddr>, String> {
     }
     binds.sort();
     Ok(binds)
+}
+
+/// Can a Service take this address as an external IP? The API server
+/// refuses loopback and link-local ones (and translate has already refused
+/// unspecified, broadcast and multicast addresses).
+fn service_address(ip: &IpAddr) -> bool {
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    !(ip.is_loopback() || link_local)
 }
 
 /// Can a client connect to this address? Unspecified (every interface),

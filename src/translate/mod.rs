@@ -109,6 +109,9 @@ pub struct Fleet {
     /// were accepted and placed on a server, so a rejected one (such as a
     /// listener on the admin sidecar's ports) never opens a port.
     pub ports: BTreeSet<ListenerPort>,
+    /// Static Gateway addresses its Service answers on (`externalIPs`),
+    /// for a managed fleet.
+    pub external_ips: BTreeSet<IpAddr>,
 }
 
 /// A data-plane port of a fleet, as a Service or NetworkPolicy names it.
@@ -167,13 +170,15 @@ pub struct Status {
     pub backend_tls_policies: BTreeMap<ObjectRef, Vec<BackendTlsPolicyStatusAncestors>>,
 }
 
-/// Features every conformance test of which passes in the replay
-/// (e2e/conformance; CONFORMANCE.md lists them with the tests). Sorted.
+/// Features every test of which passes in the official conformance suite
+/// (tests/official_conformance.rs; CONFORMANCE.md lists them with the
+/// tests). Sorted.
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "Gateway",
     "GatewayAddressEmpty",
     "GatewayHTTPListenerIsolation",
     "GatewayHTTPSListenerDetectMisdirectedRequests",
+    "GatewayInfrastructurePropagation",
     "GatewayPort8080",
     "GatewayStaticAddresses",
     "HTTPRoute",
@@ -289,11 +294,11 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
     let mut fleets: BTreeMap<ObjectRef, Fleet> = BTreeMap::new();
     let mut refused = Vec::new();
     for model in &models {
-        fleets
-            .entry(model.fleet.clone())
-            .or_default()
-            .gateways
-            .push(model.key.clone());
+        let fleet = fleets.entry(model.fleet.clone()).or_default();
+        fleet.gateways.push(model.key.clone());
+        if model.rejected.is_none() {
+            fleet.external_ips.extend(model.service_ips.iter().copied());
+        }
     }
     for (key, fleet) in &mut fleets {
         let plans: Vec<_> = plan.iter().filter(|p| &p.fleet == key).cloned().collect();
@@ -578,6 +583,50 @@ mod tests {
         assert_eq!(gateway_cond(&out, "g5", "Accepted").0, "True");
         let servers = &out.config().apps.http.as_ref().unwrap().servers;
         assert_eq!(servers.keys().collect::<Vec<_>>(), ["port-8005-127.0.0.1"]);
+    }
+
+    #[test]
+    fn a_managed_fleets_static_addresses_go_on_its_service_not_into_its_binds() {
+        let docs = vec![
+            class(json!({})),
+            gateway(
+                "g",
+                json!({"addresses": [{"type": "IPAddress", "value": "10.1.2.3"}, {"value": "10.1.2.4"}]}),
+            ),
+            gateway(
+                "lo",
+                json!({"addresses": [{"value": "127.0.0.2"}, {"value": "169.254.1.1"}],
+                    "listeners": [{"name": "http", "port": 81, "protocol": "HTTP"}]}),
+            ),
+        ];
+        let options = Options {
+            fleets: FleetMode::Instances,
+            ..Default::default()
+        };
+        let out = translate(&snapshot_of(docs), &options);
+        let fleet = &out.fleets[&ObjectRef::new("n", "g")];
+        let ips: Vec<String> = fleet.external_ips.iter().map(ToString::to_string).collect();
+        assert_eq!(ips, ["10.1.2.3", "10.1.2.4"]);
+        let listen = &fleet.config.apps.http.as_ref().unwrap().servers["port-80"].listen;
+        assert_eq!(listen, &[":80"], "the pods listen on every interface");
+        let status = &out.status.gateways[&ObjectRef::new("n", "g")];
+        let addresses: Vec<&str> = (status.addresses.iter().flatten())
+            .map(|a| a.value.as_str())
+            .collect();
+        assert_eq!(addresses, ["10.1.2.3", "10.1.2.4"]);
+        assert_eq!(gateway_cond(&out, "g", "Programmed").0, "True");
+        // Loopback and link-local addresses cannot be external IPs.
+        let (status, reason, message) = gateway_cond(&out, "lo", "Programmed");
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "AddressNotUsable")
+        );
+        assert!(message.contains("127.0.0.2, 169.254.1.1"), "{message}");
+        assert!(
+            out.fleets[&ObjectRef::new("n", "lo")]
+                .external_ips
+                .is_empty()
+        );
     }
 
     #[test]

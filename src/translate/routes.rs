@@ -285,7 +285,13 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
             "Programmed",
             false,
             "AddressNotUsable",
-            format!("cannot bind {}", list.join(", ")),
+            match model.managed {
+                true => format!(
+                    "the fleet's Service cannot take {} (the API server refuses loopback and link-local external IPs)",
+                    list.join(", ")
+                ),
+                false => format!("cannot bind {}", list.join(", ")),
+            },
         )
     } else if accepted.status && usable > 0 {
         Cond::ok("Programmed", "Programmed")
@@ -306,10 +312,8 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
     };
     let before = previous.and_then(|s| s.conditions.as_deref());
     GatewayStatus {
-        addresses: (!model.binds.is_empty()).then(|| {
-            model
-                .binds
-                .iter()
+        addresses: (!model.binds.is_empty() || !model.service_ips.is_empty()).then(|| {
+            (model.binds.iter().chain(&model.service_ips))
                 .map(|ip| GatewayStatusAddresses {
                     r#type: Some("IPAddress".into()),
                     value: ip.to_string(),
