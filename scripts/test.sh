@@ -4,7 +4,8 @@
 #      integration tests load configs into a real Kengine/Caddy 2.8.4 binary,
 #      passed to them as KENGINE_GATEWAY_TEST_CADDY, and start a real
 #      control plane built by scripts/ensure-kube.sh, passed to them as
-#      KENGINE_GATEWAY_KUBE_BIN);
+#      KENGINE_GATEWAY_KUBE_BIN; the official conformance suite built by
+#      scripts/ensure-conformance.sh runs as KENGINE_GATEWAY_CONFORMANCE_BIN);
 #   2. ./scripts/quickstart.sh --check (the quickstart, end to end);
 #   3. ./scripts/chart-test.sh (helm lint/template, manifest and CRD schema checks);
 #   4. ./scripts/bench-smoke.sh (every benchmark scenario at a small size).
@@ -23,6 +24,12 @@ echo "==> data plane for tests: $BIN" >&2
 KUBE_BIN="$("$REPO/scripts/ensure-kube.sh")"
 export KENGINE_GATEWAY_KUBE_BIN="$KUBE_BIN"
 echo "==> control plane for tests: $KUBE_BIN" >&2
+# The official Gateway API conformance suite and its backends (echo-basic,
+# CoreDNS), built from e2e/conformance-suite's pinned Go modules;
+# tests/official_conformance.rs runs the GATEWAY-HTTP profile.
+CONFORMANCE_BIN="$("$REPO/scripts/ensure-conformance.sh")"
+export KENGINE_GATEWAY_CONFORMANCE_BIN="$CONFORMANCE_BIN"
+echo "==> conformance suite for tests: $CONFORMANCE_BIN" >&2
 # Real helm: the chart journey (tests/chart_e2e.rs) runs `helm install`.
 HELM="$("$REPO/scripts/ensure-helm.sh")"
 export HELM

@@ -8,7 +8,9 @@
 //! Programs are chosen by image name ([`program_for`]): `kengine` and
 //! `caddy` images run the Caddy 2.8.4 binary ([`crate::support::caddy_bin`]),
 //! with `run` when there are no args; `kengine-gateway` images run this
-//! project's binary. Any other image fails its pod with that reason.
+//! project's binary; the conformance suite's `echo-basic` and `coredns`
+//! images run the binaries `scripts/ensure-conformance.sh` builds. Any
+//! other image fails its pod with that reason.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -642,13 +644,35 @@ pub fn program_for(
         "kengine-gateway" if entry_is(&["kengine-gateway"]) => {
             Ok((false, PathBuf::from(PROJECT_BIN), argv))
         }
-        "kengine" | "caddy" | "kengine-gateway" => Err(format!(
+        // The conformance suite's backends, built by scripts/ensure-conformance.sh.
+        "echo-basic" | "coredns" if command.is_empty() => {
+            let program = conformance_bin(name)?;
+            Ok((false, program, argv))
+        }
+        "kengine" | "caddy" | "kengine-gateway" | "echo-basic" | "coredns" => Err(format!(
             "image {image:?} has no program {:?} (its entrypoint is {name})",
             entry.unwrap_or_default()
         )),
         _ => Err(format!(
             "image {image:?} {UNKNOWN_IMAGE}: it runs `kengine`/`caddy` images \
-             (Caddy 2.8.4) and `kengine-gateway` images (this project's binary)"
+             (Caddy 2.8.4), `kengine-gateway` images (this project's binary), and \
+             the conformance suite's `echo-basic` and `coredns` images"
+        )),
+    }
+}
+
+/// A binary of the conformance suite's backends: in
+/// `$KENGINE_GATEWAY_CONFORMANCE_BIN`, else the repo's `.conformance-bin`.
+fn conformance_bin(name: &str) -> Result<PathBuf, String> {
+    let dir = std::env::var_os("KENGINE_GATEWAY_CONFORMANCE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".conformance-bin"));
+    let bin = dir.join(name);
+    match bin.is_file() {
+        true => Ok(bin),
+        false => Err(format!(
+            "image {name} {UNKNOWN_IMAGE} yet: {} is missing (scripts/ensure-conformance.sh builds it)",
+            bin.display()
         )),
     }
 }
