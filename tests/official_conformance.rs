@@ -333,12 +333,20 @@ fn markdown(report: &serde_json::Value, passed: &[&str]) -> String {
             }
         }
         let supported = list(&profile["extended"]["supportedFeatures"]);
-        let _ = writeln!(md, "### Supported extended features ({})\n", supported.len());
+        let _ = writeln!(
+            md,
+            "### Supported extended features ({})\n",
+            supported.len()
+        );
         for f in &supported {
             let _ = writeln!(md, "- {f}");
         }
         let unsupported = list(&profile["extended"]["unsupportedFeatures"]);
-        let _ = writeln!(md, "\n### Unsupported extended features ({})\n", unsupported.len());
+        let _ = writeln!(
+            md,
+            "\n### Unsupported extended features ({})\n",
+            unsupported.len()
+        );
         for f in &unsupported {
             let why = UNSUPPORTED
                 .iter()
