@@ -109,8 +109,9 @@ pub struct ControllerArgs {
     /// Full resync period: failed pushes are retried at least this often.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub resync_seconds: u64,
-    /// Only ConfigMaps with this label selector are watched (CA bundles).
-    #[arg(long, default_value = "kengine.khulnasoft.com/watch=true")]
+    /// Only ConfigMaps with this label selector are watched (CA bundles of
+    /// client certificate validation); empty: every ConfigMap.
+    #[arg(long, default_value = "")]
     pub configmap_selector: String,
     /// Run managed fleets (KengineInstance modes Deployment and DaemonSet)
     /// and create per-Gateway instances; `false` serves External instances only.

@@ -242,14 +242,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
         "not implemented yet (Kengine can express it: a client certificate in `reverse_proxy`'s TLS transport)",
     ),
     (
-        "GatewayFrontendClientCertificateValidation",
-        "not implemented yet (Kengine can express it: `client_authentication` in a TLS connection policy)",
-    ),
-    (
-        "GatewayFrontendClientCertificateValidationInsecureFallback",
-        "not implemented yet, with GatewayFrontendClientCertificateValidation",
-    ),
-    (
         "HTTPRouteRequestMirror",
         "stock Kengine has no mirroring handler: `reverse_proxy` sends a request to one upstream and no other stock handler duplicates a request; such a route is `Accepted=False`, reason `UnsupportedValue`",
     ),

@@ -341,6 +341,32 @@ pub struct TlsConnectionPolicy {
     pub matchers: Option<TlsMatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_selection: Option<CertificateSelection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_authentication: Option<ClientAuthentication>,
+}
+
+/// Client certificate checks of a TLS connection policy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClientAuthentication {
+    /// The CAs client certificates must chain to. Never the older
+    /// `trusted_ca_certs` field beside `mode`: Kengine 2.8.4 (Caddy 2.8.4)
+    /// does not provision the pool it builds from it, so verification falls
+    /// back to the system roots and any publicly signed certificate passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaPool>,
+    /// `request`, `require`, `verify_if_given` or `require_and_verify`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mode: String,
+}
+
+/// A `tls.ca_pool.source` module; only `inline` is emitted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaPool {
+    /// `inline`.
+    pub provider: String,
+    /// Base64 DER certificates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_ca_certs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

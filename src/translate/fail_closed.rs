@@ -1,7 +1,7 @@
 //! Security features we read but do not implement yet fail closed, and say
-//! so in status: a listener that must check client certificates is not
-//! served without them, and a backend that must be dialed over TLS is never
-//! dialed in plaintext (its share of requests gets 500).
+//! so in status: a backend that must be dialed over TLS is never dialed in
+//! plaintext (its share of requests gets 500), and a backend client
+//! certificate is never presented.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,45 +14,11 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{Cond, stamp};
-use super::gateways::{GROUP, ListenerModel, Protocol};
+use super::gateways::GROUP;
 use crate::snapshot::{ObjectRef, Snapshot};
 
 /// The spec's limit on a policy's `status.ancestors`.
 const MAX_ANCESTORS: usize = 16;
-
-/// HTTPS listeners that `spec.tls.frontend` asks to validate client
-/// certificates are not accepted (`UnsupportedValue`): serving them would
-/// let any client in. A `perPort` entry replaces the default for its port.
-pub fn frontend_validation(gateway: &Gateway, listeners: &mut [ListenerModel]) {
-    let Some(frontend) = gateway.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else {
-        return;
-    };
-    for l in listeners
-        .iter_mut()
-        .filter(|l| l.protocol == Some(Protocol::Https))
-    {
-        let per_port = frontend
-            .per_port
-            .iter()
-            .flatten()
-            .find(|p| p.port == i32::from(l.port));
-        let validates = match per_port {
-            Some(p) => p.tls.validation.is_some(),
-            None => frontend.default.validation.is_some(),
-        };
-        if validates {
-            l.problems.push(Cond::new(
-                "Accepted",
-                false,
-                "UnsupportedValue",
-                format!(
-                    "client certificate validation (spec.tls.frontend) is not supported yet, so listener {:?} is not served rather than served without client authentication",
-                    l.name
-                ),
-            ));
-        }
-    }
-}
 
 /// A Gateway's `spec.tls.backend.clientCertificateRef` is never presented:
 /// no backend is dialed over TLS (see [`backend_tls_policy`]). Reported as

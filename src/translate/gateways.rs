@@ -43,12 +43,37 @@ pub struct ListenerModel {
     /// Route kinds this listener accepts and we support.
     pub kinds: Vec<String>,
     pub certificates: Vec<PemPair>,
+    /// The client certificates an HTTPS listener validates.
+    pub client_auth: Option<super::frontend_tls::ClientAuth>,
     /// Accepted/ResolvedRefs/Conflicted problems; empty means usable.
     pub problems: Vec<Cond>,
     pub attached_routes: i32,
 }
 
 impl ListenerModel {
+    /// A valid listener on any hostname, for tests.
+    #[cfg(test)]
+    pub fn test(name: &str, port: u16, protocol: Protocol) -> Self {
+        ListenerModel {
+            name: name.into(),
+            port,
+            protocol: Some(protocol),
+            host: Host::Any,
+            namespaces: AllowedNamespaces::Same,
+            kinds: vec![HTTP_ROUTE.into()],
+            certificates: match protocol {
+                Protocol::Https => vec![PemPair {
+                    certificate: String::new(),
+                    key: String::new(),
+                }],
+                Protocol::Http => Vec::new(),
+            },
+            client_auth: None,
+            problems: Vec::new(),
+            attached_routes: 0,
+        }
+    }
+
     /// May routes attach? Unresolved refs do not stop that.
     pub fn accepts_routes(&self) -> bool {
         self.problems.iter().all(|c| c.type_ == "ResolvedRefs")
@@ -71,6 +96,9 @@ pub struct GatewayModel {
     pub service_ips: Vec<IpAddr>,
     /// Served by a managed fleet (the operator runs its pods).
     pub managed: bool,
+    /// A listener lets clients through without a valid certificate
+    /// (`AllowInsecureFallback`).
+    pub insecure_frontend: bool,
     pub listeners: Vec<ListenerModel>,
     /// A problem that stops the whole Gateway (Accepted=False).
     pub rejected: Option<Cond>,
@@ -113,7 +141,7 @@ pub fn model(
         .iter()
         .map(|l| listener(snapshot, &key, l))
         .collect();
-    super::fail_closed::frontend_validation(gateway, &mut listeners);
+    let insecure_frontend = super::frontend_tls::apply(snapshot, gateway, &mut listeners);
     mark_conflicts_within(&key, &mut listeners);
     let managed = fleets == super::FleetMode::Instances && super::fleets::managed(snapshot, &fleet);
     if managed {
@@ -139,6 +167,7 @@ pub fn model(
         binds,
         service_ips,
         managed,
+        insecure_frontend,
         listeners,
         rejected,
         unusable,
@@ -342,6 +371,7 @@ fn listener(snapshot: &Snapshot, gateway: &ObjectRef, spec: &GatewayListeners) -
         namespaces,
         kinds,
         certificates,
+        client_auth: None,
         problems,
         attached_routes: 0,
     }

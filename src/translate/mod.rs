@@ -8,6 +8,7 @@ mod dispatch;
 mod fail_closed;
 mod filters;
 pub mod fleets;
+mod frontend_tls;
 mod gateways;
 pub mod hostnames;
 mod layout;
@@ -176,6 +177,8 @@ pub struct Status {
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "Gateway",
     "GatewayAddressEmpty",
+    "GatewayFrontendClientCertificateValidation",
+    "GatewayFrontendClientCertificateValidationInsecureFallback",
     "GatewayHTTPListenerIsolation",
     "GatewayHTTPSListenerDetectMisdirectedRequests",
     "GatewayInfrastructurePropagation",
@@ -689,9 +692,14 @@ mod tests {
             (status, reason)
         };
         let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        // Its client CA bundle does not exist: not served without it.
         assert_eq!(
             listener("secure", "Accepted"),
-            pair("False", "UnsupportedValue")
+            pair("False", "NoValidCACertificate")
+        );
+        assert_eq!(
+            listener("secure", "ResolvedRefs"),
+            pair("False", "InvalidCACertificateRef")
         );
         assert_eq!(listener("secure", "Programmed").0, "False");
         assert_eq!(

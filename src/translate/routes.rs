@@ -325,6 +325,11 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
             [accepted, programmed]
                 .into_iter()
                 .chain(model.unresolved.clone())
+                .chain(
+                    model
+                        .insecure_frontend
+                        .then(super::frontend_tls::insecure_condition),
+                )
                 .collect(),
             generation,
             before,

@@ -9,8 +9,9 @@ use super::hostnames::Host;
 use super::layout::{self, PlannedListener};
 use super::rules::CompiledMatch;
 use crate::kengine::config::{
-    Apps, AutomaticHttps, CertificateSelection, Certificates, Config, HttpApp, Origin, OriginPart,
-    PemCertificate, Provenance, Server, TlsApp, TlsConnectionPolicy, TlsMatch,
+    Apps, AutomaticHttps, CaPool, CertificateSelection, Certificates, ClientAuthentication, Config,
+    HttpApp, Origin, OriginPart, PemCertificate, Provenance, Server, TlsApp, TlsConnectionPolicy,
+    TlsMatch,
 };
 use crate::snapshot::ObjectRef;
 
@@ -140,6 +141,15 @@ pub fn config(
                 policies.push(TlsConnectionPolicy {
                     matchers: sni(&listener.host).map(|sni| TlsMatch { sni }),
                     certificate_selection: Some(CertificateSelection { any_tag: tags }),
+                    client_authentication: listener.client_auth.as_ref().map(|a| {
+                        ClientAuthentication {
+                            ca: Some(CaPool {
+                                provider: "inline".into(),
+                                trusted_ca_certs: a.trusted_ca_certs.clone(),
+                            }),
+                            mode: a.mode().into(),
+                        }
+                    }),
                 });
             }
         }
