@@ -13,8 +13,7 @@
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -43,37 +42,6 @@ fn service() -> ApiResource {
 }
 fn deployment() -> ApiResource {
     resource("apps", "v1", "Deployment", "deployments")
-}
-
-/// helm: `$HELM`, else the repo's `.tools/helm/helm`.
-fn helm_bin() -> Option<PathBuf> {
-    if let Some(h) = std::env::var_os("HELM") {
-        return Some(h.into());
-    }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/helm/helm");
-    local.is_file().then_some(local)
-}
-
-/// Runs helm against the test's cluster, with its caches in `home`.
-fn helm(kubeconfig: &Path, home: &Path, args: &[&str]) -> String {
-    let bin = helm_bin().expect("no helm: run scripts/ensure-helm.sh or set HELM");
-    let out = Command::new(&bin)
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .output()
-        .expect("running helm");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "helm {}: {text}", args.join(" "));
-    text
 }
 
 /// The controller's pods on the node.
@@ -157,21 +125,7 @@ async fn journey() {
 
     // 1. The install, with the chart's defaults: two controller replicas,
     //    leader election, managed fleets, the `kengine` GatewayClass.
-    helm(
-        &plane.kubeconfig,
-        home.path(),
-        &[
-            "install",
-            RELEASE,
-            "charts/kengine-gateway",
-            "--namespace",
-            RELEASE_NS,
-            "--create-namespace",
-            "--wait",
-            "--timeout",
-            "180s",
-        ],
-    );
+    support::helm::install_chart(&plane.kubeconfig, home.path());
     let pods = controllers(&node);
     assert_eq!(pods.len(), 2, "{pods:?}");
     assert!(pods.iter().all(|p| p.ready), "{pods:?}");
@@ -290,7 +244,7 @@ async fn journey() {
     // 4. `helm uninstall` removes the controller, its RBAC and its
     //    GatewayClass. (What becomes of the Gateway's fleet depends on
     //    whether the controller saw its class go before it stopped.)
-    helm(
+    support::helm::run(
         &plane.kubeconfig,
         home.path(),
         &[

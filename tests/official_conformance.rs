@@ -31,8 +31,6 @@ use support::cluster::external_cluster;
 use support::control_plane::ControlPlane;
 use support::node::Node;
 
-const RELEASE: &str = "kengine-gateway";
-const RELEASE_NS: &str = "kengine-system";
 /// A static Gateway address a fleet's Service can take.
 const USABLE_ADDRESS: &str = "10.10.0.200";
 /// The suite's CRDs must be exactly its own bundle version.
@@ -48,12 +46,6 @@ fn suite_dir() -> PathBuf {
         dir.display()
     );
     dir
-}
-
-fn helm_bin() -> PathBuf {
-    std::env::var_os("HELM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/helm/helm"))
 }
 
 #[test]
@@ -75,33 +67,7 @@ async fn run() {
     let work = tempfile::tempdir().unwrap();
 
     let started = Instant::now();
-    let out = Command::new(helm_bin())
-        .args([
-            "install",
-            RELEASE,
-            "charts/kengine-gateway",
-            "--namespace",
-            RELEASE_NS,
-            "--create-namespace",
-            "--wait",
-            "--timeout",
-            "180s",
-            "--kubeconfig",
-        ])
-        .arg(&plane.kubeconfig)
-        .current_dir(repo)
-        .env("HELM_CACHE_HOME", work.path().join("helm"))
-        .env("HELM_CONFIG_HOME", work.path().join("helm"))
-        .env("HELM_DATA_HOME", work.path().join("helm"))
-        .output()
-        .expect("running helm");
-    assert!(
-        out.status.success(),
-        "helm install: {}{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        node.diagnostics()
-    );
+    support::helm::install_chart(&plane.kubeconfig, work.path());
     eprintln!("helm install: {:.0} s", started.elapsed().as_secs_f64());
 
     let profiles = std::env::var("KENGINE_GATEWAY_CONFORMANCE_PROFILES")

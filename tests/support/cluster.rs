@@ -215,28 +215,12 @@ impl Cluster {
     }
 }
 
-/// helm: `$HELM`, else `.tools/helm/helm` (which scripts/chart-test.sh
-/// installs), else `helm` on the PATH.
-fn helm() -> Option<PathBuf> {
-    if let Some(h) = std::env::var_os("HELM") {
-        return Some(h.into());
-    }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/helm/helm");
-    if local.is_file() {
-        return Some(local);
-    }
-    let on_path = Command::new("helm").arg("version").output();
-    on_path
-        .is_ok_and(|o| o.status.success())
-        .then(|| "helm".into())
-}
-
 /// The ServiceAccount and RBAC objects of the chart with its default
 /// values: `helm template`, or without helm deploy/install.yaml, which is
 /// that rendering (scripts/chart-test.sh keeps it current).
 pub fn chart_rbac() -> Vec<Value> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let yaml = match helm() {
+    let yaml = match super::helm::bin() {
         Some(helm) => {
             let out = Command::new(helm)
                 .args([

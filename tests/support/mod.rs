@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod control_plane;
+pub mod helm;
 pub mod kubelet;
 pub mod netns;
 pub mod node;
