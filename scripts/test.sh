@@ -40,8 +40,8 @@ LOCKED=()
 
 failed=()
 
-echo "==> cargo test --all-targets ${LOCKED[*]:-}" >&2
-cargo test --all-targets ${LOCKED[@]+"${LOCKED[@]}"} -- --test-threads=2 || failed+=("cargo test")
+echo "==> cargo test --all-targets --no-fail-fast ${LOCKED[*]:-}" >&2
+cargo test --all-targets --no-fail-fast ${LOCKED[@]+"${LOCKED[@]}"} -- --test-threads=2 || failed+=("cargo test")
 
 echo "==> ./scripts/quickstart.sh --check" >&2
 ./scripts/quickstart.sh --check || failed+=("quickstart --check")
