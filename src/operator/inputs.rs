@@ -106,29 +106,17 @@ fn own_instance(gateway: &Gateway) -> Value {
     })
 }
 
-/// `gateway.networking.k8s.io/gateway-name`, on what serves one Gateway.
-pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
-
 /// `infrastructure.labels` and `.annotations` of the fleet's Gateways; on a
-/// shared fleet the first Gateway (by namespace/name) wins a clash. A fleet
-/// of one Gateway also gets [`GATEWAY_NAME_LABEL`], and the Service the
-/// static addresses translate assigned.
+/// shared fleet the first Gateway (by namespace/name) wins a clash, and the
+/// labels and static addresses translate gave the fleet win over them.
 pub fn infrastructure(snapshot: &Snapshot, fleet: Option<&Fleet>) -> Infrastructure {
     let mut infra = Infrastructure {
         external_ips: fleet.map(|f| f.external_ips.clone()).unwrap_or_default(),
         ..Default::default()
     };
-    // The Gateway API's label for what serves one Gateway; a fleet shared
-    // by several Gateways belongs to none of them.
-    // (A label value has at most 63 characters; a Gateway name may have more.)
-    if let Some(f) = fleet
-        && let [only] = f.gateways.as_slice()
-        && only.name.len() <= 63
-    {
-        infra
-            .labels
-            .insert(GATEWAY_NAME_LABEL.into(), only.name.clone());
-    }
+    // Translate's labels first: no Gateway's infrastructure labels can
+    // replace them.
+    infra.labels = fleet.map(|f| f.labels.clone()).unwrap_or_default();
     for gateway in gateways(snapshot, fleet) {
         let Some(i) = &gateway.spec.infrastructure else {
             continue;
@@ -293,32 +281,24 @@ mod tests {
         assert_eq!(infra.labels["team"], "a", "the first Gateway wins");
         assert_eq!(infra.labels["tier"], "edge");
         assert_eq!(infra.annotations["x"], "1");
-        assert!(
-            !infra.labels.contains_key(GATEWAY_NAME_LABEL),
-            "no one Gateway"
-        );
         assert!(infrastructure(&s, None).labels.is_empty());
     }
 
     #[test]
-    fn a_fleet_of_one_gateway_carries_its_name_which_no_gateway_can_override() {
+    fn translates_labels_win_over_the_gateways_infrastructure_labels() {
+        let label = crate::translate::GATEWAY_NAME_LABEL;
         let s = snapshot(vec![gateway(
             "gw",
             "c",
             80,
-            json!({"labels": {GATEWAY_NAME_LABEL: "other", "team": "a"}}),
+            json!({"labels": {label: "other", "team": "a"}}),
         )]);
-        let f = fleets(&[("gw", &["gw"])]);
-        let infra = infrastructure(&s, f.get(&ObjectRef::new("apps", "gw")));
-        assert_eq!(infra.labels[GATEWAY_NAME_LABEL], "gw");
+        let mut f = fleets(&[("gw", &["gw"])]);
+        let fleet = f.get_mut(&ObjectRef::new("apps", "gw")).unwrap();
+        fleet.labels.insert(label.into(), "gw".into());
+        let infra = infrastructure(&s, Some(fleet));
+        assert_eq!(infra.labels[label], "gw");
         assert_eq!(infra.labels["team"], "a");
-        let long = "g".repeat(64);
-        let f = fleets(&[("gw", &[long.as_str()])]);
-        let infra = infrastructure(&s, f.get(&ObjectRef::new("apps", "gw")));
-        assert!(
-            !infra.labels.contains_key(GATEWAY_NAME_LABEL),
-            "a label value has at most 63 characters"
-        );
     }
 
     #[test]

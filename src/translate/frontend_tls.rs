@@ -12,7 +12,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use super::conditions::Cond;
-use super::gateways::{GROUP, ListenerModel, Protocol};
+use super::gateways::{ListenerModel, Protocol};
 use super::refgrant;
 use crate::snapshot::{ObjectRef, Snapshot};
 
@@ -50,31 +50,28 @@ struct CaRef<'a> {
 /// default; `None` when neither validates.
 fn validation_for(gateway: &Gateway, port: u16) -> Option<(Vec<CaRef<'_>>, bool)> {
     let frontend = gateway.spec.tls.as_ref()?.frontend.as_ref()?;
+    // The CRD generates one type per place for the same fields.
+    macro_rules! refs {
+        ($v:expr) => {
+            ($v.ca_certificate_refs.iter())
+                .map(|r| CaRef {
+                    group: &r.group,
+                    kind: &r.kind,
+                    name: &r.name,
+                    namespace: r.namespace.as_deref(),
+                })
+                .collect()
+        };
+    }
     let per_port = (frontend.per_port.iter().flatten()).find(|p| p.port == i32::from(port));
     match per_port {
         Some(p) => {
             let v = p.tls.validation.as_ref()?;
-            let refs = (v.ca_certificate_refs.iter())
-                .map(|r| CaRef {
-                    group: &r.group,
-                    kind: &r.kind,
-                    name: &r.name,
-                    namespace: r.namespace.as_deref(),
-                })
-                .collect();
-            Some((refs, v.mode == Some(PerPortMode::AllowInsecureFallback)))
+            Some((refs!(v), v.mode == Some(PerPortMode::AllowInsecureFallback)))
         }
         None => {
             let v = frontend.default.validation.as_ref()?;
-            let refs = (v.ca_certificate_refs.iter())
-                .map(|r| CaRef {
-                    group: &r.group,
-                    kind: &r.kind,
-                    name: &r.name,
-                    namespace: r.namespace.as_deref(),
-                })
-                .collect();
-            Some((refs, v.mode == Some(DefaultMode::AllowInsecureFallback)))
+            Some((refs!(v), v.mode == Some(DefaultMode::AllowInsecureFallback)))
         }
     }
 }
@@ -155,18 +152,7 @@ fn ca_bundle(
             ),
         ));
     }
-    let from = refgrant::From {
-        group: GROUP,
-        kind: "Gateway",
-        namespace: &gateway.namespace,
-    };
-    let to = refgrant::To {
-        group: "",
-        kind: "ConfigMap",
-        namespace,
-        name: r.name,
-    };
-    if !refgrant::permitted(snapshot, &from, &to) {
+    if !refgrant::gateway_may_use(snapshot, gateway, "ConfigMap", namespace, r.name) {
         return Err((
             "RefNotPermitted",
             format!(

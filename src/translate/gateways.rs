@@ -423,18 +423,7 @@ fn certificates(
             ));
             continue;
         }
-        let from = refgrant::From {
-            group: GROUP,
-            kind: "Gateway",
-            namespace: &gateway.namespace,
-        };
-        let to = refgrant::To {
-            group: "",
-            kind: "Secret",
-            namespace,
-            name: &r.name,
-        };
-        if !refgrant::permitted(snapshot, &from, &to) {
+        if !refgrant::gateway_may_use(snapshot, gateway, "Secret", namespace, &r.name) {
             problems.push(Cond::new(
                 "ResolvedRefs",
                 false,

@@ -113,7 +113,13 @@ pub struct Fleet {
     /// Static Gateway addresses its Service answers on (`externalIPs`),
     /// for a managed fleet.
     pub external_ips: BTreeSet<IpAddr>,
+    /// Labels the Gateway API asks for on everything that serves the
+    /// fleet's Gateways: [`GATEWAY_NAME_LABEL`] when it serves one.
+    pub labels: BTreeMap<String, String>,
 }
+
+/// The Gateway API's label for the infrastructure of one Gateway.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 /// A data-plane port of a fleet, as a Service or NetworkPolicy names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -301,6 +307,17 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
         fleet.gateways.push(model.key.clone());
         if model.rejected.is_none() {
             fleet.external_ips.extend(model.service_ips.iter().copied());
+        }
+    }
+    for fleet in fleets.values_mut() {
+        // A fleet shared by several Gateways belongs to none of them; a
+        // label value has at most 63 characters, a Gateway name up to 253.
+        if let [only] = fleet.gateways.as_slice()
+            && only.name.len() <= 63
+        {
+            fleet
+                .labels
+                .insert(GATEWAY_NAME_LABEL.into(), only.name.clone());
         }
     }
     for (key, fleet) in &mut fleets {
@@ -586,6 +603,51 @@ mod tests {
         assert_eq!(gateway_cond(&out, "g5", "Accepted").0, "True");
         let servers = &out.config().apps.http.as_ref().unwrap().servers;
         assert_eq!(servers.keys().collect::<Vec<_>>(), ["port-8005-127.0.0.1"]);
+    }
+
+    #[test]
+    fn a_fleet_of_one_gateway_is_labelled_with_its_name() {
+        let long = "g".repeat(64);
+        let docs = vec![
+            class(json!({})),
+            gateway("one", json!({})),
+            gateway(
+                &long,
+                json!({"listeners": [{"name": "http", "port": 81, "protocol": "HTTP"}]}),
+            ),
+        ];
+        let options = Options {
+            fleets: FleetMode::Instances,
+            ..Default::default()
+        };
+        let out = translate(&snapshot_of(docs), &options);
+        let labels = |name: &str| out.fleets[&ObjectRef::new("n", name)].labels.clone();
+        assert_eq!(labels("one")[GATEWAY_NAME_LABEL], "one");
+        assert!(
+            labels(&long).is_empty(),
+            "a label value has at most 63 characters"
+        );
+        let shared = translate(
+            &snapshot_of(vec![
+                class(
+                    json!({"parametersRef": {"group": GROUP, "kind": KIND, "name": "edge", "namespace": "n"}}),
+                ),
+                json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
+                    "metadata": {"name": "edge", "namespace": "n"}, "spec": {"mode": "Deployment"}}),
+                gateway("a", json!({})),
+                gateway(
+                    "b",
+                    json!({"listeners": [{"name": "http", "port": 81, "protocol": "HTTP"}]}),
+                ),
+            ]),
+            &options,
+        );
+        let fleet = &shared.fleets[&ObjectRef::new("n", "edge")];
+        assert_eq!(fleet.gateways.len(), 2);
+        assert!(
+            fleet.labels.is_empty(),
+            "a shared fleet is no one Gateway's"
+        );
     }
 
     #[test]

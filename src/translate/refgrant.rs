@@ -41,3 +41,26 @@ pub fn permitted(snapshot: &Snapshot, from: &From, to: &To) -> bool {
             from_ok && to_ok
         })
 }
+
+/// May Gateway `gateway` use the core object `kind` `namespace/name` (a
+/// certificate Secret, a CA ConfigMap)?
+pub fn gateway_may_use(
+    snapshot: &Snapshot,
+    gateway: &crate::snapshot::ObjectRef,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> bool {
+    let from = From {
+        group: super::gateways::GROUP,
+        kind: "Gateway",
+        namespace: &gateway.namespace,
+    };
+    let to = To {
+        group: "",
+        kind,
+        namespace,
+        name,
+    };
+    permitted(snapshot, &from, &to)
+}
