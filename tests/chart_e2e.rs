@@ -157,25 +157,7 @@ async fn journey() {
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
     )
     .await;
-    let labels = json!({"app": "web"});
-    apply(c, &deployment(), Some(NS), json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": NS},
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {
-                "terminationGracePeriodSeconds": 1,
-                "containers": [{"name": "echo", "image": "khulnasoft/kengine-gateway:e2e",
-                    "args": ["echo", "--listen", "0.0.0.0:8080", "--name", "web"],
-                    "ports": [{"name": "http", "containerPort": 8080}],
-                    "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}}]}}}})).await;
-    apply(
-        c,
-        &service(),
-        Some(NS),
-        json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "web", "namespace": NS},
-        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": "http"}]}}),
-    )
-    .await;
+    support::cluster::echo_backend(c, NS, "web").await;
     apply(
         c,
         &gateway(),

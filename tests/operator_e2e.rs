@@ -629,31 +629,6 @@ mod journey {
         })
     }
 
-    /// A Deployment of one echo pod answering as `web`, and its Service on
-    /// port 80.
-    async fn web_backend(c: &kube::Client) {
-        let labels = json!({"app": "web"});
-        apply(c, &deployment(), Some(NS), json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": NS},
-            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                "template": {"metadata": {"labels": labels}, "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [{"name": "echo", "image": "kengine-gateway:e2e",
-                        "command": ["kengine-gateway"],
-                        "args": ["echo", "--listen", "0.0.0.0:8080", "--name", "web"],
-                        "ports": [{"name": "http", "containerPort": 8080}],
-                        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}}]}}}})).await;
-        apply(
-            c,
-            &service(),
-            Some(NS),
-            json!({"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "web", "namespace": NS},
-            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": "http"}]}}),
-        )
-        .await;
-    }
-
     #[test]
     fn operator_journey() {
         if external_cluster() {
@@ -673,7 +648,7 @@ mod journey {
         let c = &cluster.client;
         let dir = tempfile::tempdir().unwrap();
         cluster.namespace(NS).await;
-        web_backend(c).await;
+        crate::support::cluster::echo_backend(c, NS, "web").await;
         let web_ip = cluster_ip(c, NS, "web").await;
 
         // 1. A KengineInstance and a GatewayClass that shares it.

@@ -215,6 +215,32 @@ impl Cluster {
     }
 }
 
+/// A Deployment of one echo pod (this project's `echo`, on port 8080)
+/// answering as `name`, and its Service `name` on port 80, for a suite that
+/// runs the node agent.
+pub async fn echo_backend(client: &kube::Client, namespace: &str, name: &str) {
+    let labels = json!({"app": name});
+    let deployment = resource("apps", "v1", "Deployment", "deployments");
+    apply(client, &deployment, Some(namespace), json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "echo", "image": "khulnasoft/kengine-gateway:e2e",
+                    "args": ["echo", "--listen", "0.0.0.0:8080", "--name", name],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}}]}}}})).await;
+    apply(
+        client,
+        &resource("", "v1", "Service", "services"),
+        Some(namespace),
+        json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": "http"}]}}),
+    )
+    .await;
+}
+
 /// The ServiceAccount and RBAC objects of the chart with its default
 /// values: `helm template`, or without helm deploy/install.yaml, which is
 /// that rendering (scripts/chart-test.sh keeps it current).
