@@ -101,12 +101,27 @@ impl Drop for Process {
     }
 }
 
+/// A loopback port nothing listens on, below the kernel's ephemeral range
+/// (32768 and up by default) and never one handed out before in this
+/// process. A port from `bind(:0)` is ephemeral: until the component bound
+/// it, an outgoing connection (kube-apiserver to etcd) could take it as its
+/// source port, and kube-controller-manager once failed to listen that way.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::BuildHasher as _;
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let seed = std::collections::hash_map::RandomState::new();
+    for attempt in 0u32.. {
+        let port = 20_000 + (seed.hash_one(attempt) % 12_000) as u16;
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    unreachable!("no free port in 20000..32000")
 }
 
 fn name(cn: &str, org: Option<&str>) -> DistinguishedName {
