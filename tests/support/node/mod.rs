@@ -28,7 +28,7 @@
 //!   phase, conditions, containerStatuses);
 //! - on deletion: SIGTERM, SIGKILL after the grace period (capped at 5 s),
 //!   removes the pod's network, then deletes the Pod with grace 0, as the
-//!   kubelet confirms a deletion;
+//!   kubelet confirms a deletion (at once for a pod it never ran);
 //! - serves container logs on the kubelet API (`kubelet_api.rs`, port
 //!   [`KUBELET_PORT`] on [`NODE_IP`]), so `kubectl logs` works;
 //! - runs the real kube-proxy in iptables mode (`kube_proxy.rs`).
@@ -638,7 +638,60 @@ impl Runner {
         self.probe().await;
         self.publish().await;
         self.finish().await;
+        self.confirm_unrun_deletions(&world).await;
         Ok(())
+    }
+
+    /// A deleted pod of this node that runs nothing here (never admitted,
+    /// or failed before it ran) is confirmed deleted at once, as a kubelet
+    /// does: else it would stay, and its namespace could never go.
+    async fn confirm_unrun_deletions(&mut self, world: &World) {
+        let unrun: Vec<(String, String, String)> = {
+            let shared = self.shared();
+            world
+                .pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_some())
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE_NAME))
+                .filter_map(|p| {
+                    let uid = p.metadata.uid.clone()?;
+                    let runs = shared
+                        .pods
+                        .iter()
+                        .chain(&shared.stopping)
+                        .any(|r| r.uid == uid);
+                    (!runs).then(|| {
+                        (
+                            p.metadata.namespace.clone().unwrap_or_default(),
+                            p.metadata.name.clone().unwrap_or_default(),
+                            uid,
+                        )
+                    })
+                })
+                .collect()
+        };
+        for (namespace, name, uid) in unrun {
+            self.confirm_deleted(&namespace, &name, &uid).await;
+        }
+    }
+
+    /// Deletes the pod with grace 0 (the kubelet's confirmation), if it is
+    /// still the one with `uid`.
+    async fn confirm_deleted(&mut self, namespace: &str, name: &str, uid: &str) {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(name, &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.is_not_found() || s.code == 409 => {}
+            Err(e) => self.report(&format!("deleting pod {namespace}/{name}"), e),
+        }
     }
 
     async fn observe(&self) -> kube::Result<World> {
@@ -963,20 +1016,8 @@ impl Runner {
         for pod in finished {
             pod.network.remove();
             self.done.insert(pod.uid.clone());
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace);
-            let dp = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions {
-                    uid: Some(pod.uid.clone()),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match api.delete(&pod.name, &dp).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.is_not_found() || s.code == 409 => {}
-                Err(e) => self.report(&format!("deleting pod {}/{}", pod.namespace, pod.name), e),
-            }
+            self.confirm_deleted(&pod.namespace, &pod.name, &pod.uid)
+                .await;
         }
     }
 }
