@@ -75,6 +75,18 @@ impl Host {
         rank(self).cmp(&rank(other))
     }
 
+    /// How specific a route's own hostname is, most specific first: among
+    /// routes that share an effective hostname, the one whose original
+    /// hostname is more specific wins (`GatewayRouteHostnameIntersectionPrecedence`).
+    /// A route without hostnames comes last.
+    pub fn origin_rank(&self) -> OriginRank {
+        match self {
+            Host::Exact(s) => OriginRank(0, std::cmp::Reverse(s.len())),
+            Host::Wildcard(s) => OriginRank(1, std::cmp::Reverse(s.len())),
+            Host::Any => OriginRank(2, std::cmp::Reverse(0)),
+        }
+    }
+
     /// Regexp (for `vars_regexp` on the request host) matching what a
     /// wildcard matches; the host matcher's own `*` covers one label only.
     pub fn wildcard_regexp(suffix: &str) -> String {
@@ -124,34 +136,45 @@ impl std::fmt::Display for Host {
     }
 }
 
+/// [`Host::origin_rank`]: sorts ascending, the first wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OriginRank(u8, std::cmp::Reverse<usize>);
+
 fn has_label_suffix(host: &str, suffix: &str) -> bool {
     host.len() > suffix.len() + 1
         && host.ends_with(suffix)
         && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
 }
 
-/// The effective hostnames of a route on a listener; `None` when they do not
-/// intersect at all. A route without hostnames takes the listener's.
-pub fn effective_hostnames(listener: &Host, route_hostnames: &[String]) -> Option<Vec<Host>> {
+/// An effective hostname of a route on a listener, with the rank of the
+/// route hostname it came from.
+pub type Effective = (Host, OriginRank);
+
+/// The effective hostnames of a route on a listener, each with the rank of
+/// the route hostname it came from (the most specific one when several
+/// give the same); `None` when they do not intersect at all. A route without
+/// hostnames takes the listener's, with the lowest rank.
+pub fn effective_hostnames(listener: &Host, route_hostnames: &[String]) -> Option<Vec<Effective>> {
     if route_hostnames.is_empty() {
-        return Some(vec![listener.clone()]);
+        return Some(vec![(listener.clone(), Host::Any.origin_rank())]);
     }
-    let mut out: Vec<Host> = route_hostnames
+    let mut out: Vec<Effective> = route_hostnames
         .iter()
         .filter_map(|h| {
             // `listener.intersect(&h)`, without copying `h`.
             let h = Host::parse(h);
+            let rank = h.origin_rank();
             if listener.covers(&h) {
-                Some(h)
+                Some((h, rank))
             } else if h.covers(listener) {
-                Some(listener.clone())
+                Some((listener.clone(), rank))
             } else {
                 None
             }
         })
         .collect();
-    out.sort_by(Host::specificity_cmp);
-    out.dedup();
+    out.sort_by(|a, b| a.0.specificity_cmp(&b.0).then(a.1.cmp(&b.1)));
+    out.dedup_by(|later, first| later.0 == first.0);
     (!out.is_empty()).then_some(out)
 }
 
@@ -200,18 +223,35 @@ mod tests {
     #[test]
     fn effective_hostnames_of_routes() {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let hosts = |l: &str, r: &[&str]| {
+            effective_hostnames(&h(l), &names(r)).map(|v| v.into_iter().map(|(h, _)| h).collect())
+        };
+        assert_eq!(hosts("*.example.com", &[]), Some(vec![h("*.example.com")]));
         assert_eq!(
-            effective_hostnames(&h("*.example.com"), &[]),
-            Some(vec![h("*.example.com")])
-        );
-        assert_eq!(
-            effective_hostnames(
-                &h("*.example.com"),
-                &names(&["*.com", "x.example.com", "other.org"])
-            ),
+            hosts("*.example.com", &["*.com", "x.example.com", "other.org"]),
             Some(vec![h("x.example.com"), h("*.example.com")])
         );
-        assert_eq!(effective_hostnames(&h("a.org"), &names(&["b.org"])), None);
+        assert_eq!(hosts("a.org", &["b.org"]), None);
+    }
+
+    #[test]
+    fn effective_hostnames_keep_the_most_specific_origin() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Both give abc.example.com: the exact one ranks it.
+        let got = effective_hostnames(
+            &h("abc.example.com"),
+            &names(&["*.example.com", "abc.example.com"]),
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![(h("abc.example.com"), h("abc.example.com").origin_rank())]
+        );
+        let wildcard = effective_hostnames(&h("abc.example.com"), &names(&["*.example.com"]));
+        let none = effective_hostnames(&h("abc.example.com"), &[]);
+        let (exact, wildcard, none) = (got[0].1, wildcard.unwrap()[0].1, none.unwrap()[0].1);
+        assert!(exact < wildcard && wildcard < none);
+        assert!(h("*.b.example.com").origin_rank() < h("*.example.com").origin_rank());
     }
 
     #[test]

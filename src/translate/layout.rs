@@ -23,11 +23,21 @@ use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
 use super::dispatch::SharedProxy;
-use super::hostnames::Host;
+use super::hostnames::{Host, OriginRank};
 use super::rules::CompiledMatch;
 use crate::kengine::config::{Handler, MatcherSet, RegexpMatcher, Route};
 
 const FAN_OUT: usize = 4;
+
+/// The matches one route brings under one effective hostname, with the
+/// rank of the route's own hostname it came from: routes that share the
+/// hostname are ordered by that rank first, then by their matches' precedence.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    pub host: Host,
+    pub origin: OriginRank,
+    pub matches: Vec<CompiledMatch>,
+}
 
 /// A listener as the layout sees it: its hostname and its route buckets.
 #[derive(Debug, Clone)]
@@ -38,7 +48,7 @@ pub struct PlannedListener<'a> {
     /// Effective hostname → every match attached under it. The routes move
     /// from owned buckets into the config; a match shared by several
     /// hostnames, or a borrowed bucket, is copied where it is used.
-    pub buckets: std::borrow::Cow<'a, [(Host, Vec<CompiledMatch>)]>,
+    pub buckets: std::borrow::Cow<'a, [Bucket]>,
 }
 
 /// Routes and named routes of one server. On a TLS server a request whose
@@ -59,20 +69,27 @@ pub fn routes<'a>(
     for listener in &mut listeners {
         let mut buckets = std::mem::take(&mut listener.buckets).into_owned();
         // Buckets of one hostname next to each other, in their order.
-        buckets.sort_by(|a, b| a.0.cmp(&b.0));
+        buckets.sort_by(|a, b| a.host.cmp(&b.host));
         let mut buckets = buckets.into_iter().peekable();
         let mut chain = Chain::default();
-        while let Some((host, mut matches)) = buckets.next() {
-            while let Some((_, more)) = buckets.next_if(|(h, _)| *h == host) {
-                matches.extend(more);
+        while let Some(Bucket {
+            host,
+            origin,
+            matches,
+        }) = buckets.next()
+        {
+            let mut ranked: Vec<(OriginRank, CompiledMatch)> =
+                matches.into_iter().map(|m| (origin, m)).collect();
+            while let Some(more) = buckets.next_if(|b| b.host == host) {
+                ranked.extend(more.matches.into_iter().map(|m| (more.origin, m)));
             }
-            matches.sort_by(|a, b| a.precedence().cmp(b.precedence()));
-            for proxy in matches.iter().flat_map(CompiledMatch::proxies) {
+            ranked.sort_by(|a, b| (a.0, a.1.precedence()).cmp(&(b.0, b.1.precedence())));
+            for proxy in ranked.iter().flat_map(|(_, m)| m.proxies()) {
                 if seen.insert(Rc::as_ptr(proxy)) {
                     proxies.insert(proxy.name.clone(), proxy.route.clone());
                 }
             }
-            let routes: Vec<Route> = matches.into_iter().map(CompiledMatch::into_route).collect();
+            let routes: Vec<Route> = ranked.into_iter().map(|(_, m)| m.into_route()).collect();
             match host {
                 // Only the leaf of this very host can reach an exact
                 // bucket, so it is never named: the leaf holds it. (They
@@ -362,10 +379,12 @@ mod tests {
             buckets: buckets
                 .iter()
                 .map(|b| {
-                    (
-                        Host::from_option(Some(b).filter(|b| **b != "*").copied()),
-                        vec![],
-                    )
+                    let host = Host::from_option(Some(b).filter(|b| **b != "*").copied());
+                    Bucket {
+                        origin: host.origin_rank(),
+                        host,
+                        matches: vec![],
+                    }
                 })
                 .collect::<Vec<_>>()
                 .into(),

@@ -11,7 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{Cond, stamp};
 use super::gateways::{self, GROUP, GatewayModel, HTTP_ROUTE, Protocol};
-use super::hostnames::{self, Host, effective_hostnames};
+use super::hostnames::{self, Effective, effective_hostnames};
+use super::layout::Bucket;
 use super::rule_backends;
 use super::rules::{self, CompiledMatch, ListenerContext};
 use super::servers::ListenerId;
@@ -20,7 +21,7 @@ use crate::snapshot::{ObjectRef, Snapshot};
 #[derive(Debug, Default)]
 pub struct Attachments<'s> {
     /// What each listener serves: effective hostname → matches.
-    pub buckets: BTreeMap<ListenerId, Vec<(Host, Vec<CompiledMatch>)>>,
+    pub buckets: BTreeMap<ListenerId, Vec<Bucket>>,
     /// Our `status.parents` entries per route, before stamping, in the
     /// snapshot's order of routes.
     pub parents: Vec<RouteParents<'s>>,
@@ -131,8 +132,12 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
                                         }),
                                 };
                                 let bucket = out.buckets.entry((g, l)).or_default();
-                                for host in hosts {
-                                    bucket.push((host, matches.clone()));
+                                for (host, origin) in hosts {
+                                    bucket.push(Bucket {
+                                        host,
+                                        origin,
+                                        matches: matches.clone(),
+                                    });
                                 }
                             }
                             Cond::ok("Accepted", "Accepted")
@@ -166,10 +171,10 @@ fn candidate_listeners(
     route_hostnames: &[String],
     section: Option<&str>,
     port: Option<i32>,
-) -> Result<Vec<(usize, Vec<Host>)>, Cond> {
+) -> Result<Vec<(usize, Vec<Effective>)>, Cond> {
     // Why nothing matched, in the order the checks apply.
     let (mut selected, mut allowed) = (false, false);
-    let mut matched: Vec<(usize, Vec<Host>)> = Vec::new();
+    let mut matched: Vec<(usize, Vec<Effective>)> = Vec::new();
     for (i, l) in gateway.listeners.iter().enumerate() {
         if !(section.is_none_or(|s| s == l.name) && port.is_none_or(|p| p == i32::from(l.port))) {
             continue;

@@ -6,8 +6,7 @@ use std::net::IpAddr;
 use super::conditions::Cond;
 use super::gateways::{GatewayModel, Protocol, conflict};
 use super::hostnames::Host;
-use super::layout::{self, PlannedListener};
-use super::rules::CompiledMatch;
+use super::layout::{self, Bucket, PlannedListener};
 use crate::kengine::config::{
     Apps, AutomaticHttps, CaPool, CertificateSelection, Certificates, ClientAuthentication, Config,
     HttpApp, Origin, OriginPart, PemCertificate, Provenance, Server, TlsApp, TlsConnectionPolicy,
@@ -93,7 +92,7 @@ pub fn assign(models: &mut [GatewayModel]) -> Vec<ServerPlan> {
 pub fn config(
     plans: &[ServerPlan],
     models: &[GatewayModel],
-    buckets: &mut BTreeMap<ListenerId, Vec<(Host, Vec<CompiledMatch>)>>,
+    buckets: &mut BTreeMap<ListenerId, Vec<Bucket>>,
 ) -> Config {
     let mut servers = BTreeMap::new();
     let mut certificates: BTreeMap<String, PemCertificate> = BTreeMap::new();
