@@ -47,9 +47,17 @@ pub struct Upstreams {
 
 #[derive(Debug, Clone, Default)]
 pub struct Retry {
+    /// Retries after an error (an upstream that cannot be reached): a
+    /// number in the proxy's load balancing, cheap at any size.
     pub attempts: u32,
+    /// Retries on these response codes, each one a nested proxy: at most
+    /// [`MAX_CODE_RETRIES`] of them.
     pub codes: Vec<u16>,
 }
+
+/// Each retry on a response code nests a proxy in the config; more than a
+/// few is no retry policy but a config that grows.
+pub const MAX_CODE_RETRIES: u32 = 5;
 
 /// A proxy shared by every route that sends requests the same way.
 #[derive(Debug)]
@@ -142,7 +150,12 @@ impl Proxies {
             Some(shared) => shared.clone(),
             None => {
                 let attempts = settings.retry.as_ref().map_or(0, |r| r.attempts);
-                let proxy = proxy_with_retries(backends, settings, attempts);
+                let proxy = proxy_with_retries(
+                    backends,
+                    settings,
+                    attempts,
+                    attempts.min(MAX_CODE_RETRIES),
+                );
                 let shared = Rc::new(SharedProxy {
                     name: proxy_name(&key),
                     route: Route::handle(vec![proxy]),
@@ -208,14 +221,17 @@ fn proxy_name(key: &str) -> String {
     format!("proxy #{hash:016x}")
 }
 
-/// Kengine retries only upstreams it cannot reach. Retrying on a response
-/// code nests a proxy in `handle_response` per attempt left: the request is
-/// sent again when the answer matches. (Bodies are not buffered, so this is
-/// for requests without one, as Gateway API retries usually are.)
+/// Kengine retries by itself only after errors (an upstream it cannot
+/// reach; a GET whose upstream timed out): `load_balancing.retries` takes
+/// the attempts left. Retrying on a response code nests a proxy in
+/// `handle_response` per code retry left, with one attempt less: the
+/// request is sent again when the answer matches. (Bodies are not buffered, so this is for requests
+/// without one, as Gateway API retries usually are.)
 fn proxy_with_retries<B: Borrow<Backend>>(
     backends: &[B],
     settings: &Upstreams,
     attempts_left: u32,
+    code_retries_left: u32,
 ) -> Handler {
     let weights = upstream_weights(backends);
     let selection_policy = (weights.len() > 1).then(|| SelectionPolicy::WeightedRoundRobin {
@@ -242,8 +258,9 @@ fn proxy_with_retries<B: Borrow<Backend>>(
         .as_ref()
         .map(|r| r.codes.clone())
         .unwrap_or_default();
-    let handle_response = if attempts_left > 0 && !codes.is_empty() {
-        let again = proxy_with_retries(backends, settings, attempts_left - 1);
+    let handle_response = if code_retries_left > 0 && !codes.is_empty() {
+        let again =
+            proxy_with_retries(backends, settings, attempts_left - 1, code_retries_left - 1);
         vec![ResponseHandler {
             matcher: ResponseMatcher { status_code: codes },
             routes: vec![Route::handle(vec![again])],
@@ -412,6 +429,40 @@ mod tests {
             panic!("{weighted:?}")
         };
         assert_eq!(p.upstreams.len(), 2);
+    }
+
+    #[test]
+    fn many_attempts_retry_errors_but_nest_few_code_retries() {
+        let backend = Backend {
+            weight: 1,
+            dials: vec!["10.0.0.1:80".into()],
+            h2c: false,
+        };
+        let settings = Upstreams {
+            response_header_timeout: None,
+            retry: Some(Retry {
+                attempts: 100,
+                codes: vec![503],
+            }),
+        };
+        // Walk the nested proxies: (retries, depth).
+        let mut proxy = proxy_with_retries(&[&backend], &settings, 100, MAX_CODE_RETRIES);
+        let mut seen = Vec::new();
+        loop {
+            let Handler::ReverseProxy(p) = proxy else {
+                panic!("not a proxy: {proxy:?}")
+            };
+            seen.push(p.load_balancing.and_then(|lb| lb.retries));
+            let Some(next) = p.handle_response.into_iter().next() else {
+                break;
+            };
+            proxy = next.routes.into_iter().next().unwrap().handle.remove(0);
+        }
+        assert_eq!(
+            seen,
+            [100, 99, 98, 97, 96, 95].map(Some),
+            "every level retries errors; {MAX_CODE_RETRIES} code retries nest"
+        );
     }
 
     #[test]

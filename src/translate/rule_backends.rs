@@ -142,8 +142,9 @@ fn build<'s>(
         });
     }
     let retry = rule.retry.as_ref().map(|r| Retry {
-        // Each attempt nests a proxy in the config; more than a few is no retry policy.
-        attempts: r.attempts.unwrap_or(1).clamp(0, 5) as u32,
+        // Retries after errors cost nothing in the config, but each one may
+        // wait for a timeout: bounded all the same.
+        attempts: r.attempts.unwrap_or(1).clamp(0, MAX_ATTEMPTS) as u32,
         codes: r
             .codes
             .iter()
@@ -163,6 +164,10 @@ fn build<'s>(
         unresolved,
     })
 }
+
+/// The most retries a rule gets (the spec sets no bound; the conformance
+/// suite asks for 100 to be sure to reach a healthy endpoint).
+const MAX_ATTEMPTS: i64 = 100;
 
 /// Kengine cannot bound a whole request, only the wait for the upstream's
 /// response headers; both timeouts map to that, the shorter one winning.
