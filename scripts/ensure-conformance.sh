@@ -11,6 +11,14 @@
 #   coredns           e2e/conformance-suite/coredns: CoreDNS v1.12.2 with the
 #                     plugins the suite's Corefile names, behind
 #                     the coredns/coredns:v1.12.2 image
+#   v1.7.0/conformance.test
+#                     the v1.7.0 suite, from e2e/conformance-suite-v1.7
+#                     (Go 1.27: GOTOOLCHAIN=go1.27.3, fetched by the go
+#                     command from the module proxy); its backends are the
+#                     echo-basic above
+#   v1.7.0/crd/       the v1.7.0 experimental CRDs, from the pinned
+#                     sigs.k8s.io/gateway-api module (the suite needs its
+#                     own bundle's CRDs)
 #
 # A build is reused while e2e/conformance-suite's sources are unchanged
 # (their hash is stored beside the binaries). The only line on stdout is the
@@ -20,15 +28,16 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SRC="$REPO/e2e/conformance-suite"
+SRC17="$REPO/e2e/conformance-suite-v1.7"
 OUT="$REPO/.conformance-bin"
-OUTPUTS=(conformance.test echo-basic coredns)
+OUTPUTS=(conformance.test echo-basic coredns v1.7.0/conformance.test)
 
 log() { echo "ensure-conformance: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 command -v go >/dev/null || die "the Go toolchain is not on PATH (the suite is built from Go modules)"
 
-hash="$(cd "$SRC" && cat go.mod go.sum ./*.go coredns/*.go | sha256sum | cut -c1-16)"
+hash="$(cat "$SRC"/go.mod "$SRC"/go.sum "$SRC"/*.go "$SRC"/coredns/*.go "$SRC17"/go.mod "$SRC17"/go.sum "$SRC17"/*.go | sha256sum | cut -c1-16)"
 if [[ -f "$OUT/.source-hash" && "$(cat "$OUT/.source-hash")" == "$hash" ]]; then
   ok=1
   for c in "${OUTPUTS[@]}"; do [[ -x "$OUT/$c" ]] || ok=0; done
@@ -53,6 +62,14 @@ log "building echo-basic"
 go build -o "$OUT/echo-basic" sigs.k8s.io/gateway-api/conformance/echo-basic
 log "building coredns"
 go build -o "$OUT/coredns" ./coredns
+log "building v1.7.0/conformance.test (GOTOOLCHAIN=go1.27.3)"
+cd "$SRC17"
+export GOTOOLCHAIN=go1.27.3
+mkdir -p "$OUT/v1.7.0"
+go test -c -vet=off -o "$OUT/v1.7.0/conformance.test" sigs.k8s.io/gateway-api/conformance
+rm -rf "$OUT/v1.7.0/crd"
+cp -r "$(go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api)/config/crd/experimental" "$OUT/v1.7.0/crd"
+chmod -R u+w "$OUT/v1.7.0/crd"
 echo "$hash" > "$OUT/.source-hash"
 log "built ${OUTPUTS[*]} in $((SECONDS - start)) s"
 echo "$OUT"

@@ -24,9 +24,10 @@ echo "==> data plane for tests: $BIN" >&2
 KUBE_BIN="$("$REPO/scripts/ensure-kube.sh")"
 export KENGINE_GATEWAY_KUBE_BIN="$KUBE_BIN"
 echo "==> control plane for tests: $KUBE_BIN" >&2
-# The official Gateway API conformance suite and its backends (echo-basic,
-# CoreDNS), built from e2e/conformance-suite's pinned Go modules;
-# tests/official_conformance.rs runs the GATEWAY-HTTP profile.
+# The official Gateway API conformance suites (v1.6.1, v1.7.0) and their
+# backends (echo-basic, CoreDNS), built from the Go modules pinned in
+# e2e/conformance-suite and e2e/conformance-suite-v1.7;
+# tests/official_conformance.rs runs the GATEWAY-HTTP profile of each.
 CONFORMANCE_BIN="$("$REPO/scripts/ensure-conformance.sh")"
 export KENGINE_GATEWAY_CONFORMANCE_BIN="$CONFORMANCE_BIN"
 echo "==> conformance suite for tests: $CONFORMANCE_BIN" >&2

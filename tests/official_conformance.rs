@@ -1,6 +1,6 @@
-//! The official Gateway API conformance suite (v1.6.1, built from the Go
-//! modules pinned in `e2e/conformance-suite` by
-//! `scripts/ensure-conformance.sh`) against the controller as users install
+//! The official Gateway API conformance suite (v1.6.1 and v1.7.0, built
+//! from the Go modules pinned in `e2e/conformance-suite` and
+//! `e2e/conformance-suite-v1.7` by `scripts/ensure-conformance.sh`) against the controller as users install
 //! it: the real control plane, `helm install` of the chart with its default
 //! values, the controller as the chart's pods and every conformance Gateway
 //! served by its own managed fleet on the node agent. The suite runs on the
@@ -17,9 +17,16 @@
 //! - `KENGINE_GATEWAY_CONFORMANCE_RUN_TEST`: one test (the suite then
 //!   ignores the supported features);
 //! - `KENGINE_GATEWAY_CONFORMANCE_REPORT`: where the ConformanceReport goes
-//!   (default: a temporary file, printed);
+//!   (default: a temporary file, printed); needs a chosen version;
+//! - `KENGINE_GATEWAY_CONFORMANCE_PUBLISH=1`: each report goes to
+//!   `conformance/reports/<version>/kengine-gateway/`, and CONFORMANCE.md's
+//!   section of that version is written from it;
 //! - `KENGINE_GATEWAY_CONFORMANCE_BIN`: the suite's binaries (default
-//!   `.conformance-bin`).
+//!   `.conformance-bin`);
+//! - `KENGINE_GATEWAY_CONFORMANCE_LOG`: where the suite's `go test -v`
+//!   output goes (default: a temporary file);
+//! - `KENGINE_GATEWAY_CONFORMANCE_VERSION`: `v1.6.1` (default) or `v1.7.0`,
+//!   which suite runs. `cargo test` runs both, one test each.
 
 mod support;
 
@@ -33,8 +40,75 @@ use support::node::Node;
 
 /// A static Gateway address a fleet's Service can take.
 const USABLE_ADDRESS: &str = "10.10.0.200";
-/// The suite's CRDs must be exactly its own bundle version.
-const CRDS: &str = "e2e/gateway-api/v1.6.1/config/crd/experimental";
+/// The suites this test can run.
+const VERSIONS: &[&str] = &["v1.6.1", "v1.7.0"];
+
+/// One suite version: its test binary and the CRDs it must run against
+/// (exactly its own bundle's).
+struct Suite {
+    version: &'static str,
+    binary: PathBuf,
+    crds: PathBuf,
+    /// Tests of features we claim that the suite must skip, with why.
+    skip: &'static [(&'static str, &'static str)],
+}
+
+/// v1.7.0's provisional test of a request timeout across retries: it claims
+/// HTTPRouteRetryCodes and HTTPRouteRequestTimeout, both of which pass their
+/// own tests.
+const SKIPPED_V1_7: &[(&str, &str)] = &[(
+    "HTTPRouteRetryWithRequestTimeout",
+    "provisional; stock Kengine cannot bound a request across retries: `timeouts.request` becomes \
+     the proxy's `response_header_timeout`, which bounds each attempt, and no stock handler bounds \
+     the whole exchange",
+)];
+
+impl Suite {
+    fn new(version: &'static str) -> Suite {
+        let dir = suite_dir();
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let (binary, crds) = match version {
+            "v1.6.1" => (
+                dir.join("conformance.test"),
+                repo.join("e2e/gateway-api/v1.6.1/config/crd/experimental"),
+            ),
+            _ => (
+                dir.join(version).join("conformance.test"),
+                dir.join(version).join("crd"),
+            ),
+        };
+        assert!(
+            binary.is_file(),
+            "{} is missing: run scripts/ensure-conformance.sh",
+            binary.display()
+        );
+        Suite {
+            version,
+            binary,
+            crds,
+            skip: if version == "v1.6.1" {
+                &[]
+            } else {
+                SKIPPED_V1_7
+            },
+        }
+    }
+}
+
+/// The suite version chosen by `KENGINE_GATEWAY_CONFORMANCE_VERSION`, if
+/// any; `None` runs both.
+fn chosen_version() -> Option<&'static str> {
+    let wanted = std::env::var("KENGINE_GATEWAY_CONFORMANCE_VERSION").ok()?;
+    Some(
+        VERSIONS
+            .iter()
+            .copied()
+            .find(|v| *v == wanted)
+            .unwrap_or_else(|| {
+                panic!("KENGINE_GATEWAY_CONFORMANCE_VERSION={wanted}: one of {VERSIONS:?}")
+            }),
+    )
+}
 
 fn suite_dir() -> PathBuf {
     let dir = std::env::var_os("KENGINE_GATEWAY_CONFORMANCE_BIN")
@@ -49,20 +123,36 @@ fn suite_dir() -> PathBuf {
 }
 
 #[test]
-fn official_gateway_api_conformance() {
+fn official_gateway_api_conformance_v1_6_1() {
+    run_version("v1.6.1");
+}
+
+#[test]
+fn official_gateway_api_conformance_v1_7_0() {
+    run_version("v1.7.0");
+}
+
+/// The two suites run one after the other: each starts its own control
+/// plane and node, and two at once would share the machine's two cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run_version(version: &'static str) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if external_cluster() {
         eprintln!("official conformance: skipped against a real cluster (runs its own node)");
         return;
     }
-    support::netns::run(4, run());
+    if chosen_version().is_some_and(|v| v != version) {
+        eprintln!("official conformance {version}: not the chosen version");
+        return;
+    }
+    support::netns::run(4, run(Suite::new(version)));
 }
 
-async fn run() {
+async fn run(suite: Suite) {
     kengine_gateway::kengine::admin::install_crypto_provider();
-    let suite = suite_dir();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let plane = ControlPlane::start_for_pods().await;
-    plane.install_crds(&[repo.join(CRDS)]).await;
+    plane.install_crds(std::slice::from_ref(&suite.crds)).await;
     let node = Node::start(&plane).await;
     let work = tempfile::tempdir().unwrap();
 
@@ -72,11 +162,29 @@ async fn run() {
 
     let profiles = std::env::var("KENGINE_GATEWAY_CONFORMANCE_PROFILES")
         .unwrap_or_else(|_| "GATEWAY-HTTP".into());
-    let report = std::env::var_os("KENGINE_GATEWAY_CONFORMANCE_REPORT")
+    let publish = std::env::var("KENGINE_GATEWAY_CONFORMANCE_PUBLISH").is_ok_and(|v| v == "1");
+    let report = match std::env::var_os("KENGINE_GATEWAY_CONFORMANCE_REPORT") {
+        Some(path) => {
+            assert!(
+                chosen_version().is_some(),
+                "KENGINE_GATEWAY_CONFORMANCE_REPORT needs KENGINE_GATEWAY_CONFORMANCE_VERSION"
+            );
+            PathBuf::from(path)
+        }
+        None if publish => {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(report_dir(suite.version));
+            std::fs::create_dir_all(&dir).unwrap();
+            dir.join(format!(
+                "experimental-v{}-default-report.yaml",
+                env!("CARGO_PKG_VERSION")
+            ))
+        }
+        None => work.path().join("report.yaml"),
+    };
+    let log = std::env::var_os("KENGINE_GATEWAY_CONFORMANCE_LOG")
         .map(PathBuf::from)
-        .unwrap_or_else(|| work.path().join("report.yaml"));
-    let log = work.path().join("suite.log");
-    let mut suite_cmd = Command::new(suite.join("conformance.test"));
+        .unwrap_or_else(|| work.path().join("suite.log"));
+    let mut suite_cmd = Command::new(&suite.binary);
     suite_cmd
         .args([
             "-test.run",
@@ -105,6 +213,10 @@ async fn run() {
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::File::create(work.path().join("suite.err")).unwrap());
+    if !suite.skip.is_empty() {
+        let names: Vec<&str> = suite.skip.iter().map(|(name, _)| *name).collect();
+        suite_cmd.arg(format!("--skip-tests={}", names.join(",")));
+    }
     if let Ok(test) = std::env::var("KENGINE_GATEWAY_CONFORMANCE_RUN_TEST") {
         suite_cmd.arg(format!("--run-test={test}"));
     }
@@ -114,7 +226,8 @@ async fn run() {
         .unwrap()
         .expect("running conformance.test");
     eprintln!(
-        "conformance suite ({profiles}): {:.0} s, {status}",
+        "conformance suite {} ({profiles}): {:.0} s, {status}",
+        suite.version,
         started.elapsed().as_secs_f64()
     );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -139,8 +252,9 @@ async fn run() {
             .collect();
         let tail: Vec<&str> = text.lines().rev().take(60).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let namespaces = terminating_namespaces(&plane).await;
         panic!(
-            "the conformance suite failed ({status}): {failed:?}\n{}\n---- the log's last lines\n{}\n---- stderr\n{}\n---- node\n{}",
+            "the conformance suite failed ({status}): {failed:?}\n{}\n---- the log's last lines\n{}\n---- stderr\n{}\n---- terminating namespaces\n{namespaces}\n---- node\n{}",
             failed
                 .iter()
                 .map(|name| format!("---- {name}\n{}", test_log(&text, name)))
@@ -155,7 +269,7 @@ async fn run() {
         !report_text.is_empty(),
         "the suite passed but wrote no report"
     );
-    if let Some(path) = std::env::var_os("KENGINE_GATEWAY_CONFORMANCE_MARKDOWN") {
+    if publish {
         let report: serde_json::Value =
             serde_yaml_ng::from_str(&report_text).expect("the report is YAML");
         let passed: Vec<&str> = verdicts
@@ -164,11 +278,43 @@ async fn run() {
             .filter_map(|v| v.split_whitespace().next())
             .filter(|name| !name.contains('/'))
             .collect();
-        std::fs::write(&path, markdown(&report, &passed)).expect("writing CONFORMANCE.md");
-        eprintln!("wrote {}", Path::new(&path).display());
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("CONFORMANCE.md");
+        let before = std::fs::read_to_string(&path).unwrap_or_default();
+        let section = markdown(&suite, &report, &passed);
+        std::fs::write(&path, conformance_md(&before, suite.version, &section))
+            .expect("writing CONFORMANCE.md");
+        eprintln!("wrote {} and {}", report_dir(suite.version), path.display());
     }
     node.stop().await;
     drop(plane);
+}
+
+/// Namespaces still terminating, with their conditions and pods: the suite
+/// waits for its namespaces to be gone.
+async fn terminating_namespaces(plane: &ControlPlane) -> String {
+    use k8s_openapi::api::core::v1::{Namespace, Pod};
+    use kube::api::{Api, ListParams};
+    let client = plane.client().await;
+    let mut out = String::new();
+    let all: Api<Namespace> = Api::all(client.clone());
+    for ns in all.list(&ListParams::default()).await.unwrap().items {
+        if ns.metadata.deletion_timestamp.is_none() {
+            continue;
+        }
+        let name = ns.metadata.name.clone().unwrap_or_default();
+        let conditions = serde_json::to_string(&ns.status.and_then(|s| s.conditions)).unwrap();
+        out += &format!("{name}: {conditions}\n");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &name);
+        for pod in pods.list(&ListParams::default()).await.unwrap().items {
+            out += &format!(
+                "  pod {} deleting since {:?}, phase {:?}\n",
+                pod.metadata.name.unwrap_or_default(),
+                pod.metadata.deletion_timestamp.map(|t| t.0.to_string()),
+                pod.status.and_then(|s| s.phase)
+            );
+        }
+    }
+    out
 }
 
 /// The lines `go test -v` printed for test `name` (and its subtests): the
@@ -221,17 +367,87 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     (
         "HTTPRouteRetryBackendTimeout",
-        "v1.6.1 has no conformance test for it, so it is not claimed",
+        "v1.6.1 has no conformance test for it, so it is not claimed (v1.7.0 dropped the name)",
     ),
     (
         "HTTPRouteRetryConnectionError",
-        "v1.6.1 has no conformance test for it, so it is not claimed",
+        "v1.6.1 has no conformance test for it; claimed and tested with v1.7.0",
+    ),
+    (
+        "HTTPRouteBackendURLRewrite",
+        "not implemented yet: a backendRef's URLRewrite with ReplacePrefixMatch needs the prefix each match of the rule matched, and backend handlers are built once per rule",
+    ),
+    (
+        "ClusterTrustBundle",
+        "not implemented yet (with BackendTLSPolicy); v1.7.0 has no conformance test for it",
+    ),
+    (
+        "GatewayAddressRoutability",
+        "v1.7.0 has no conformance test for it, so it is not claimed",
+    ),
+    (
+        "GatewayAddressRoutabilityCluster",
+        "v1.7.0 has no conformance test for it, so it is not claimed",
+    ),
+    (
+        "GatewayListenerFilters",
+        "not implemented yet; v1.7.0 has no conformance test for it",
     ),
     ("ListenerSet", "not implemented yet"),
 ];
 
-/// CONFORMANCE.md from the suite's report and the tests that passed.
-fn markdown(report: &serde_json::Value, passed: &[&str]) -> String {
+/// Where a version's reports are published, relative to the repository.
+fn report_dir(version: &str) -> String {
+    format!("conformance/reports/{version}/kengine-gateway")
+}
+
+/// CONFORMANCE.md: the common introduction, then one section per suite
+/// version (newest first), each between markers so that a run of one
+/// version replaces its own section and keeps the others.
+fn conformance_md(before: &str, version: &str, section: &str) -> String {
+    let mut out = String::from(
+        "# Conformance\n\n\
+         Generated by `scripts/conformance.sh` from the official ConformanceReports it wrote. \
+         The official Gateway API conformance suite (`sigs.k8s.io/gateway-api/conformance`, \
+         built from the modules pinned in `e2e/conformance-suite/` (v1.6.1) and \
+         `e2e/conformance-suite-v1.7/` (v1.7.0)) ran against the controller as `helm install` \
+         sets it up with the chart's default values, on a local real control plane (etcd, \
+         kube-apiserver, kube-controller-manager and kube-proxy built from pinned modules; \
+         `tests/official_conformance.rs`). Every Gateway was served by a managed fleet of its \
+         own; the suite's backends were the real `echo-basic` and CoreDNS programs. The suite \
+         read the supported features from our GatewayClass's `status.supportedFeatures`.\n\n",
+    );
+    for v in VERSIONS.iter().rev() {
+        let (begin, end) = (
+            format!("<!-- {v} begin -->\n"),
+            format!("<!-- {v} end -->\n"),
+        );
+        let body = if *v == version {
+            Some(section.to_string())
+        } else {
+            before
+                .split_once(&begin)
+                .and_then(|(_, rest)| rest.split_once(&end))
+                .map(|(body, _)| body.to_string())
+        };
+        if let Some(body) = body {
+            out += &begin;
+            out += &body;
+            out += &end;
+            out.push('\n');
+        }
+    }
+    out += "## The standalone replay\n\n`e2e/conformance` replays the v1.6.1 suite's \
+            GATEWAY-HTTP tests through `render`/`standalone`'s path (the translator in Local mode, \
+            every Gateway on one local Kengine), which the official suite, run against the \
+            controller, does not exercise: `cargo test --test conformance` (its expected passes \
+            are in `e2e/conformance/expected-pass.txt`).\n";
+    out
+}
+
+/// One version's section of CONFORMANCE.md, from its report and the tests
+/// that passed.
+fn markdown(suite: &Suite, report: &serde_json::Value, passed: &[&str]) -> String {
     use std::fmt::Write as _;
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
     let list = |v: &serde_json::Value| -> Vec<String> {
@@ -241,28 +457,21 @@ fn markdown(report: &serde_json::Value, passed: &[&str]) -> String {
             .map(|i| i.as_str().unwrap_or_default().to_string())
             .collect()
     };
+    let dir = report_dir(suite.version);
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "# Conformance: Gateway API {} ({} channel)\n",
+        "## Gateway API {} ({} channel)\n",
         text(&report["gatewayAPIVersion"]),
         text(&report["gatewayAPIChannel"])
     );
     let _ = writeln!(
         md,
-        "Generated by `scripts/conformance.sh` from the official ConformanceReport it wrote, \
-         [`{REPORT_DIR}/`]({REPORT_DIR}/), on {}. The official Gateway API conformance suite \
-         (`sigs.k8s.io/gateway-api/conformance`, built from the modules pinned in \
-         `e2e/conformance-suite/`) ran against the controller as `helm install` sets it up with \
-         the chart's default values, on a local real control plane (etcd, kube-apiserver, \
-         kube-controller-manager and kube-proxy built from pinned modules; \
-         `tests/official_conformance.rs`). Every Gateway was served by a managed fleet of its \
-         own; the suite's backends were the real `echo-basic` and CoreDNS programs. The suite \
-         read the supported features from our GatewayClass's `status.supportedFeatures`.\n",
+        "Report: [`{dir}/`]({dir}/), run on {}.\n",
         text(&report["date"])
     );
     for profile in report["profiles"].as_array().into_iter().flatten() {
-        let _ = writeln!(md, "## {}\n", text(&profile["name"]));
+        let _ = writeln!(md, "### {}\n", text(&profile["name"]));
         let _ = writeln!(md, "{}\n", text(&profile["summary"]));
         let _ = writeln!(md, "| level | result | passed | failed | skipped |");
         let _ = writeln!(md, "| --- | --- | ---: | ---: | ---: |");
@@ -293,7 +502,7 @@ fn markdown(report: &serde_json::Value, passed: &[&str]) -> String {
         let supported = list(&profile["extended"]["supportedFeatures"]);
         let _ = writeln!(
             md,
-            "### Supported extended features ({})\n",
+            "#### Supported extended features ({})\n",
             supported.len()
         );
         for f in &supported {
@@ -302,7 +511,7 @@ fn markdown(report: &serde_json::Value, passed: &[&str]) -> String {
         let unsupported = list(&profile["extended"]["unsupportedFeatures"]);
         let _ = writeln!(
             md,
-            "\n### Unsupported extended features ({})\n",
+            "\n#### Unsupported extended features ({})\n",
             unsupported.len()
         );
         for f in &unsupported {
@@ -314,6 +523,13 @@ fn markdown(report: &serde_json::Value, passed: &[&str]) -> String {
         }
         md.push('\n');
     }
+    if !suite.skip.is_empty() {
+        let _ = writeln!(md, "Tests skipped on purpose (`--skip-tests`):\n");
+        for (name, why) in suite.skip {
+            let _ = writeln!(md, "- **{name}**: {why}");
+        }
+        md.push('\n');
+    }
     let provisional = list(&report["succeededProvisionalTests"]);
     if !provisional.is_empty() {
         let _ = writeln!(
@@ -322,19 +538,9 @@ fn markdown(report: &serde_json::Value, passed: &[&str]) -> String {
             provisional.join(", ")
         );
     }
-    let _ = writeln!(md, "## Tests that passed ({})\n", passed.len());
+    let _ = writeln!(md, "### Tests that passed ({})\n", passed.len());
     for t in passed {
         let _ = writeln!(md, "- {t}");
     }
-    let _ = writeln!(
-        md,
-        "\n## The standalone replay\n\n`e2e/conformance` replays the same suite's \
-         GATEWAY-HTTP tests through `render`/`standalone`'s path (the translator in Local mode, \
-         every Gateway on one local Kengine), which the official suite, run against the \
-         controller, does not exercise: `cargo test --test conformance` (its expected passes are \
-         in `e2e/conformance/expected-pass.txt`)."
-    );
     md
 }
-
-const REPORT_DIR: &str = "conformance/reports/v1.6.1/kengine-gateway";

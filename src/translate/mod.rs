@@ -177,9 +177,11 @@ pub struct Status {
     pub backend_tls_policies: BTreeMap<ObjectRef, Vec<BackendTlsPolicyStatusAncestors>>,
 }
 
-/// Features every test of which passes in the official conformance suite
-/// (tests/official_conformance.rs; CONFORMANCE.md lists them with the
-/// tests). Sorted.
+/// Features every test of which passes in the official conformance suites
+/// v1.6.1 and v1.7.0 (tests/official_conformance.rs; CONFORMANCE.md lists
+/// them with the tests). A feature v1.7.0 renamed is listed under both
+/// names (GatewayInfrastructurePropagation → GatewayInfrastructure,
+/// HTTPRouteRetry → HTTPRouteRetryCodes): each suite reads its own. Sorted.
 pub const SUPPORTED_FEATURES: &[&str] = &[
     "Gateway",
     "GatewayAddressEmpty",
@@ -187,8 +189,10 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "GatewayFrontendClientCertificateValidationInsecureFallback",
     "GatewayHTTPListenerIsolation",
     "GatewayHTTPSListenerDetectMisdirectedRequests",
+    "GatewayInfrastructure",
     "GatewayInfrastructurePropagation",
     "GatewayPort8080",
+    "GatewayRouteHostnameIntersectionPrecedence",
     "GatewayStaticAddresses",
     "HTTPRoute",
     "HTTPRoute303RedirectStatusCode",
@@ -211,6 +215,8 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteRetry",
+    "HTTPRouteRetryCodes",
+    "HTTPRouteRetryConnectionError",
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
 ];
