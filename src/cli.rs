@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::kengine::Flavor;
 
 /// The controller name a GatewayClass must carry to be served by us.
-pub const DEFAULT_CONTROLLER_NAME: &str = "kengine.khulnasoft.com/gateway-controller";
+pub use kengine_gateway_model::DEFAULT_CONTROLLER_NAME;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
 
 use crate::kengine::config::Config;
 use crate::kengine::{AdminClient, AdminError, PushFailure};
@@ -61,14 +60,7 @@ pub fn config_hash(config: &Config) -> String {
     short_hash(&config.to_json())
 }
 
-/// The first 8 bytes of a SHA-256, in hex.
-pub fn short_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use kengine_gateway_model::short_hash;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PushCounts {

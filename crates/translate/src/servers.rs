@@ -201,7 +201,7 @@ fn sni(host: &Host) -> Option<Vec<String>> {
 fn certificate_tag(certificate: &str, key: &str) -> String {
     format!(
         "cert-{}",
-        crate::sinks::fleet::short_hash(format!("{certificate}{key}").as_bytes())
+        kengine_gateway_model::short_hash(format!("{certificate}{key}").as_bytes())
     )
 }
 

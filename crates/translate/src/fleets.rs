@@ -113,7 +113,7 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .filter_map(|v| crate::providers::files::object_from_value(v.clone()).unwrap())
+            .filter_map(|v| kengine_gateway_model::manifests::object_from_value(v.clone()).unwrap())
             .collect::<Vec<Object>>();
         Snapshot::from_objects(objects)
     }

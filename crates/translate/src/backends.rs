@@ -332,7 +332,7 @@ mod tests {
         let snapshot = Snapshot::from_objects(
             objects
                 .into_iter()
-                .filter_map(|o| crate::providers::files::object_from_value(o).unwrap())
+                .filter_map(|o| kengine_gateway_model::manifests::object_from_value(o).unwrap())
                 .collect::<Vec<_>>(),
         );
         let web = ObjectRef::new("n", "web");
@@ -351,7 +351,7 @@ mod tests {
                 "spec": {"type": "ExternalName", "externalName": name, "ports": [{"port": 80}]}})
         };
         let resolved = |name: &str| {
-            let object = crate::providers::files::object_from_value(service(name));
+            let object = kengine_gateway_model::manifests::object_from_value(service(name));
             let snapshot = Snapshot::from_objects(object.unwrap());
             let r = BackendRef {
                 group: None,

@@ -1,5 +1,6 @@
 //! translate: `fn(&Snapshot, &Options) -> Output`. Pure and deterministic;
-//! every Gateway API rule lives here and only here.
+//! every Gateway API rule lives here and only here. It depends on the model
+//! crate only: no runtime, no Kubernetes client, no I/O.
 
 mod backends;
 mod backstop;
@@ -23,6 +24,9 @@ mod upstreams;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+
+// The model's modules, under the names the rest of this crate uses.
+use kengine_gateway_model::{crd, kengine, snapshot};
 
 use gateway_api::apis::experimental::gatewayclasses::{
     GatewayClassStatus, GatewayClassStatusSupportedFeatures,
@@ -64,7 +68,7 @@ impl Default for Options {
     /// "now", every address usable, one local fleet.
     fn default() -> Self {
         Options {
-            controller_name: crate::cli::DEFAULT_CONTROLLER_NAME.into(),
+            controller_name: kengine_gateway_model::DEFAULT_CONTROLLER_NAME.into(),
             flavor: Flavor::default(),
             now: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
             usable_addresses: None,
@@ -472,7 +476,7 @@ mod tests {
     fn two_fleets() -> Snapshot {
         let mut docs = vec![
             json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
-            "metadata": {"name": "c"}, "spec": {"controllerName": crate::cli::DEFAULT_CONTROLLER_NAME}}),
+            "metadata": {"name": "c"}, "spec": {"controllerName": kengine_gateway_model::DEFAULT_CONTROLLER_NAME}}),
         ];
         for (name, ip) in [("a", "10.0.0.1"), ("b", "10.0.0.2")] {
             docs.extend([
@@ -494,7 +498,7 @@ mod tests {
         }
         let objects: Vec<_> = docs
             .into_iter()
-            .filter_map(|d| crate::providers::files::object_from_value(d).unwrap())
+            .filter_map(|d| kengine_gateway_model::manifests::object_from_value(d).unwrap())
             .collect();
         Snapshot::from_objects(objects)
     }
@@ -502,14 +506,14 @@ mod tests {
     fn snapshot_of(docs: Vec<serde_json::Value>) -> Snapshot {
         let objects: Vec<_> = docs
             .into_iter()
-            .filter_map(|d| crate::providers::files::object_from_value(d).unwrap())
+            .filter_map(|d| kengine_gateway_model::manifests::object_from_value(d).unwrap())
             .collect();
         Snapshot::from_objects(objects)
     }
 
     fn class(spec: serde_json::Value) -> serde_json::Value {
         let mut spec = spec;
-        spec["controllerName"] = json!(crate::cli::DEFAULT_CONTROLLER_NAME);
+        spec["controllerName"] = json!(kengine_gateway_model::DEFAULT_CONTROLLER_NAME);
         json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
             "metadata": {"name": "c"}, "spec": spec})
     }
@@ -750,8 +754,11 @@ mod tests {
     #[test]
     fn unimplemented_security_features_fail_closed() {
         let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden/fail-closed/input.yaml");
-        let snapshot = crate::render::load(&[input]).unwrap();
+            .join("../../tests/golden/fail-closed/input.yaml");
+        let mut loaded = kengine_gateway_model::manifests::Loaded::default();
+        let text = std::fs::read_to_string(&input).unwrap();
+        kengine_gateway_model::manifests::parse_into(&text, &input, &mut loaded).unwrap();
+        let snapshot = Snapshot::from_objects(loaded.objects);
         let out = translate(&snapshot, &Options::default());
         let gateway = &out.status.gateways[&ObjectRef::new("web", "mtls")];
         let listener = |name: &str, type_: &str| {

@@ -95,7 +95,7 @@ pub mod tests {
     use crate::kengine::config::{MatcherSet, RegexpMatcher};
     use crate::snapshot::ObjectRef;
     use crate::snapshot::Snapshot;
-    use crate::translate::{Options, translate};
+    use crate::{Options, translate};
 
     thread_local! {
         /// Breaks each fleet's config just before the backstop runs.
@@ -127,9 +127,13 @@ spec:
     filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X, value: ok}]}}]
   - matches: [{path: {type: PathPrefix, value: /bad}}]
 ";
-        let mut loaded = crate::providers::files::Loaded::default();
-        crate::providers::files::parse_into(yaml, std::path::Path::new("t.yaml"), &mut loaded)
-            .unwrap();
+        let mut loaded = kengine_gateway_model::manifests::Loaded::default();
+        kengine_gateway_model::manifests::parse_into(
+            yaml,
+            std::path::Path::new("t.yaml"),
+            &mut loaded,
+        )
+        .unwrap();
         Snapshot::from_objects(loaded.objects)
     }
 

@@ -200,7 +200,7 @@ mod tests {
     fn snapshot(docs: Vec<serde_json::Value>) -> Snapshot {
         Snapshot::from_objects(
             docs.into_iter()
-                .filter_map(|d| crate::providers::files::object_from_value(d).unwrap())
+                .filter_map(|d| kengine_gateway_model::manifests::object_from_value(d).unwrap())
                 .collect::<Vec<_>>(),
         )
     }

@@ -260,7 +260,10 @@ mod tests {
 
     #[test]
     fn checked_in_crd_matches_the_types() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/kengineinstances.yaml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../crds/kengineinstances.yaml"
+        );
         let checked_in = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             checked_in == crd_yaml(),

@@ -5,9 +5,8 @@
 //! The switch stays so that a namespaced ID, if we ever emit one, has one
 //! place to live.
 
-use clap::ValueEnum;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Flavor {
     #[default]
     Kengine,

@@ -155,7 +155,7 @@ mod tests {
         ];
         let objects: Vec<Object> = docs
             .into_iter()
-            .filter_map(|d| crate::providers::files::object_from_value(d).unwrap())
+            .filter_map(|d| kengine_gateway_model::manifests::object_from_value(d).unwrap())
             .collect();
         Snapshot::from_objects(objects)
     }

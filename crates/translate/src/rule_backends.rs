@@ -246,7 +246,7 @@ mod tests {
         };
         let objects: Vec<Object> = [service("a", "10.0.0.1"), service("b", "10.0.0.2")]
             .into_iter()
-            .filter_map(|d| crate::providers::files::object_from_value(d).unwrap())
+            .filter_map(|d| kengine_gateway_model::manifests::object_from_value(d).unwrap())
             .collect();
         let snapshot = Snapshot::from_objects(objects);
         let plain = rule(json!([{"name": "svc", "port": 80}]));
