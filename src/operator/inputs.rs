@@ -1,7 +1,8 @@
-//! What the operator derives from the snapshot and translate's fleets:
-//! per-Gateway instances to create, and for each instance the
-//! infrastructure metadata of the Gateways it serves (its ports are
-//! translate's `Fleet::ports`). Pure.
+//! What the operator takes from translate's fleet plan: the per-Gateway
+//! instances to create (`Fleet::own_instance`) and each instance's
+//! infrastructure (`Fleet::labels`, `annotations`, `external_ips`; its
+//! ports are `Fleet::ports`). Every Gateway API decision is translate's;
+//! here only Kubernetes ownership is decided. Pure.
 
 use std::collections::BTreeMap;
 
@@ -17,24 +18,21 @@ use crate::translate::Fleet;
 /// Marks a KengineInstance the operator created for a Gateway.
 pub const GATEWAY_LABEL: &str = "kengine.khulnasoft.com/gateway";
 
-/// The Gateways of `fleets` that get an instance of their own, as the
-/// instances to apply. Which fleet serves a Gateway is translate's decision
-/// (`translate::fleets`): here only "translate chose the instance named like
-/// the Gateway, and the Gateway did not name it itself". An existing
-/// instance of that name that the Gateway does not own is the user's (or
-/// its class's): it is used as it is, never taken over.
+/// The fleets translate made a Gateway's own instance, as the instances to
+/// apply. An existing instance of that name that the Gateway does not own
+/// is the user's (or its class's): it is used as it is, never taken over.
 pub fn gateway_instances(
     snapshot: &Snapshot,
     fleets: &BTreeMap<ObjectRef, Fleet>,
 ) -> Vec<(ObjectRef, Value)> {
     let mut out = Vec::new();
     for (key, fleet) in fleets {
+        if !fleet.own_instance {
+            continue;
+        }
         let Some(gateway) = snapshot.gateways.get(key) else {
             continue;
         };
-        if !fleet.gateways.contains(key) || !wants_own_instance(gateway) {
-            continue;
-        }
         if let Some(existing) = snapshot.kengine_instances.get(key)
             && !owned_by(existing, gateway)
         {
@@ -63,15 +61,6 @@ pub fn orphaned_instances(
         })
         .map(|(key, _)| key.clone())
         .collect()
-}
-
-fn wants_own_instance(gateway: &Gateway) -> bool {
-    gateway
-        .spec
-        .infrastructure
-        .as_ref()
-        .and_then(|i| i.parameters_ref.as_ref())
-        .is_none()
 }
 
 fn owned_by(instance: &KengineInstance, gateway: &Gateway) -> bool {
@@ -106,42 +95,13 @@ fn own_instance(gateway: &Gateway) -> Value {
     })
 }
 
-/// `infrastructure.labels` and `.annotations` of the fleet's Gateways; on a
-/// shared fleet the first Gateway (by namespace/name) wins a clash, and the
-/// labels and static addresses translate gave the fleet win over them.
-pub fn infrastructure(snapshot: &Snapshot, fleet: Option<&Fleet>) -> Infrastructure {
-    let mut infra = Infrastructure {
-        external_ips: fleet.map(|f| f.external_ips.clone()).unwrap_or_default(),
-        ..Default::default()
-    };
-    // Translate's labels first: no Gateway's infrastructure labels can
-    // replace them.
-    infra.labels = fleet.map(|f| f.labels.clone()).unwrap_or_default();
-    for gateway in gateways(snapshot, fleet) {
-        let Some(i) = &gateway.spec.infrastructure else {
-            continue;
-        };
-        for (k, v) in i.labels.iter().flatten() {
-            infra.labels.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        for (k, v) in i.annotations.iter().flatten() {
-            infra
-                .annotations
-                .entry(k.clone())
-                .or_insert_with(|| v.clone());
-        }
-    }
-    infra
-}
-
-fn gateways<'a>(
-    snapshot: &'a Snapshot,
-    fleet: Option<&'a Fleet>,
-) -> impl Iterator<Item = &'a Gateway> {
-    fleet
-        .into_iter()
-        .flat_map(|f| f.gateways.iter())
-        .filter_map(|g| snapshot.gateways.get(g))
+/// The fleet's infrastructure as translate planned it.
+pub fn infrastructure(fleet: Option<&Fleet>) -> Infrastructure {
+    fleet.map_or_else(Infrastructure::default, |f| Infrastructure {
+        labels: f.labels.clone(),
+        annotations: f.annotations.clone(),
+        external_ips: f.external_ips.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -191,13 +151,26 @@ mod tests {
             .collect()
     }
 
+    /// Translate's fleet plan (managed fleets).
+    fn plan(s: &Snapshot) -> BTreeMap<ObjectRef, Fleet> {
+        crate::translate::translate(
+            s,
+            &crate::translate::Options {
+                controller_name: "x".into(),
+                fleets: crate::translate::FleetMode::Instances,
+                ..Default::default()
+            },
+        )
+        .fleets
+    }
+
     #[test]
     fn a_gateway_without_parameters_gets_an_instance_it_owns() {
         let s = snapshot(vec![
             class("own", Value::Null),
             gateway("gw", "own", 80, Value::Null),
         ]);
-        let wanted = gateway_instances(&s, &fleets(&[("gw", &["gw"])]));
+        let wanted = gateway_instances(&s, &plan(&s));
         assert_eq!(wanted.len(), 1);
         let (key, ki) = &wanted[0];
         assert_eq!(key, &ObjectRef::new("apps", "gw"));
@@ -214,9 +187,14 @@ mod tests {
             class("own", Value::Null),
             gateway("a", "shared", 80, Value::Null),
             gateway("b", "own", 81, Value::Null),
+            instance("shared", None),
             instance("b", None),
         ]);
-        let f = fleets(&[("shared", &["a"]), ("b", &["b"])]);
+        let f = plan(&s);
+        assert!(
+            f[&ObjectRef::new("apps", "b")].own_instance,
+            "translate's choice"
+        );
         assert!(gateway_instances(&s, &f).is_empty());
         assert!(orphaned_instances(&s, &f).is_empty(), "never the user's");
     }
@@ -260,45 +238,16 @@ mod tests {
     }
 
     #[test]
-    fn infrastructure_of_a_shared_fleet() {
-        let s = snapshot(vec![
-            gateway(
-                "a",
-                "c",
-                80,
-                json!({"labels": {"team": "a"}, "annotations": {"x": "1"}}),
-            ),
-            gateway(
-                "b",
-                "c",
-                8443,
-                json!({"labels": {"team": "b", "tier": "edge"}}),
-            ),
-        ]);
-        let f = fleets(&[("shared", &["a", "b"])]);
-        let fleet = f.get(&ObjectRef::new("apps", "shared"));
-        let infra = infrastructure(&s, fleet);
-        assert_eq!(infra.labels["team"], "a", "the first Gateway wins");
-        assert_eq!(infra.labels["tier"], "edge");
-        assert_eq!(infra.annotations["x"], "1");
-        assert!(infrastructure(&s, None).labels.is_empty());
-    }
-
-    #[test]
-    fn translates_labels_win_over_the_gateways_infrastructure_labels() {
-        let label = crate::translate::GATEWAY_NAME_LABEL;
-        let s = snapshot(vec![gateway(
-            "gw",
-            "c",
-            80,
-            json!({"labels": {label: "other", "team": "a"}}),
-        )]);
-        let mut f = fleets(&[("gw", &["gw"])]);
-        let fleet = f.get_mut(&ObjectRef::new("apps", "gw")).unwrap();
-        fleet.labels.insert(label.into(), "gw".into());
-        let infra = infrastructure(&s, Some(fleet));
-        assert_eq!(infra.labels[label], "gw");
-        assert_eq!(infra.labels["team"], "a");
+    fn infrastructure_is_translates_plan() {
+        let mut fleet = Fleet::default();
+        fleet.labels.insert("team".into(), "a".into());
+        fleet.annotations.insert("x".into(), "1".into());
+        fleet.external_ips.insert("10.0.0.9".parse().unwrap());
+        let infra = infrastructure(Some(&fleet));
+        assert_eq!(infra.labels, fleet.labels);
+        assert_eq!(infra.annotations, fleet.annotations);
+        assert_eq!(infra.external_ips, fleet.external_ips);
+        assert!(infrastructure(None).labels.is_empty());
     }
 
     #[test]
@@ -333,7 +282,7 @@ mod tests {
         let objects = super::super::workloads::desired(
             &instance,
             &fleet.ports,
-            &infrastructure(&s, Some(fleet)),
+            &infrastructure(Some(fleet)),
             &settings,
         );
         let of = |kind: &str| objects.iter().find(|o| o["kind"] == kind).unwrap();

@@ -108,7 +108,7 @@ impl Operator {
                 continue;
             }
             let fleet = fleets.get(id);
-            let infra = inputs::infrastructure(snapshot, fleet);
+            let infra = inputs::infrastructure(fleet);
             let mut report = InstanceReport::default();
             let names = Names::of(instance);
             match self

@@ -44,7 +44,7 @@ pub fn objects(
     for (key, (instance, value)) in instances {
         out.push(value);
         let fleet = fleets.get(&key);
-        let infra = inputs::infrastructure(snapshot, fleet);
+        let infra = inputs::infrastructure(fleet);
         let names = workloads::Names::of(&instance);
         // What a first pass issues; only the key names are shown. Like the
         // operator, a fleet whose certificates cannot be issued still gets

@@ -59,6 +59,44 @@ pub fn fleet_of(
 }
 
 /// The class's fleet, `None` without a parametersRef, `Err` for a bad one.
+/// Merges the `infrastructure.labels` and `.annotations` of the fleet's
+/// Gateways into it: the first Gateway (by namespace/name) wins a clash,
+/// and labels the fleet already has (translate's own) are never replaced.
+pub fn propagate_infrastructure(snapshot: &Snapshot, fleet: &mut super::Fleet) {
+    for key in &fleet.gateways {
+        let Some(infra) = snapshot
+            .gateways
+            .get(key)
+            .and_then(|g| g.spec.infrastructure.as_ref())
+        else {
+            continue;
+        };
+        for (k, v) in infra.labels.iter().flatten() {
+            fleet.labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for (k, v) in infra.annotations.iter().flatten() {
+            fleet
+                .annotations
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+    }
+}
+
+/// Is the fleet `key` the instance of its own that the Gateway of the same
+/// name gets? Only when that Gateway is one it serves and names no
+/// instance itself (`fleet_of` then chose it by the Gateway's name).
+pub fn is_own_instance(snapshot: &Snapshot, key: &ObjectRef, gateways: &[ObjectRef]) -> bool {
+    gateways.contains(key)
+        && snapshot.gateways.get(key).is_some_and(|g| {
+            g.spec
+                .infrastructure
+                .as_ref()
+                .and_then(|i| i.parameters_ref.as_ref())
+                .is_none()
+        })
+}
+
 pub fn class_instance(
     snapshot: &Snapshot,
     class: &GatewayClass,
@@ -132,6 +170,73 @@ mod tests {
     fn class(params: serde_json::Value) -> serde_json::Value {
         serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
             "metadata": {"name": "c"}, "spec": {"controllerName": "x", "parametersRef": params}})
+    }
+
+    /// The fleet plan of `docs` (managed fleets), by fleet name.
+    fn plan(docs: serde_json::Value) -> std::collections::BTreeMap<String, super::super::Fleet> {
+        let out = crate::translate(
+            &snapshot(docs),
+            &crate::Options {
+                controller_name: "x".into(),
+                fleets: FleetMode::Instances,
+                ..Default::default()
+            },
+        );
+        out.fleets.into_iter().map(|(k, f)| (k.name, f)).collect()
+    }
+
+    fn named_gateway(name: &str, infra: serde_json::Value) -> serde_json::Value {
+        let mut g = gateway(infra);
+        g["metadata"]["name"] = name.into();
+        g["spec"]["listeners"] = serde_json::json!([{"name": "l", "protocol": "HTTP", "port": 80}]);
+        g
+    }
+
+    #[test]
+    fn a_gateway_that_names_no_instance_gets_its_own() {
+        let named =
+            serde_json::json!({"parametersRef": {"group": GROUP, "kind": KIND, "name": "mine"}});
+        let fleets = plan(serde_json::json!([
+            class(serde_json::Value::Null),
+            named_gateway("own", serde_json::Value::Null),
+            named_gateway("named", named),
+            instance("apps", "mine"),
+        ]));
+        assert!(fleets["own"].own_instance);
+        assert!(!fleets["mine"].own_instance, "the Gateway named it");
+    }
+
+    #[test]
+    fn infrastructure_metadata_of_a_shared_fleet() {
+        let shared = serde_json::json!({"group": GROUP, "kind": KIND, "name": "shared", "namespace": "apps"});
+        let label = crate::GATEWAY_NAME_LABEL;
+        let fleets = plan(serde_json::json!([
+            class(shared),
+            instance("apps", "shared"),
+            named_gateway(
+                "a",
+                serde_json::json!({"labels": {"team": "a"}, "annotations": {"x": "1"}})
+            ),
+            named_gateway(
+                "b",
+                serde_json::json!({"labels": {"team": "b", "tier": "edge"}})
+            ),
+        ]));
+        let f = &fleets["shared"];
+        assert_eq!(f.labels["team"], "a", "the first Gateway wins");
+        assert_eq!(f.labels["tier"], "edge");
+        assert_eq!(f.annotations["x"], "1");
+        assert!(!f.own_instance);
+        // One Gateway's fleet: its name label cannot be replaced.
+        let fleets = plan(serde_json::json!([
+            class(serde_json::Value::Null),
+            named_gateway(
+                "gw",
+                serde_json::json!({"labels": {label: "other", "team": "a"}})
+            ),
+        ]));
+        assert_eq!(fleets["gw"].labels[label], "gw");
+        assert_eq!(fleets["gw"].labels["team"], "a");
     }
 
     fn fleet(docs: serde_json::Value, mode: FleetMode) -> Result<ObjectRef, Cond> {

@@ -117,9 +117,18 @@ pub struct Fleet {
     /// Static Gateway addresses its Service answers on (`externalIPs`),
     /// for a managed fleet.
     pub external_ips: BTreeSet<IpAddr>,
-    /// Labels the Gateway API asks for on everything that serves the
-    /// fleet's Gateways: [`GATEWAY_NAME_LABEL`] when it serves one.
+    /// Labels for everything that serves the fleet's Gateways:
+    /// [`GATEWAY_NAME_LABEL`] when it serves one, then the Gateways'
+    /// `infrastructure.labels` (on a shared fleet the first Gateway by
+    /// namespace/name wins a clash; none replaces ours).
     pub labels: BTreeMap<String, String>,
+    /// The Gateways' `infrastructure.annotations`, merged the same way.
+    pub annotations: BTreeMap<String, String>,
+    /// The fleet is the instance of its own that a Gateway without a
+    /// `parametersRef` gets, named like it (the fleet's key): the operator
+    /// creates it, owned by the Gateway, unless someone else's instance of
+    /// that name exists.
+    pub own_instance: bool,
 }
 
 /// The Gateway API's label for the infrastructure of one Gateway.
@@ -319,7 +328,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
             fleet.external_ips.extend(model.service_ips.iter().copied());
         }
     }
-    for fleet in fleets.values_mut() {
+    for (key, fleet) in &mut fleets {
         // A fleet shared by several Gateways belongs to none of them; a
         // label value has at most 63 characters, a Gateway name up to 253.
         if let [only] = fleet.gateways.as_slice()
@@ -329,6 +338,8 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
                 .labels
                 .insert(GATEWAY_NAME_LABEL.into(), only.name.clone());
         }
+        fleets::propagate_infrastructure(snapshot, fleet);
+        fleet.own_instance = fleets::is_own_instance(snapshot, key, &fleet.gateways);
     }
     for (key, fleet) in &mut fleets {
         let plans: Vec<_> = plan.iter().filter(|p| &p.fleet == key).cloned().collect();
