@@ -256,7 +256,11 @@ impl State {
                         continue;
                     }
                     tracing::error!("config not loaded, the last good one keeps serving: {e}");
-                    status::mark_not_programmed(&mut output.status, &message, &now);
+                    crate::translate::programmed::mark_not_programmed(
+                        &mut output.status,
+                        &message,
+                        &now,
+                    );
                 }
             }
             break output;

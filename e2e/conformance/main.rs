@@ -396,7 +396,11 @@ impl Test<'_> {
         };
         let mut output = translate::translate(&snapshot, &options);
         if let Err(e) = self.pusher.push(output.config()).await {
-            status::mark_not_programmed(&mut output.status, &e.to_string(), &options.now);
+            kengine_gateway::translate::programmed::mark_not_programmed(
+                &mut output.status,
+                &e.to_string(),
+                &options.now,
+            );
             return Err(format!("kengine rejected the config: {e}"));
         }
         self.cluster

@@ -23,10 +23,10 @@ use crate::operator::{self, InstanceReport, OWNED_KINDS, Operator, pki};
 use crate::providers::kubernetes::{Served, Watches};
 use crate::sinks::fleet::{PodResult, config_hash};
 use crate::sinks::fleet_lanes::{Done, Lanes, Progress};
-use crate::sinks::status;
 use crate::sinks::status_writer::{StatusWriter, Writes};
 use crate::snapshot::{ObjectRef, Snapshot};
-use crate::translate::{self, FleetMode, Options};
+use crate::translate::programmed::{self, FleetPush};
+use crate::translate::{self, FleetMode, Options, Reason};
 
 pub struct Reconciler {
     client: Client,
@@ -52,7 +52,7 @@ struct FleetOutcome {
     /// KengineInstance its status.
     pushed: bool,
     /// Why its Gateways are not Programmed, if they are not: (reason, message).
-    not_programmed: Option<(&'static str, String)>,
+    not_programmed: Option<(Reason, String)>,
     addresses: Vec<(&'static str, String)>,
     results: Vec<PodResult>,
     plain_http: bool,
@@ -169,7 +169,7 @@ impl Reconciler {
             .iter()
             .filter_map(|(key, computed)| {
                 let live = snapshot.gateways.get(key).and_then(|g| g.status.as_ref());
-                status::before_push(computed, live).map(|s| (key.clone(), s))
+                programmed::before_push(computed, live).map(|s| (key.clone(), s))
             })
             .collect();
         let (pass_done, pass_done_rx) = oneshot::channel();
@@ -235,14 +235,14 @@ impl Reconciler {
                     if !outcome.pushed {
                         // In flight: Programmed stays as it is live (a new
                         // Gateway waits) until the lane's result comes.
-                        match status::before_push(gs, previous) {
+                        match programmed::before_push(gs, previous) {
                             Some(early) => *gs = early,
                             None => waiting.push(gw.clone()),
                         }
                         continue;
                     }
                     if let Some((reason, message)) = &outcome.not_programmed {
-                        status::not_programmed(gs, reason, message, previous, &now);
+                        programmed::not_programmed(gs, *reason, message, previous, &now);
                     }
                 }
                 if !outcome.pushed {
@@ -282,7 +282,7 @@ impl Reconciler {
         // with the Programmed condition (and addresses) the push decided.
         for (key, latest) in &lane.latest {
             if let Some(gs) = gateways.get_mut(key)
-                && let Some(merged) = status::before_push(latest, Some(gs))
+                && let Some(merged) = programmed::before_push(latest, Some(gs))
             {
                 *gs = merged;
             }
@@ -437,20 +437,16 @@ fn outcome(
         tracing::debug!(fleet = %key, "{problem}");
     }
     let failures = failure_summary(&results);
-    let not_programmed = match (
-        &targets.problem,
-        targets.pods.is_empty(),
-        failures.is_empty(),
-    ) {
-        (Some(problem), _, _) if targets.pending => Some(("Pending", problem.clone())),
-        (Some(problem), _, _) => Some(("Invalid", problem.clone())),
-        (None, true, _) => Some((
-            "Pending",
-            format!("KengineInstance {key} has no ready pods yet"),
-        )),
-        (None, false, false) => Some(("Invalid", failures)),
-        (None, false, true) => None,
+    let push = match (&targets.problem, targets.pods.is_empty()) {
+        (Some(problem), _) => FleetPush::Problem {
+            pending: targets.pending,
+            message: problem,
+        },
+        (None, true) => FleetPush::NoReadyPods,
+        (None, false) if !failures.is_empty() => FleetPush::Failed(&failures),
+        (None, false) => FleetPush::Loaded,
     };
+    let not_programmed = programmed::verdict(key, push);
     FleetOutcome {
         pushed: true,
         not_programmed,

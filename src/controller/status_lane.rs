@@ -6,7 +6,7 @@
 //! ended just after a push began showed in `attachedRoutes` only after
 //! that push and the next pass. The lane takes those changes as they come:
 //! it translates the new snapshot and writes what can be said of each
-//! Gateway before a push (`sinks::status::before_push`): listeners,
+//! Gateway before a push (`translate::programmed::before_push`): listeners,
 //! attached routes, and the `Programmed` condition it has live. Routes'
 //! status and configs are left to the next pass, which the lane asks for.
 
@@ -17,9 +17,9 @@ use gateway_api::apis::experimental::gateways::GatewayStatus;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::providers::kubernetes::Watches;
-use crate::sinks::status;
 use crate::sinks::status_writer::{StatusWriter, Writes};
 use crate::snapshot::ObjectRef;
+use crate::translate::programmed;
 use crate::translate::{self, Options};
 
 #[derive(Debug, Default)]
@@ -68,7 +68,7 @@ pub async fn run(
             .iter()
             .filter_map(|(key, computed)| {
                 let live = snapshot.gateways.get(key).and_then(|g| g.status.as_ref());
-                status::before_push(computed, live).map(|s| (key.clone(), s))
+                programmed::before_push(computed, live).map(|s| (key.clone(), s))
             })
             .collect();
         lane.writes += writer.write_gateways(&snapshot, &early, written).await;

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use k8s_openapi::api::core::v1::Service;
 
-use super::conditions::Cond;
+use super::conditions::{Cond, Reason, Type};
 use super::refgrant;
 use crate::snapshot::{ObjectRef, Snapshot};
 
@@ -84,9 +84,9 @@ pub fn resolve(
     let target = || format!("{namespace}/{}", r.name);
     if !group.is_empty() || kind != "Service" {
         return Err(Cond::new(
-            "ResolvedRefs",
+            Type::ResolvedRefs,
             false,
-            "InvalidKind",
+            Reason::InvalidKind,
             format!(
                 "backendRef {group}/{kind} {} is not a core Service",
                 target()
@@ -106,16 +106,17 @@ pub fn resolve(
     };
     if !refgrant::permitted(snapshot, &from, &to) {
         return Err(Cond::new(
-            "ResolvedRefs",
+            Type::ResolvedRefs,
             false,
-            "RefNotPermitted",
+            Reason::RefNotPermitted,
             format!(
                 "no ReferenceGrant in {namespace} allows this {route_kind} to use Service {}",
                 target()
             ),
         ));
     }
-    let not_found = |why: String| Cond::new("ResolvedRefs", false, "BackendNotFound", why);
+    let not_found =
+        |why: String| Cond::new(Type::ResolvedRefs, false, Reason::BackendNotFound, why);
     let key = ObjectRef::new(namespace, r.name);
     let service = snapshot
         .services
@@ -126,9 +127,9 @@ pub fn resolve(
         .ok_or_else(|| not_found(format!("backendRef to Service {} has no port", target())))?;
     if let Some(policy) = super::fail_closed::backend_tls_policy(snapshot, &key, service, port) {
         return Err(Cond::new(
-            "ResolvedRefs",
+            Type::ResolvedRefs,
             false,
-            "UnsupportedProtocol",
+            Reason::UnsupportedProtocol,
             format!(
                 "Service {} port {port} needs TLS (BackendTLSPolicy {policy}), which is not supported yet; its share of requests is answered 500",
                 target()
@@ -377,7 +378,7 @@ mod tests {
             "10.0.0.1/8",
         ] {
             let cond = resolved(bad).unwrap_err();
-            assert_eq!(cond.reason, "BackendNotFound", "{bad}");
+            assert_eq!(cond.reason, Reason::BackendNotFound, "{bad}");
             assert!(
                 cond.message.contains("not a DNS-1123 subdomain"),
                 "{bad}: {}",

@@ -1,35 +1,131 @@
 //! Status conditions as the Gateway API names them, with stable
-//! `lastTransitionTime`s.
+//! `lastTransitionTime`s. Condition types and reasons are enums: the only
+//! place their names are spelled is here.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// An enum whose variants are written in status under their own names.
+macro_rules! named {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// The name the Gateway API gives it.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => stringify!($variant)),+ }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                self.as_str() == other
+            }
+        }
+    };
+}
+
+named! {
+    /// Condition types of GatewayClasses, Gateways, listeners, routes and
+    /// policies.
+    Type {
+        Accepted,
+        Conflicted,
+        InsecureFrontendValidationMode,
+        Programmed,
+        ResolvedRefs,
+        SupportedVersion,
+    }
+}
+
+named! {
+    /// Condition reasons, as the spec names them (and a few of ours where it
+    /// has none, documented in the README).
+    Reason {
+        Accepted,
+        AddressNotUsable,
+        BackendNotFound,
+        ConfigurationChanged,
+        HostnameConflict,
+        Invalid,
+        InvalidCACertificateKind,
+        InvalidCACertificateRef,
+        InvalidCertificateRef,
+        InvalidClientCertificateRef,
+        InvalidKind,
+        InvalidParameters,
+        InvalidRouteKinds,
+        ListenersNotValid,
+        NoConflicts,
+        NoMatchingListenerHostname,
+        NoMatchingParent,
+        NoValidCACertificate,
+        NotAllowedByListeners,
+        Pending,
+        PortUnavailable,
+        Programmed,
+        ProtocolConflict,
+        RefNotPermitted,
+        ResolvedRefs,
+        SupportedVersion,
+        UnsupportedAddress,
+        UnsupportedProtocol,
+        UnsupportedValue,
+    }
+}
+
+/// Kubernetes caps a condition message at 32768 bytes; ours stay well
+/// under it (a message that long helps no one reading status).
+pub const MAX_MESSAGE_BYTES: usize = 4096;
 
 /// A condition before it is stamped with generation and time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cond {
-    pub type_: &'static str,
+    pub type_: Type,
     pub status: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Cond {
-    pub fn new(
-        type_: &'static str,
-        status: bool,
-        reason: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(type_: Type, status: bool, reason: Reason, message: impl Into<String>) -> Self {
         Cond {
             type_,
             status,
             reason,
-            message: message.into(),
+            message: bounded(message.into()),
         }
     }
 
-    pub fn ok(type_: &'static str, reason: &'static str) -> Self {
+    pub fn ok(type_: Type, reason: Reason) -> Self {
         Cond::new(type_, true, reason, "")
     }
+}
+
+/// `message`, cut at a character boundary to [`MAX_MESSAGE_BYTES`].
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES - "…".len();
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
 }
 
 /// Stamps conditions. A condition whose status did not change keeps the
@@ -40,19 +136,35 @@ pub fn stamp(
     previous: Option<&[Condition]>,
     now: &Time,
 ) -> Vec<Condition> {
+    let named = conds
+        .into_iter()
+        .map(|c| (c.type_.as_str(), c.status, c.reason.as_str(), c.message))
+        .collect();
+    stamp_named(named, generation, previous, now)
+}
+
+/// [`stamp`] for conditions of other types than the Gateway API's (our
+/// KengineInstance's): `(type, status, reason, message)`. The one place
+/// where `lastTransitionTime` is decided.
+pub fn stamp_named(
+    conds: Vec<(&str, bool, &str, String)>,
+    generation: Option<i64>,
+    previous: Option<&[Condition]>,
+    now: &Time,
+) -> Vec<Condition> {
     conds
         .into_iter()
-        .map(|c| {
-            let status = if c.status { "True" } else { "False" }.to_string();
+        .map(|(type_, status, reason, message)| {
+            let status = if status { "True" } else { "False" }.to_string();
             let last = previous
-                .and_then(|p| p.iter().find(|o| o.type_ == c.type_ && o.status == status))
+                .and_then(|p| p.iter().find(|o| o.type_ == type_ && o.status == status))
                 .map(|o| o.last_transition_time.clone())
                 .unwrap_or_else(|| now.clone());
             Condition {
-                type_: c.type_.to_string(),
+                type_: type_.to_string(),
                 status,
-                reason: c.reason.to_string(),
-                message: c.message,
+                reason: reason.to_string(),
+                message: bounded(message),
                 observed_generation: generation,
                 last_transition_time: last,
             }
@@ -71,7 +183,7 @@ mod tests {
     #[test]
     fn keeps_transition_time_until_status_flips() {
         let first = stamp(
-            vec![Cond::ok("Accepted", "Accepted")],
+            vec![Cond::ok(Type::Accepted, Reason::Accepted)],
             Some(1),
             None,
             &t(10),
@@ -79,7 +191,7 @@ mod tests {
         assert_eq!(first[0].last_transition_time, t(10));
         assert_eq!(first[0].observed_generation, Some(1));
         let same = stamp(
-            vec![Cond::ok("Accepted", "Accepted")],
+            vec![Cond::ok(Type::Accepted, Reason::Accepted)],
             Some(2),
             Some(&first),
             &t(20),
@@ -87,12 +199,28 @@ mod tests {
         assert_eq!(same[0].last_transition_time, t(10));
         assert_eq!(same[0].observed_generation, Some(2));
         let flipped = stamp(
-            vec![Cond::new("Accepted", false, "Invalid", "x")],
+            vec![Cond::new(Type::Accepted, false, Reason::Invalid, "x")],
             Some(3),
             Some(&same),
             &t(30),
         );
         assert_eq!(flipped[0].last_transition_time, t(30));
         assert_eq!(flipped[0].status, "False");
+    }
+
+    #[test]
+    fn names_are_the_variants_and_messages_are_bounded() {
+        assert_eq!(
+            Reason::NoMatchingListenerHostname.as_str(),
+            "NoMatchingListenerHostname"
+        );
+        assert_eq!(Type::ResolvedRefs.to_string(), "ResolvedRefs");
+        let long = Cond::new(Type::Accepted, false, Reason::Invalid, "é".repeat(10_000));
+        assert!(long.message.len() <= MAX_MESSAGE_BYTES);
+        assert!(long.message.ends_with('…'));
+        assert_eq!(
+            Cond::new(Type::Accepted, false, Reason::Invalid, "short").message,
+            "short"
+        );
     }
 }

@@ -13,7 +13,7 @@ use gateway_api::apis::standard::backendtlspolicies::{
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::conditions::{Cond, stamp};
+use super::conditions::{Cond, Reason, Type, stamp};
 use super::gateways::GROUP;
 use crate::snapshot::{ObjectRef, Snapshot};
 
@@ -33,9 +33,9 @@ pub fn backend_client_certificate(gateway: &Gateway) -> Option<Cond> {
         .client_certificate_ref
         .as_ref()?;
     Some(Cond::new(
-        "ResolvedRefs",
+        Type::ResolvedRefs,
         false,
-        "InvalidClientCertificateRef",
+        Reason::InvalidClientCertificateRef,
         format!(
             "clientCertificateRef to {} is not supported yet: no backend is dialed over TLS (backends a BackendTLSPolicy targets answer 500)",
             r.name
@@ -108,9 +108,9 @@ pub fn policy_status(
                             .map(|e| &e.conditions[..])
                     });
                     let conds = vec![Cond::new(
-                        "Accepted",
+                        Type::Accepted,
                         false,
-                        "Invalid",
+                        Reason::Invalid,
                         "BackendTLSPolicy is not supported yet: requests to its targets are answered 500, never sent in plaintext",
                     )];
                     BackendTlsPolicyStatusAncestors {

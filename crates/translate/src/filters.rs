@@ -9,7 +9,7 @@ use gateway_api::apis::experimental::httproutes::{
     HttpRouteRulesFiltersUrlRewritePathType as RewritePathType,
 };
 
-use super::conditions::Cond;
+use super::conditions::{Cond, Reason, Type as CondType};
 use crate::kengine::config::{
     Handler, HeaderOps, Headers, MatcherSet, PathReplace, RegexpMatcher, Route, StaticResponse,
 };
@@ -486,7 +486,7 @@ fn precise_hostname(filter: &str, host: &str) -> Result<(), Cond> {
 }
 
 pub fn unsupported(message: impl Into<String>) -> Cond {
-    Cond::new("Accepted", false, "UnsupportedValue", message)
+    Cond::new(CondType::Accepted, false, Reason::UnsupportedValue, message)
 }
 
 #[cfg(test)]
@@ -516,7 +516,7 @@ mod tests {
                 serde_json::json!({"remove": ["X Y"]}),
             ] {
                 let err = compile(serde_json::json!({"type": type_, kind: ops})).unwrap_err();
-                assert_eq!(err.reason, "UnsupportedValue");
+                assert_eq!(err.reason, Reason::UnsupportedValue);
                 assert!(err.message.contains("header name"), "{}", err.message);
             }
             let ok = serde_json::json!({"set": [{"name": "X-A", "value": "{env.HOME}"}]});

@@ -10,7 +10,7 @@ use gateway_api::apis::experimental::gatewayclasses::GatewayClass;
 use gateway_api::apis::experimental::gateways::Gateway;
 
 use super::FleetMode;
-use super::conditions::Cond;
+use super::conditions::{Cond, Reason, Type};
 use crate::crd::{GROUP, KIND};
 use crate::snapshot::{ObjectRef, Snapshot};
 
@@ -138,7 +138,7 @@ fn instance(
 }
 
 fn invalid(message: String) -> Cond {
-    Cond::new("Accepted", false, "InvalidParameters", message)
+    Cond::new(Type::Accepted, false, Reason::InvalidParameters, message)
 }
 
 #[cfg(test)]
@@ -286,7 +286,7 @@ mod tests {
         let err = fleet(serde_json::json!([gateway(missing)]), FleetMode::Instances).unwrap_err();
         assert_eq!(
             (err.type_, err.status, err.reason),
-            ("Accepted", false, "InvalidParameters")
+            (Type::Accepted, false, Reason::InvalidParameters)
         );
         assert!(
             err.message.contains("apps/nope not found"),

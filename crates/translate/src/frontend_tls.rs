@@ -11,7 +11,7 @@ use gateway_api::apis::experimental::gateways::{
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use super::conditions::Cond;
+use super::conditions::{Cond, Reason, Type};
 use super::gateways::{ListenerModel, Protocol};
 use super::refgrant;
 use crate::snapshot::{ObjectRef, Snapshot};
@@ -99,15 +99,15 @@ pub fn apply(snapshot: &Snapshot, gateway: &Gateway, listeners: &mut [ListenerMo
                 Ok(certs) => trusted.extend(certs),
                 Err((reason, message)) => {
                     l.problems
-                        .push(Cond::new("ResolvedRefs", false, reason, message));
+                        .push(Cond::new(Type::ResolvedRefs, false, reason, message));
                 }
             }
         }
         if trusted.is_empty() {
             l.problems.push(Cond::new(
-                "Accepted",
+                Type::Accepted,
                 false,
-                "NoValidCACertificate",
+                Reason::NoValidCACertificate,
                 format!(
                     "listener {:?} must validate client certificates, and none of its caCertificateRefs holds a usable CA certificate",
                     l.name
@@ -127,9 +127,9 @@ pub fn apply(snapshot: &Snapshot, gateway: &Gateway, listeners: &mut [ListenerMo
 /// The Gateway condition for listeners that accept any client certificate.
 pub fn insecure_condition() -> Cond {
     Cond::new(
-        "InsecureFrontendValidationMode",
+        Type::InsecureFrontendValidationMode,
         true,
-        "ConfigurationChanged",
+        Reason::ConfigurationChanged,
         "a listener validates client certificates in mode AllowInsecureFallback: clients without a valid certificate are let through",
     )
 }
@@ -140,12 +140,12 @@ fn ca_bundle(
     snapshot: &Snapshot,
     gateway: &ObjectRef,
     r: &CaRef,
-) -> Result<Vec<String>, (&'static str, String)> {
+) -> Result<Vec<String>, (Reason, String)> {
     let namespace = r.namespace.unwrap_or(&gateway.namespace);
     let target = format!("{namespace}/{}", r.name);
     if !r.group.is_empty() || r.kind != "ConfigMap" {
         return Err((
-            "InvalidCACertificateKind",
+            Reason::InvalidCACertificateKind,
             format!(
                 "caCertificateRef {}/{} {target} is not a core ConfigMap",
                 r.group, r.kind
@@ -154,7 +154,7 @@ fn ca_bundle(
     }
     if !refgrant::gateway_may_use(snapshot, gateway, "ConfigMap", namespace, r.name) {
         return Err((
-            "RefNotPermitted",
+            Reason::RefNotPermitted,
             format!(
                 "no ReferenceGrant in {namespace} allows this Gateway to use ConfigMap {target}"
             ),
@@ -162,7 +162,7 @@ fn ca_bundle(
     }
     let invalid = |why: String| {
         (
-            "InvalidCACertificateRef",
+            Reason::InvalidCACertificateRef,
             format!("ConfigMap {target} {why}"),
         )
     };
@@ -240,7 +240,7 @@ mod tests {
         (listeners, insecure)
     }
 
-    fn reasons(l: &ListenerModel) -> Vec<(&str, &str)> {
+    fn reasons(l: &ListenerModel) -> Vec<(Type, Reason)> {
         l.problems.iter().map(|c| (c.type_, c.reason)).collect()
     }
 
@@ -292,7 +292,7 @@ mod tests {
         // A bad ref beside a good one: served with the good CA, reported.
         assert_eq!(
             reasons(&ls[0]),
-            [("ResolvedRefs", "InvalidCACertificateRef")]
+            [(Type::ResolvedRefs, Reason::InvalidCACertificateRef)]
         );
         assert_eq!(
             ls[0].client_auth.as_ref().unwrap().trusted_ca_certs.len(),
@@ -301,10 +301,10 @@ mod tests {
         assert_eq!(
             reasons(&ls[1]),
             [
-                ("ResolvedRefs", "InvalidCACertificateKind"),
-                ("ResolvedRefs", "InvalidCACertificateRef"),
-                ("ResolvedRefs", "RefNotPermitted"),
-                ("Accepted", "NoValidCACertificate"),
+                (Type::ResolvedRefs, Reason::InvalidCACertificateKind),
+                (Type::ResolvedRefs, Reason::InvalidCACertificateRef),
+                (Type::ResolvedRefs, Reason::RefNotPermitted),
+                (Type::Accepted, Reason::NoValidCACertificate),
             ]
         );
         assert!(ls[1].client_auth.is_none() && !ls[1].usable());
@@ -325,8 +325,8 @@ mod tests {
         assert_eq!(
             reasons(&ls[0]),
             [
-                ("ResolvedRefs", "InvalidCACertificateRef"),
-                ("Accepted", "NoValidCACertificate")
+                (Type::ResolvedRefs, Reason::InvalidCACertificateRef),
+                (Type::Accepted, Reason::NoValidCACertificate)
             ]
         );
     }

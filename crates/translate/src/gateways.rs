@@ -10,7 +10,7 @@ use gateway_api::apis::experimental::gateways::{
 };
 use kube::ResourceExt;
 
-use super::conditions::Cond;
+use super::conditions::{Cond, Reason, Type};
 use super::hostnames::{self, Host};
 use super::refgrant;
 use super::tls::{PemPair, pem_pair};
@@ -76,7 +76,7 @@ impl ListenerModel {
 
     /// May routes attach? Unresolved refs do not stop that.
     pub fn accepts_routes(&self) -> bool {
-        self.problems.iter().all(|c| c.type_ == "ResolvedRefs")
+        self.problems.iter().all(|c| c.type_ == Type::ResolvedRefs)
     }
 
     /// Can traffic flow? An HTTPS listener also needs a certificate.
@@ -125,7 +125,12 @@ pub fn model(
         Ok(binds) => (binds, None),
         Err(message) => (
             Vec::new(),
-            Some(Cond::new("Accepted", false, "UnsupportedAddress", message)),
+            Some(Cond::new(
+                Type::Accepted,
+                false,
+                Reason::UnsupportedAddress,
+                message,
+            )),
         ),
     };
     let fleet = match super::fleets::fleet_of(snapshot, gateway, fleets) {
@@ -208,9 +213,9 @@ fn mark_taken_ports(
                 addr.to_string()
             };
             l.problems.push(Cond::new(
-                "Accepted",
+                Type::Accepted,
                 false,
-                "PortUnavailable",
+                Reason::PortUnavailable,
                 format!("{place} is in use by another process on this host"),
             ));
         }
@@ -221,9 +226,9 @@ fn mark_taken_ports(
 /// Gateway reason for it; the class's problem is its parameters.
 pub fn class_not_accepted(class: &str, why: &str) -> Cond {
     Cond::new(
-        "Accepted",
+        Type::Accepted,
         false,
-        "InvalidParameters",
+        Reason::InvalidParameters,
         format!("GatewayClass {class} is not accepted ({why}), so its Gateways are not served"),
     )
 }
@@ -234,9 +239,9 @@ fn reserve_sidecar_ports(listeners: &mut [ListenerModel]) {
     for l in listeners {
         if [crate::crd::ADMIN_PORT, crate::crd::HEALTH_PORT].contains(&l.port) {
             l.problems.push(Cond::new(
-                "Accepted",
+                Type::Accepted,
                 false,
-                "PortUnavailable",
+                Reason::PortUnavailable,
                 format!(
                     "port {} is taken by the admin proxy on managed KengineInstance pods ({} admin API, {} health)",
                     l.port,
@@ -303,9 +308,9 @@ fn listener(snapshot: &Snapshot, gateway: &ObjectRef, spec: &GatewayListeners) -
         "HTTPS" => Some(Protocol::Https),
         other => {
             problems.push(Cond::new(
-                "Accepted",
+                Type::Accepted,
                 false,
-                "UnsupportedProtocol",
+                Reason::UnsupportedProtocol,
                 format!("protocol {other} is not supported; use HTTP or HTTPS"),
             ));
             None
@@ -314,14 +319,14 @@ fn listener(snapshot: &Snapshot, gateway: &ObjectRef, spec: &GatewayListeners) -
     let port = u16::try_from(spec.port).unwrap_or(0);
     if port == 0 {
         problems.push(Cond::new(
-            "Accepted",
+            Type::Accepted,
             false,
-            "PortUnavailable",
+            Reason::PortUnavailable,
             format!("port {} is invalid", spec.port),
         ));
     }
     if let Some(Err(why)) = spec.hostname.as_deref().map(hostnames::validate) {
-        problems.push(Cond::new("Accepted", false, "Invalid", why));
+        problems.push(Cond::new(Type::Accepted, false, Reason::Invalid, why));
     }
     let allowed = spec.allowed_routes.as_ref();
     let namespaces = match allowed.and_then(|a| a.namespaces.as_ref()) {
@@ -343,9 +348,9 @@ fn listener(snapshot: &Snapshot, gateway: &ObjectRef, spec: &GatewayListeners) -
                     kinds.push(k.kind.clone());
                 } else {
                     problems.push(Cond::new(
-                        "ResolvedRefs",
+                        Type::ResolvedRefs,
                         false,
-                        "InvalidRouteKinds",
+                        Reason::InvalidRouteKinds,
                         format!(
                             "route kind {group}/{} is not supported on this listener",
                             k.kind
@@ -389,9 +394,9 @@ fn certificates(
         Some(GatewayListenersTlsMode::Passthrough)
     ) {
         problems.push(Cond::new(
-            "Accepted",
+            Type::Accepted,
             false,
-            "UnsupportedValue",
+            Reason::UnsupportedValue,
             "TLS mode Passthrough is not valid for HTTPS",
         ));
         return Vec::new();
@@ -401,9 +406,9 @@ fn certificates(
         .unwrap_or_default();
     if refs.is_empty() {
         problems.push(Cond::new(
-            "ResolvedRefs",
+            Type::ResolvedRefs,
             false,
-            "InvalidCertificateRef",
+            Reason::InvalidCertificateRef,
             "HTTPS listener has no certificateRefs",
         ));
         return Vec::new();
@@ -416,18 +421,18 @@ fn certificates(
         let target = format!("{namespace}/{}", r.name);
         if !group.is_empty() || kind != "Secret" {
             problems.push(Cond::new(
-                "ResolvedRefs",
+                Type::ResolvedRefs,
                 false,
-                "InvalidCertificateRef",
+                Reason::InvalidCertificateRef,
                 format!("certificateRef {group}/{kind} {target} is not a core Secret"),
             ));
             continue;
         }
         if !refgrant::gateway_may_use(snapshot, gateway, "Secret", namespace, &r.name) {
             problems.push(Cond::new(
-                "ResolvedRefs",
+                Type::ResolvedRefs,
                 false,
-                "RefNotPermitted",
+                Reason::RefNotPermitted,
                 format!(
                     "no ReferenceGrant in {namespace} allows this Gateway to use Secret {target}"
                 ),
@@ -436,17 +441,17 @@ fn certificates(
         }
         match snapshot.secrets.get(&ObjectRef::new(namespace, &r.name)) {
             None => problems.push(Cond::new(
-                "ResolvedRefs",
+                Type::ResolvedRefs,
                 false,
-                "InvalidCertificateRef",
+                Reason::InvalidCertificateRef,
                 format!("Secret {target} not found"),
             )),
             Some(secret) => match pem_pair(secret) {
                 Ok(pair) => pairs.push(pair),
                 Err(why) => problems.push(Cond::new(
-                    "ResolvedRefs",
+                    Type::ResolvedRefs,
                     false,
-                    "InvalidCertificateRef",
+                    Reason::InvalidCertificateRef,
                     format!("Secret {target} {why}"),
                 )),
             },
@@ -484,9 +489,9 @@ pub fn conflict(
     }
     if earlier.protocol != later.protocol {
         return Some(Cond::new(
-            "Conflicted",
+            Type::Conflicted,
             true,
-            "ProtocolConflict",
+            Reason::ProtocolConflict,
             format!(
                 "port {} is already used with another protocol by listener {:?} of Gateway {winner}",
                 later.port, earlier.name
@@ -495,9 +500,9 @@ pub fn conflict(
     }
     (earlier.host == later.host).then(|| {
         Cond::new(
-            "Conflicted",
+            Type::Conflicted,
             true,
-            "HostnameConflict",
+            Reason::HostnameConflict,
             format!(
                 "hostname {} on port {} is already used by listener {:?} of Gateway {winner}",
                 later.host, later.port, earlier.name

@@ -13,6 +13,7 @@ mod frontend_tls;
 mod gateways;
 pub mod hostnames;
 mod layout;
+pub mod programmed;
 mod refgrant;
 mod routes;
 mod rule_backends;
@@ -41,6 +42,7 @@ use crate::kengine::Flavor;
 use crate::kengine::config::{Config, OriginPart};
 use crate::snapshot::{ObjectRef, Snapshot};
 use conditions::{Cond, stamp};
+pub use conditions::{Reason, Type};
 pub use gateways::unicast_address;
 
 #[derive(Debug, Clone)]
@@ -87,11 +89,7 @@ pub fn stamp_conditions(
     previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
     now: &Time,
 ) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    let conds = conds
-        .into_iter()
-        .map(|(t, s, r, m)| Cond::new(t, s, r, m))
-        .collect();
-    stamp(conds, generation, Some(previous), now)
+    conditions::stamp_named(conds, generation, Some(previous), now)
 }
 
 /// Where Gateways are served.
@@ -249,11 +247,11 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
         let class = &snapshot.gateway_classes[*name];
         let missing: Vec<&str> = options.missing_kinds.iter().map(String::as_str).collect();
         let accepted = match fleets::class_instance(snapshot, class) {
-            Ok(_) if missing.is_empty() => Cond::ok("Accepted", "Accepted"),
+            Ok(_) if missing.is_empty() => Cond::ok(Type::Accepted, Reason::Accepted),
             Ok(_) => Cond::new(
-                "Accepted",
+                Type::Accepted,
                 true,
-                "Accepted",
+                Reason::Accepted,
                 format!(
                     "CRDs not installed, so their features are unavailable: {}",
                     missing.join(", ")
@@ -262,14 +260,17 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
             Err(why) => {
                 rejected_classes.insert(*name, format!("parametersRef: {why}"));
                 Cond::new(
-                    "Accepted",
+                    Type::Accepted,
                     false,
-                    "InvalidParameters",
+                    Reason::InvalidParameters,
                     format!("parametersRef: {why}"),
                 )
             }
         };
-        let conds = vec![accepted, Cond::ok("SupportedVersion", "SupportedVersion")];
+        let conds = vec![
+            accepted,
+            Cond::ok(Type::SupportedVersion, Reason::SupportedVersion),
+        ];
         let previous = class.status.as_ref().and_then(|s| s.conditions.as_deref());
         status.gateway_classes.insert(
             (*name).clone(),
@@ -428,7 +429,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
                 for (_, conds) in &mut parents {
                     for c in conds
                         .iter_mut()
-                        .filter(|c| c.type_ == "Accepted" && c.status)
+                        .filter(|c| c.type_ == Type::Accepted && c.status)
                     {
                         *c = cond.clone();
                     }

@@ -9,7 +9,7 @@ use gateway_api::apis::experimental::gateways::{
 use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteStatusParentsParentRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::conditions::{Cond, stamp};
+use super::conditions::{Cond, Reason, Type, stamp};
 use super::gateways::{self, GROUP, GatewayModel, HTTP_ROUTE, Protocol};
 use super::hostnames::{self, Effective, effective_hostnames};
 use super::layout::Bucket;
@@ -74,7 +74,7 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
         // The CRD schema would refuse the whole route; files skip it.
         let bad_hostname = (route.spec.hostnames.iter().flatten())
             .find_map(|h| hostnames::validate(h).err())
-            .map(|why| Cond::new("Accepted", false, "UnsupportedValue", why));
+            .map(|why| Cond::new(Type::Accepted, false, Reason::UnsupportedValue, why));
         let shared =
             (!rules::depends_on_listener(route)).then(|| std::mem::take(&mut compiled.matches));
         let mut per_listener: BTreeMap<(u16, bool), Vec<CompiledMatch>> = BTreeMap::new();
@@ -94,9 +94,9 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
             ) {
                 (Some(cond), _) => cond.clone(),
                 (None, Some(_)) => Cond::new(
-                    "Accepted",
+                    Type::Accepted,
                     false,
-                    "NotAllowedByListeners",
+                    Reason::NotAllowedByListeners,
                     format!("Gateway {} is not accepted", models[g].key),
                 ),
                 (None, None) => {
@@ -140,7 +140,7 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
                                     });
                                 }
                             }
-                            Cond::ok("Accepted", "Accepted")
+                            Cond::ok(Type::Accepted, Reason::Accepted)
                         }
                     }
                 }
@@ -150,7 +150,7 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
                 compiled
                     .unresolved
                     .clone()
-                    .unwrap_or_else(|| Cond::ok("ResolvedRefs", "ResolvedRefs")),
+                    .unwrap_or_else(|| Cond::ok(Type::ResolvedRefs, Reason::ResolvedRefs)),
             );
             entries.push((parent_ref, conds));
         }
@@ -193,25 +193,25 @@ fn candidate_listeners(
     }
     if !selected {
         return Err(Cond::new(
-            "Accepted",
+            Type::Accepted,
             false,
-            "NoMatchingParent",
+            Reason::NoMatchingParent,
             "no listener matches the parentRef's sectionName and port",
         ));
     }
     if !allowed {
         return Err(Cond::new(
-            "Accepted",
+            Type::Accepted,
             false,
-            "NotAllowedByListeners",
+            Reason::NotAllowedByListeners,
             "no selected listener allows this route",
         ));
     }
     if matched.is_empty() {
         return Err(Cond::new(
-            "Accepted",
+            Type::Accepted,
             false,
-            "NoMatchingListenerHostname",
+            Reason::NoMatchingListenerHostname,
             "no hostname of this route matches a selected listener's hostname",
         ));
     }
@@ -225,26 +225,28 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
         .listeners
         .iter()
         .map(|l| {
-            let problem = |t: &str| l.problems.iter().find(|c| c.type_ == t).cloned();
+            let problem = |t: Type| l.problems.iter().find(|c| c.type_ == t).cloned();
             let programmed = l.usable() && model.rejected.is_none();
             let conds = vec![
-                problem("Accepted").unwrap_or_else(|| Cond::ok("Accepted", "Accepted")),
-                problem("ResolvedRefs").unwrap_or_else(|| Cond::ok("ResolvedRefs", "ResolvedRefs")),
-                problem("Conflicted")
-                    .unwrap_or_else(|| Cond::new("Conflicted", false, "NoConflicts", "")),
+                problem(Type::Accepted)
+                    .unwrap_or_else(|| Cond::ok(Type::Accepted, Reason::Accepted)),
+                problem(Type::ResolvedRefs)
+                    .unwrap_or_else(|| Cond::ok(Type::ResolvedRefs, Reason::ResolvedRefs)),
+                problem(Type::Conflicted)
+                    .unwrap_or_else(|| Cond::new(Type::Conflicted, false, Reason::NoConflicts, "")),
                 match (&model.rejected, programmed) {
-                    (_, true) => Cond::ok("Programmed", "Programmed"),
+                    (_, true) => Cond::ok(Type::Programmed, Reason::Programmed),
                     // Its own conditions may all be True: say what stops it.
                     (Some(rejected), _) if l.usable() => Cond::new(
-                        "Programmed",
+                        Type::Programmed,
                         false,
-                        "Invalid",
+                        Reason::Invalid,
                         format!("the Gateway is not accepted: {}", rejected.message),
                     ),
                     _ => Cond::new(
-                        "Programmed",
+                        Type::Programmed,
                         false,
-                        "Invalid",
+                        Reason::Invalid,
                         "listener is not valid; see its other conditions",
                     ),
                 },
@@ -272,11 +274,11 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
     let usable = model.listeners.iter().filter(|l| l.usable()).count();
     let accepted = match &model.rejected {
         Some(cond) => cond.clone(),
-        None if usable == model.listeners.len() => Cond::ok("Accepted", "Accepted"),
+        None if usable == model.listeners.len() => Cond::ok(Type::Accepted, Reason::Accepted),
         None => Cond::new(
-            "Accepted",
+            Type::Accepted,
             usable > 0,
-            "ListenersNotValid",
+            Reason::ListenersNotValid,
             format!(
                 "{} of {} listeners are not valid",
                 model.listeners.len() - usable,
@@ -287,9 +289,9 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
     let programmed = if !model.unusable.is_empty() {
         let list: Vec<String> = model.unusable.iter().map(ToString::to_string).collect();
         Cond::new(
-            "Programmed",
+            Type::Programmed,
             false,
-            "AddressNotUsable",
+            Reason::AddressNotUsable,
             match model.managed {
                 true => format!(
                     "the fleet's Service cannot take {} (the API server refuses loopback and link-local external IPs)",
@@ -299,19 +301,19 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
             },
         )
     } else if accepted.status && usable > 0 {
-        Cond::ok("Programmed", "Programmed")
+        Cond::ok(Type::Programmed, Reason::Programmed)
     } else if let Some(rejected) = &model.rejected {
         Cond::new(
-            "Programmed",
+            Type::Programmed,
             false,
-            "Invalid",
+            Reason::Invalid,
             format!("the Gateway is not accepted: {}", rejected.message),
         )
     } else {
         Cond::new(
-            "Programmed",
+            Type::Programmed,
             false,
-            "Invalid",
+            Reason::Invalid,
             "no listener can be programmed",
         )
     };

@@ -224,6 +224,7 @@ fn duration_millis(value: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conditions::{Reason, Type};
     use crate::snapshot::Object;
     use serde_json::json;
 
@@ -263,7 +264,7 @@ mod tests {
         assert_eq!(invoked(&b), "proxy 10.0.0.2:80");
         let bad = handlers(&snapshot, &a, &missing, &mut caches).unwrap();
         assert_eq!(bad.handlers, [Handler::status(500)]);
-        assert_eq!(bad.unresolved.unwrap().reason, "BackendNotFound");
+        assert_eq!(bad.unresolved.unwrap().reason, Reason::BackendNotFound);
     }
 
     #[test]
@@ -298,7 +299,7 @@ mod tests {
         let cond = timeout(&r).unwrap_err();
         assert_eq!(
             (cond.type_, cond.status, cond.reason),
-            ("Accepted", false, "UnsupportedValue")
+            (Type::Accepted, false, Reason::UnsupportedValue)
         );
         assert!(cond.message.contains("2562048h"), "{}", cond.message);
     }

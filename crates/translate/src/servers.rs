@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use super::conditions::Cond;
+use super::conditions::{Cond, Reason, Type};
 use super::gateways::{GatewayModel, Protocol, conflict};
 use super::hostnames::Host;
 use super::layout::{self, Bucket, PlannedListener};
@@ -59,9 +59,9 @@ pub fn assign(models: &mut [GatewayModel]) -> Vec<ServerPlan> {
                 {
                     let (pg, pl) = plan.members[0];
                     problem = Some(Cond::new(
-                        "Accepted",
+                        Type::Accepted,
                         false,
-                        "PortUnavailable",
+                        Reason::PortUnavailable,
                         format!(
                             "port {} is already bound on overlapping addresses by listener {:?} of Gateway {}",
                             listener.port, models[pg].listeners[pl].name, models[pg].key

@@ -9,7 +9,7 @@ use gateway_api::apis::experimental::grpcroutes::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::conditions::{Cond, stamp};
+use super::conditions::{Cond, Reason, Type, stamp};
 use super::gateways::{self, GROUP, HTTP_ROUTE};
 use crate::snapshot::{ObjectRef, Snapshot};
 
@@ -46,9 +46,9 @@ pub fn grpc_routes(
                     section_name: p.section_name.clone(),
                 };
                 let conds = vec![Cond::new(
-                    "Accepted",
+                    Type::Accepted,
                     false,
-                    "NotAllowedByListeners",
+                    Reason::NotAllowedByListeners,
                     format!(
                         "GRPCRoute is not supported yet: no listener of Gateway {gateway} supports it (supportedKinds: {HTTP_ROUTE})"
                     ),
