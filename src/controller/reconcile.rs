@@ -18,10 +18,11 @@ use super::targets::Clients;
 use crate::cli::ControllerArgs;
 use crate::crd::{KengineInstanceStatus, PodConfigStatus};
 use crate::kengine::Flavor;
+use crate::kengine::PushFailure;
 use crate::operator::workloads::Settings;
 use crate::operator::{self, InstanceReport, OWNED_KINDS, Operator, pki};
 use crate::providers::kubernetes::{Served, Watches};
-use crate::sinks::fleet::{PodResult, config_hash};
+use crate::sinks::fleet::{PodResult, PushOutcome, config_hash};
 use crate::sinks::fleet_lanes::{Done, Lanes, Progress};
 use crate::sinks::status_writer::{StatusWriter, Writes};
 use crate::snapshot::{ObjectRef, Snapshot};
@@ -412,7 +413,7 @@ impl Reconciler {
                 continue;
             }
             self.reported.insert(r.name.clone(), error.clone());
-            let event = push_failed(&r.name, error);
+            let event = push_failed(&r.name, r.outcome, error);
             for gw in gateways {
                 let Some(gateway) = snapshot.gateways.get(gw) else {
                     continue;
@@ -487,12 +488,12 @@ fn event(type_: EventType, reason: &str, action: &str, note: &str) -> Event {
     }
 }
 
-/// The Warning on a fleet's Gateways when a pod's push fails.
-fn push_failed(pod: &str, error: &str) -> Event {
-    let reason = if error.contains("rejected") {
-        "ConfigRejected"
-    } else {
-        "PushFailed"
+/// The Warning on a fleet's Gateways when a pod's push fails: Kengine's
+/// refusal is told apart from a push that did not get through.
+fn push_failed(pod: &str, outcome: PushOutcome, error: &str) -> Event {
+    let reason = match outcome {
+        PushOutcome::Failed(PushFailure::Rejected | PushFailure::Unloadable) => "ConfigRejected",
+        _ => "PushFailed",
     };
     event(
         EventType::Warning,
@@ -768,7 +769,7 @@ mod tests {
             .map(|i| result(&format!("pod-{i}"), Some(PushFailure::Rejected), &body))
             .collect();
         for r in &results {
-            let event = push_failed(&r.name, r.error.as_deref().unwrap());
+            let event = push_failed(&r.name, r.outcome, r.error.as_deref().unwrap());
             let note = event.note.unwrap();
             assert!(note.len() <= 1024, "{} bytes", note.len());
             assert!(
@@ -777,6 +778,9 @@ mod tests {
             );
             assert_eq!(event.reason, "ConfigRejected");
         }
+        let timeout = result("slow", Some(PushFailure::Timeout), "timed out");
+        let slow = push_failed("slow", timeout.outcome, "timed out");
+        assert_eq!(slow.reason, "PushFailed", "not a refusal");
         // The operator's problems of a fleet, joined.
         let problems = vec!["applying Deployment: ".to_string() + &"x".repeat(5_000); 10];
         let event = event(

@@ -10,7 +10,7 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
-use crate::sinks::status_writer::FIELD_MANAGER;
+use kengine_gateway_model::names::FIELD_MANAGER;
 
 /// `apiVersion/kind namespace/name`.
 pub fn key(object: &Value) -> String {

@@ -14,6 +14,7 @@ use super::workloads::Infrastructure;
 use crate::crd::KengineInstance;
 use crate::snapshot::{ObjectRef, Snapshot};
 use crate::translate::Fleet;
+use kengine_gateway_model::names::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 /// Marks a KengineInstance the operator created for a Gateway.
 pub const GATEWAY_LABEL: &str = "kengine.khulnasoft.com/gateway";
@@ -81,7 +82,7 @@ fn own_instance(gateway: &Gateway) -> Value {
         "metadata": {
             "name": gateway.metadata.name,
             "namespace": gateway.metadata.namespace,
-            "labels": {GATEWAY_LABEL: gateway.metadata.name, "app.kubernetes.io/managed-by": "kengine-gateway"},
+            "labels": {GATEWAY_LABEL: gateway.metadata.name, MANAGED_BY_LABEL: MANAGED_BY_VALUE},
             // Deleting the Gateway deletes its fleet.
             "ownerReferences": [{
                 "apiVersion": Gateway::api_version(&()),

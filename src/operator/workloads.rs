@@ -19,7 +19,8 @@ use crate::translate::ListenerPort;
 
 pub use crate::crd::{ADMIN_PORT, HEALTH_PORT};
 /// Selects everything the operator generated (its watches use it).
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=kengine-gateway";
+pub use kengine_gateway_model::names::MANAGED_BY_SELECTOR as MANAGED_BY;
+use kengine_gateway_model::names::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 /// The instance a generated object belongs to.
 pub const INSTANCE_LABEL: &str = "kengine.khulnasoft.com/instance";
 const SOCKET_DIR: &str = "/run/kengine";
@@ -110,10 +111,7 @@ pub fn labels(names: &Names, infra: &Infrastructure) -> BTreeMap<String, String>
     for (k, v) in selector(names).into_iter().chain([
         ("app.kubernetes.io/component".into(), "data-plane".into()),
         ("app.kubernetes.io/part-of".into(), "kengine-gateway".into()),
-        (
-            "app.kubernetes.io/managed-by".into(),
-            "kengine-gateway".into(),
-        ),
+        (MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into()),
     ]) {
         labels.insert(k, v);
     }

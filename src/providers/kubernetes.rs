@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::crd::{GROUP as KENGINE_GROUP, KIND as KENGINE_KIND};
-use crate::operator::workloads::MANAGED_BY;
 use crate::providers::files;
 use crate::snapshot::{Object, Snapshot};
+use kengine_gateway_model::names::MANAGED_BY_SELECTOR as MANAGED_BY;
 
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 

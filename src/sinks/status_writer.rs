@@ -26,7 +26,7 @@ use crate::crd::KengineInstanceStatus;
 use crate::sinks::status;
 use crate::snapshot::{ObjectRef, Snapshot};
 
-pub const FIELD_MANAGER: &str = "kengine-gateway";
+pub use kengine_gateway_model::names::FIELD_MANAGER;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Writes {

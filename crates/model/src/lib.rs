@@ -7,6 +7,7 @@
 pub mod crd;
 pub mod kengine;
 pub mod manifests;
+pub mod names;
 pub mod snapshot;
 
 /// The GatewayClass `controllerName` we answer to unless told otherwise.

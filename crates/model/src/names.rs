@@ -1,0 +1,25 @@
+//! Names several parts of kengine-gateway must agree on: the label that
+//! marks what we generate (the operator sets it, the Kubernetes provider
+//! watches by it) and our server-side-apply field manager.
+
+/// The `app.kubernetes.io/managed-by` label of everything we generate.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Its value.
+pub const MANAGED_BY_VALUE: &str = "kengine-gateway";
+/// Selects everything we generated.
+pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=kengine-gateway";
+/// Our server-side-apply field manager (status, and the operator's objects).
+pub const FIELD_MANAGER: &str = "kengine-gateway";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_selector_is_the_label() {
+        assert_eq!(
+            MANAGED_BY_SELECTOR,
+            format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
+        );
+    }
+}
