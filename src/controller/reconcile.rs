@@ -11,6 +11,7 @@ use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::Instrument as _;
 
 use super::metrics::{FleetLabel, Metrics, PushLabel, ResultLabel};
 use super::status_lane;
@@ -102,8 +103,12 @@ impl Reconciler {
         )));
     }
 
-    /// One pass. Changes that arrive while its pushes run are taken by the
-    /// status lane; `true` means it took some and another pass must follow.
+    /// One pass, in steps: translate, apply the fleets' infrastructure,
+    /// write the status that does not wait for a push while the pushes run,
+    /// then the status the pushes decide. Changes that arrive while its
+    /// pushes run are taken by the status lane; `true` means it took some
+    /// and another pass must follow.
+    #[tracing::instrument(name = "reconcile", skip_all)]
     pub async fn reconcile(
         &mut self,
         watches: &Watches,
@@ -119,34 +124,13 @@ impl Reconciler {
             .filter_map(|v| serde_json::from_value(v).ok())
             .collect();
         let now = now();
-        let options = Options {
-            controller_name: self.controller_name.clone(),
-            flavor: self.flavor,
-            now: now.clone(),
-            usable_addresses: None,
-            fleets: FleetMode::Instances,
-            missing_kinds: self.missing.clone(),
-            taken_listens: Default::default(),
-        };
-        let mut output = translate::translate(&snapshot, &options);
-
-        let reports = match &mut self.operator {
-            Some(operator) => {
-                let live = generated(watches);
-                let (reports, counts) = operator.reconcile(&snapshot, &live, &output.fleets).await;
-                for (result, n) in [("applied", counts.applied), ("deleted", counts.deleted)] {
-                    self.metrics
-                        .generated_writes
-                        .get_or_create(&ResultLabel {
-                            result: result.into(),
-                        })
-                        .inc_by(n);
-                }
-                self.instance_events(&snapshot, &reports).await;
-                reports
-            }
-            None => BTreeMap::new(),
-        };
+        let options = self.options(&now);
+        let mut output =
+            tracing::info_span!("translate").in_scope(|| translate::translate(&snapshot, &options));
+        let reports = self
+            .apply_infrastructure(&snapshot, watches, &output.fleets)
+            .instrument(tracing::info_span!("apply_infrastructure"))
+            .await;
         // Managed fleets without Gateways still get a (empty) config: their
         // pods turn Ready only after a first load.
         let mut fleets = std::mem::take(&mut output.fleets);
@@ -296,26 +280,69 @@ impl Reconciler {
         if let Some(writer) = &self.writer {
             writes += writer
                 .write_gateways(&snapshot, gateways, &mut written)
+                .instrument(tracing::info_span!("write_status"))
                 .await;
             let instances = writer.write_instances(&snapshot, &instance_status).await;
             tracing::debug!(fleets = fleets.len(), ?writes, ?instances, lane = lane.iterations, elapsed = ?started.elapsed(), "reconciled");
-            for (result, n) in [
-                ("written", writes.written + instances.written),
-                ("unchanged", writes.unchanged + instances.unchanged),
-                ("failed", writes.failed + instances.failed),
-            ] {
-                self.metrics
-                    .status_writes
-                    .get_or_create(&ResultLabel {
-                        result: result.into(),
-                    })
-                    .inc_by(n);
-            }
+            self.count_status_writes(writes, instances);
         }
         self.metrics
             .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());
         lane.iterations > 0
+    }
+
+    /// Translate's options for a pass of the controller.
+    fn options(&self, now: &Time) -> Options {
+        Options {
+            controller_name: self.controller_name.clone(),
+            flavor: self.flavor,
+            now: now.clone(),
+            usable_addresses: None,
+            fleets: FleetMode::Instances,
+            missing_kinds: self.missing.clone(),
+            taken_listens: Default::default(),
+        }
+    }
+
+    /// The operator's step: the objects of every managed fleet, as
+    /// translate planned them; what each instance's objects came to.
+    async fn apply_infrastructure(
+        &mut self,
+        snapshot: &Snapshot,
+        watches: &Watches,
+        fleets: &BTreeMap<ObjectRef, translate::Fleet>,
+    ) -> BTreeMap<ObjectRef, InstanceReport> {
+        let Some(operator) = &mut self.operator else {
+            return BTreeMap::new();
+        };
+        let live = generated(watches);
+        let (reports, counts) = operator.reconcile(snapshot, &live, fleets).await;
+        for (result, n) in [("applied", counts.applied), ("deleted", counts.deleted)] {
+            self.metrics
+                .generated_writes
+                .get_or_create(&ResultLabel {
+                    result: result.into(),
+                })
+                .inc_by(n);
+        }
+        self.instance_events(snapshot, &reports).await;
+        reports
+    }
+
+    fn count_status_writes(&self, writes: Writes, instances: Writes) {
+        for (result, n) in [
+            ("written", writes.written + instances.written),
+            ("unchanged", writes.unchanged + instances.unchanged),
+            ("failed", writes.failed + instances.failed),
+        ] {
+            self.metrics
+                .status_writes
+                .get_or_create(&ResultLabel {
+                    result: result.into(),
+                })
+                .inc_by(n);
+        }
     }
 
     /// Hands every fleet's config to its lane, never waiting for a push,

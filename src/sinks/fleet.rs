@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tracing::Instrument as _;
 
 use crate::kengine::config::Config;
 use crate::kengine::{AdminClient, AdminError, PushFailure};
@@ -105,7 +106,8 @@ impl FleetPusher {
                     if let Some(e) = refused {
                         return (t, Outcome::Failed(PushFailure::Unloadable, e));
                     }
-                    match push_one(&t.client, body, admin).await {
+                    let span = tracing::info_span!("pod_push", pod = %t.name);
+                    match push_one(&t.client, body, admin).instrument(span).await {
                         Ok(admin) => (t, Outcome::Loaded(admin)),
                         Err((kind, e)) => (t, Outcome::Failed(kind, e)),
                     }

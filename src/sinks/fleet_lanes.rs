@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::{Notify, watch};
+use tracing::Instrument as _;
 
 use super::fleet::{FleetPusher, PodResult, PodTarget, PushCounts, config_hash};
 use crate::kengine::config::Config;
@@ -185,7 +186,11 @@ fn spawn(fleet: ObjectRef, concurrency: usize, observe: Observer, pushed: Arc<No
             };
             // Forget pods that left the fleet, so one that comes back is pushed to.
             pusher.retain(&job.id.pods);
-            let (results, counts) = pusher.push(&job.targets, &job.config, concurrency).await;
+            let span = tracing::info_span!("fleet_push", fleet = %fleet, seq = job.seq, pods = job.targets.len());
+            let (results, counts) = pusher
+                .push(&job.targets, &job.config, concurrency)
+                .instrument(span)
+                .await;
             let finished = Done {
                 job: job.id.clone(),
                 results,
