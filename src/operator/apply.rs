@@ -10,6 +10,8 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
+use crate::crd::KengineInstance;
+
 use kengine_gateway_model::names::FIELD_MANAGER;
 
 /// `apiVersion/kind namespace/name`.
@@ -36,6 +38,25 @@ fn marker(live: &Value) -> String {
     }
 }
 
+/// Why a generated object could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}: not a kind the operator writes")]
+    UnknownKind(String),
+    #[error("{0} has no namespace")]
+    NoNamespace(String),
+    #[error("applying {key}: {source}")]
+    Apply {
+        key: String,
+        source: Box<kube::Error>,
+    },
+    #[error("deleting {key}: {source}")]
+    Delete {
+        key: String,
+        source: Box<kube::Error>,
+    },
+}
+
 #[derive(Default)]
 pub struct Applier {
     /// Per object key: hash of what we applied, and the live marker it got.
@@ -57,7 +78,7 @@ impl Applier {
         desired: &Value,
         live: Option<&Value>,
         counts: &mut Counts,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, ApplyError> {
         let key = key(desired);
         let hash = crate::sinks::fleet::short_hash(desired.to_string().as_bytes());
         if let (Some(live), Some((h, m))) = (live, self.applied.get(&key))
@@ -73,7 +94,10 @@ impl Applier {
         let result = api
             .patch(name, &params, &Patch::Apply(desired))
             .await
-            .map_err(|e| format!("applying {key}: {e}"))?;
+            .map_err(|source| ApplyError::Apply {
+                key: key.clone(),
+                source: Box::new(source),
+            })?;
         let result = serde_json::to_value(&result).unwrap_or_default();
         self.applied.insert(key, (hash, marker(&result)));
         counts.applied += 1;
@@ -86,14 +110,19 @@ impl Applier {
         client: &Client,
         live: &Value,
         counts: &mut Counts,
-    ) -> Result<(), String> {
+    ) -> Result<(), ApplyError> {
         let key = key(live);
         let api = api(client, live)?;
         let name = live["metadata"]["name"].as_str().unwrap_or_default();
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(format!("deleting {key}: {e}")),
+            Err(source) => {
+                return Err(ApplyError::Delete {
+                    key,
+                    source: Box::new(source),
+                });
+            }
         }
         self.applied.remove(&key);
         counts.deleted += 1;
@@ -101,21 +130,38 @@ impl Applier {
     }
 }
 
-fn api(client: &Client, object: &Value) -> Result<Api<DynamicObject>, String> {
+fn api(client: &Client, object: &Value) -> Result<Api<DynamicObject>, ApplyError> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let kind = object["kind"].as_str().unwrap_or_default();
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
-    let plural = match kind {
-        "NetworkPolicy" => "networkpolicies".to_string(),
-        "PodDisruptionBudget" => "poddisruptionbudgets".to_string(),
-        k => format!("{}s", k.to_ascii_lowercase()),
-    };
-    let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
+    let ar = resource(api_version, kind).ok_or_else(|| ApplyError::UnknownKind(key(object)))?;
     let namespace = object["metadata"]["namespace"]
         .as_str()
-        .ok_or_else(|| format!("{} has no namespace", key(object)))?;
+        .ok_or_else(|| ApplyError::NoNamespace(key(object)))?;
     Ok(Api::namespaced_with(client.clone(), namespace, &ar))
+}
+
+/// The API resource of a kind the operator writes, taken from its type
+/// (never a plural guessed from the kind's name); `None` for any other.
+fn resource(api_version: &str, kind: &str) -> Option<ApiResource> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+    use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    fn of<K: kube::Resource<DynamicType = ()>>() -> ApiResource {
+        ApiResource::erase::<K>(&())
+    }
+    let ar = match kind {
+        "Deployment" => of::<Deployment>(),
+        "DaemonSet" => of::<DaemonSet>(),
+        "Service" => of::<Service>(),
+        "ServiceAccount" => of::<ServiceAccount>(),
+        "Secret" => of::<Secret>(),
+        "NetworkPolicy" => of::<NetworkPolicy>(),
+        "PodDisruptionBudget" => of::<PodDisruptionBudget>(),
+        "KengineInstance" => of::<KengineInstance>(),
+        _ => return None,
+    };
+    (ar.api_version == api_version).then_some(ar)
 }
 
 #[cfg(test)]
@@ -133,6 +179,34 @@ mod tests {
                 &serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"namespace": "a", "name": "b"}})
             ),
             "apps/v1/Deployment a/b"
+        );
+    }
+
+    #[test]
+    fn every_kind_written_has_its_resource() {
+        let mut kinds: Vec<(&str, &str)> = super::super::OWNED_KINDS.to_vec();
+        kinds.extend([
+            ("v1", "Secret"),
+            ("kengine.khulnasoft.com/v1alpha1", "KengineInstance"),
+        ]);
+        for (api_version, kind) in kinds {
+            let ar = resource(api_version, kind).unwrap_or_else(|| panic!("{api_version} {kind}"));
+            assert_eq!(ar.kind, kind);
+        }
+        assert_eq!(
+            resource("networking.k8s.io/v1", "NetworkPolicy")
+                .unwrap()
+                .plural,
+            "networkpolicies"
+        );
+        assert_eq!(
+            resource("policy/v1", "PodDisruptionBudget").unwrap().plural,
+            "poddisruptionbudgets"
+        );
+        assert!(resource("v1", "ConfigMap").is_none(), "not ours to write");
+        assert!(
+            resource("apps/v1beta1", "Deployment").is_none(),
+            "another version"
         );
     }
 }

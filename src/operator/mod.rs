@@ -133,7 +133,7 @@ impl Operator {
                         report.workload = Some(result);
                     }
                     Ok(_) => {}
-                    Err(e) => report.problems.push(e),
+                    Err(e) => report.problems.push(e.to_string()),
                 }
             }
             reports.insert(id.clone(), report);
@@ -217,7 +217,8 @@ impl Operator {
             let written = self
                 .applier
                 .apply(&self.client, &secret, None, counts)
-                .await?;
+                .await
+                .map_err(|e| e.to_string())?;
             if let Some(rv) = written["metadata"]["resourceVersion"].as_str() {
                 self.pending
                     .insert(secret_key(name), (rv.to_string(), Instant::now()));
