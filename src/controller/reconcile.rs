@@ -17,7 +17,7 @@ use super::metrics::{FleetLabel, Metrics, PushLabel, ResultLabel};
 use super::status_lane;
 use super::targets::Clients;
 use crate::cli::ControllerArgs;
-use crate::crd::{KengineInstanceStatus, PodConfigStatus};
+use crate::crd::{InstanceCondition, InstanceReason, KengineInstanceStatus, PodConfigStatus};
 use crate::kengine::Flavor;
 use crate::kengine::PushFailure;
 use crate::operator::workloads::Settings;
@@ -597,50 +597,65 @@ fn instance(
     let problems = report.map(|r| r.problems.join("; ")).unwrap_or_default();
     let not_programmed = outcome.not_programmed.as_ref().map(|(_, m)| m.clone());
     let (ready, reason, message) = if !problems.is_empty() {
-        (false, "ApplyFailed", problems.clone())
+        (false, InstanceReason::ApplyFailed, problems.clone())
     } else if let Some(message) = not_programmed.clone() {
-        (false, "NotReady", message)
+        (false, InstanceReason::NotReady, message)
     } else if let Some(r) = rollout.filter(|r| r.ready < r.desired || r.desired == 0) {
         (
             false,
-            "PodsNotReady",
+            InstanceReason::PodsNotReady,
             format!("{} of {} pods ready", r.ready, r.desired),
         )
     } else {
-        (true, "AllPodsLoaded", String::new())
+        (true, InstanceReason::AllPodsLoaded, String::new())
     };
     let progressing = rollout.is_some_and(|r| !r.settled());
     let degraded = if failed > 0 {
-        Some(("PushFailed", not_programmed.unwrap_or_default()))
+        Some((
+            InstanceReason::PushFailed,
+            not_programmed.unwrap_or_default(),
+        ))
     } else if !problems.is_empty() {
-        Some(("ApplyFailed", problems))
+        Some((InstanceReason::ApplyFailed, problems))
     } else {
         None
     };
     let mut conditions = vec![
-        condition("Ready", ready, reason, &message),
+        condition(InstanceCondition::Ready, ready, reason, &message),
         match rollout {
             Some(r) if progressing => condition(
-                "Progressing",
+                InstanceCondition::Progressing,
                 true,
-                "RollingOut",
+                InstanceReason::RollingOut,
                 &format!(
                     "{} of {} pods updated, {} ready",
                     r.updated, r.desired, r.ready
                 ),
             ),
-            _ => condition("Progressing", false, "Settled", ""),
+            _ => condition(
+                InstanceCondition::Progressing,
+                false,
+                InstanceReason::Settled,
+                "",
+            ),
         },
         match &degraded {
-            Some((reason, message)) => condition("Degraded", true, reason, message),
-            None => condition("Degraded", false, "NoFailures", ""),
+            Some((reason, message)) => {
+                condition(InstanceCondition::Degraded, true, *reason, message)
+            }
+            None => condition(
+                InstanceCondition::Degraded,
+                false,
+                InstanceReason::NoFailures,
+                "",
+            ),
         },
     ];
     if outcome.plain_http {
         conditions.push(condition(
-            "PlainHttpAdmin",
+            InstanceCondition::PlainHttpAdmin,
             true,
-            "PlainHttpAllowed",
+            InstanceReason::PlainHttpAllowed,
             "allowPlainHttp is set: the admin API and the TLS keys in configs travel unencrypted",
         ));
     }
@@ -739,12 +754,12 @@ fn failure_summary(results: &[PodResult]) -> String {
 }
 
 fn condition(
-    type_: &'static str,
+    type_: InstanceCondition,
     status: bool,
-    reason: &'static str,
+    reason: InstanceReason,
     message: &str,
 ) -> (&'static str, bool, &'static str, String) {
-    (type_, status, reason, message.to_string())
+    (type_.as_str(), status, reason.as_str(), message.to_string())
 }
 
 #[cfg(test)]

@@ -244,6 +244,31 @@ pub struct PodConfigStatus {
     pub message: Option<String>,
 }
 
+crate::named! {
+    /// The condition types of a KengineInstance's status.
+    pub InstanceCondition {
+        Degraded,
+        PlainHttpAdmin,
+        Progressing,
+        Ready,
+    }
+}
+
+crate::named! {
+    /// The reasons of a KengineInstance's conditions.
+    pub InstanceReason {
+        AllPodsLoaded,
+        ApplyFailed,
+        NoFailures,
+        NotReady,
+        PlainHttpAllowed,
+        PodsNotReady,
+        PushFailed,
+        RollingOut,
+        Settled,
+    }
+}
+
 /// The CRD as YAML, as checked in under `crds/`.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;

@@ -4,44 +4,12 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-/// An enum whose variants are written in status under their own names.
-macro_rules! named {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            /// The name the Gateway API gives it.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => stringify!($variant)),+ }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.as_str() == other
-            }
-        }
-
-        impl PartialEq<String> for $name {
-            fn eq(&self, other: &String) -> bool {
-                self.as_str() == other
-            }
-        }
-    };
-}
+use kengine_gateway_model::named;
 
 named! {
     /// Condition types of GatewayClasses, Gateways, listeners, routes and
     /// policies.
-    Type {
+    pub Type {
         Accepted,
         Conflicted,
         InsecureFrontendValidationMode,
@@ -54,7 +22,7 @@ named! {
 named! {
     /// Condition reasons, as the spec names them (and a few of ours where it
     /// has none, documented in the README).
-    Reason {
+    pub Reason {
         Accepted,
         AddressNotUsable,
         BackendNotFound,
