@@ -217,7 +217,7 @@ async fn caddy(
 async fn run(routes: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let plane = control_plane::ControlPlane::start().await;
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = crate::util::repo();
     plane
         .install_crds(&[
             repo.join("e2e/gateway-api/v1.6.1/config/crd/experimental"),

