@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway_api::apis::experimental::gateways::{GatewayStatus, GatewayStatusAddresses};
+use gateway_api::apis::experimental::gateways::GatewayStatus;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
@@ -205,18 +205,7 @@ impl Reconciler {
                     let Some(gs) = gateways.get_mut(gw) else {
                         continue;
                     };
-                    if gs.addresses.is_none() && !outcome.addresses.is_empty() {
-                        gs.addresses = Some(
-                            outcome
-                                .addresses
-                                .iter()
-                                .map(|(t, v)| GatewayStatusAddresses {
-                                    r#type: Some(t.to_string()),
-                                    value: v.clone(),
-                                })
-                                .collect(),
-                        );
-                    }
+                    programmed::fleet_addresses(gs, &outcome.addresses);
                     if !outcome.pushed {
                         // In flight: Programmed stays as it is live (a new
                         // Gateway waits) until the lane's result comes.

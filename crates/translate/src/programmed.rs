@@ -2,7 +2,7 @@
 //! what a Gateway would be once its config is loaded; these rules say what
 //! it is, given what happened to its fleet's push.
 
-use gateway_api::apis::experimental::gateways::GatewayStatus;
+use gateway_api::apis::experimental::gateways::{GatewayStatus, GatewayStatusAddresses};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::Status;
@@ -37,6 +37,23 @@ pub fn verdict(key: &ObjectRef, push: FleetPush<'_>) -> Option<(Reason, String)>
         )),
         FleetPush::Failed(failures) => Some((Reason::Invalid, failures.to_string())),
         FleetPush::Loaded => None,
+    }
+}
+
+/// A Gateway whose addresses translate could not know (no static
+/// addresses: its fleet's Service or pods decide them) takes its fleet's,
+/// `(type, value)` as the fleet reports them.
+pub fn fleet_addresses(gateway: &mut GatewayStatus, fleet: &[(&str, String)]) {
+    if gateway.addresses.is_none() && !fleet.is_empty() {
+        gateway.addresses = Some(
+            fleet
+                .iter()
+                .map(|(t, v)| GatewayStatusAddresses {
+                    r#type: Some(t.to_string()),
+                    value: v.clone(),
+                })
+                .collect(),
+        );
     }
 }
 
@@ -163,6 +180,24 @@ mod tests {
         not_programmed(&mut again, Reason::Pending, "no pods", Some(&g), &t(90));
         assert_eq!(programmed(&again).last_transition_time, t(50));
         assert_eq!(programmed(&again).reason, "Pending");
+    }
+
+    #[test]
+    fn gateways_without_addresses_take_their_fleets() {
+        let mut g = gateway_status("True", 1, false);
+        fleet_addresses(&mut g, &[("IPAddress", "10.96.0.7".into())]);
+        let a = g.addresses.as_ref().unwrap();
+        assert_eq!(
+            (a[0].r#type.as_deref(), a[0].value.as_str()),
+            (Some("IPAddress"), "10.96.0.7")
+        );
+        let mut own = gateway_status("True", 1, true);
+        fleet_addresses(&mut own, &[("IPAddress", "10.96.0.7".into())]);
+        assert_eq!(
+            own.addresses.as_ref().unwrap()[0].value,
+            "10.0.0.9",
+            "translate's stay"
+        );
     }
 
     #[test]
