@@ -374,10 +374,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
         "v1.6.1 has no conformance test for it; claimed and tested with v1.7.0",
     ),
     (
-        "HTTPRouteBackendURLRewrite",
-        "not implemented yet: a backendRef's URLRewrite with ReplacePrefixMatch needs the prefix each match of the rule matched, and backend handlers are built once per rule",
-    ),
-    (
         "ClusterTrustBundle",
         "not implemented yet (with BackendTLSPolicy); v1.7.0 has no conformance test for it",
     ),

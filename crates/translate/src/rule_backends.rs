@@ -112,10 +112,25 @@ fn build<'s>(
             .map(|f| serde_json::to_value(f).and_then(serde_json::from_value))
             .collect::<Result<_, _>>()
             .map_err(|e| filters::unsupported(format!("backendRef filter: {e}")))?;
+        // A ReplacePrefixMatch here replaces the PathPrefix every match of
+        // the rule shares (the handlers serve all of them).
+        let prefix = filters::uses_prefix(&own_filters)
+            .then(|| shared_prefix(rule))
+            .flatten();
+        if filters::uses_prefix(&own_filters) && prefix.is_none() {
+            return Err(filters::unsupported(
+                "a backendRef's ReplacePrefixMatch needs every match of its rule to be the same PathPrefix",
+            ));
+        }
+        if filters::needs_prefix_split(&own_filters) {
+            return Err(filters::unsupported(
+                "a backendRef's ReplacePrefixMatch cannot replace the prefix with `/` (put the rewrite on the rule)",
+            ));
+        }
         let ctx = filters::Context {
             port: 0,
             https: false,
-            prefix: None,
+            prefix,
             prefix_exact: false,
         };
         let (handlers, answered) = filters::handlers(&own_filters, ctx)?;
@@ -163,6 +178,25 @@ fn build<'s>(
         proxies: used.into(),
         unresolved,
     })
+}
+
+/// The PathPrefix every match of `rule` has (a rule without matches is
+/// PathPrefix `/`), or `None` when they differ or one is not a PathPrefix.
+fn shared_prefix(rule: &HttpRouteRules) -> Option<&str> {
+    use gateway_api::apis::experimental::httproutes::HttpRouteRulesMatchesPathType as PathType;
+    let matches = rule.matches.as_deref().unwrap_or_default();
+    let mut prefixes = matches.iter().map(|m| match &m.path {
+        None => Some("/"),
+        Some(p) if p.r#type.as_ref().is_none_or(|t| *t == PathType::PathPrefix) => {
+            Some(p.value.as_deref().unwrap_or("/"))
+        }
+        Some(_) => None,
+    });
+    let Some(first) = prefixes.next() else {
+        return Some("/");
+    };
+    let first = first?;
+    prefixes.all(|p| p == Some(first)).then_some(first)
 }
 
 /// The most retries a rule gets (the spec sets no bound; the conformance
@@ -302,5 +336,54 @@ mod tests {
             (Type::Accepted, false, Reason::UnsupportedValue)
         );
         assert!(cond.message.contains("2562048h"), "{}", cond.message);
+    }
+
+    #[test]
+    fn a_backend_rewrite_replaces_the_prefix_the_rules_matches_share() {
+        let objects: Vec<Object> = [json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "svc", "namespace": "a"},
+            "spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}})]
+        .into_iter()
+        .filter_map(|d| kengine_gateway_model::manifests::object_from_value(d).unwrap())
+        .collect();
+        let snapshot = Snapshot::from_objects(objects);
+        let with = |matches: serde_json::Value, replacement: &str| -> HttpRouteRules {
+            serde_json::from_value(
+                json!({"matches": matches, "backendRefs": [{"name": "svc", "port": 80,
+                "filters": [{"type": "URLRewrite", "urlRewrite": {"path": {
+                    "type": "ReplacePrefixMatch", "replacePrefixMatch": replacement}}}]}]}),
+            )
+            .unwrap()
+        };
+        let key = ObjectRef::new("a", "r");
+        let prefix = |v: &str| json!({"path": {"type": "PathPrefix", "value": v}});
+        let rule = with(json!([prefix("/prefix"), prefix("/prefix")]), "/rewritten");
+        let built = handlers(&snapshot, &key, &rule, &mut Caches::default()).unwrap();
+        // The backend's own handlers run in a subroute of their own.
+        let rewrite = match &built.handlers[..] {
+            [Handler::Subroute { routes }] => routes[0].handle.first(),
+            other => other.first(),
+        };
+        let Some(Handler::Rewrite { path_regexp, .. }) = rewrite else {
+            panic!("{:?}", built.handlers)
+        };
+        assert!(
+            path_regexp[0].find.starts_with("^(?:/|%2[Ff])+(?:p|%70)"),
+            "{}",
+            path_regexp[0].find
+        );
+        assert_eq!(path_regexp[0].replace, "/rewritten$1");
+        // Matches with other prefixes, or a replacement of `/`: refused.
+        for rule in [
+            with(json!([prefix("/a"), prefix("/b")]), "/x"),
+            with(json!([{"path": {"type": "Exact", "value": "/a"}}]), "/x"),
+            with(json!([prefix("/a")]), "/"),
+        ] {
+            let err = handlers(&snapshot, &key, &rule, &mut Caches::default()).unwrap_err();
+            assert_eq!(
+                (err.type_, err.reason),
+                (Type::Accepted, Reason::UnsupportedValue)
+            );
+        }
     }
 }
