@@ -10,6 +10,8 @@
 //! `.tools/helm/helm` or the PATH; skipped without one unless
 //! `KENGINE_GATEWAY_REQUIRE_HELM` is set, as `scripts/chart-test.sh` does).
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -502,22 +504,6 @@ fn assert_rbac(name: &str, yaml: &str) -> Controller {
     Controller::of(&docs)
 }
 
-/// helm: `$HELM`, else `.tools/helm/helm` (which scripts/chart-test.sh
-/// installs), else `helm` on the PATH.
-fn helm() -> Option<PathBuf> {
-    if let Some(h) = std::env::var_os("HELM") {
-        return Some(h.into());
-    }
-    let local = repo().join(".tools/helm/helm");
-    if local.is_file() {
-        return Some(local);
-    }
-    let on_path = Command::new("helm").arg("version").output();
-    on_path
-        .is_ok_and(|o| o.status.success())
-        .then(|| "helm".into())
-}
-
 fn helm_template(helm: &PathBuf, set: &[&str]) -> String {
     let mut cmd = Command::new(helm);
     cmd.args([
@@ -555,7 +541,7 @@ fn rbac_of_the_install_manifest_is_exactly_the_api_calls() {
 
 #[test]
 fn rbac_of_every_configuration_is_exactly_the_api_calls() {
-    let Some(helm) = helm() else {
+    let Some(helm) = support::helm::bin() else {
         assert!(
             std::env::var_os("KENGINE_GATEWAY_REQUIRE_HELM").is_none(),
             "KENGINE_GATEWAY_REQUIRE_HELM is set, but there is no helm: set HELM or run ./scripts/chart-test.sh"

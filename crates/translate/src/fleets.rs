@@ -28,11 +28,13 @@ pub fn local() -> ObjectRef {
     ObjectRef::new("", "local")
 }
 
+/// The fleet that serves `gateway`, and whether it is the Gateway's own
+/// instance (rule 3: the operator creates it, owned by the Gateway).
 pub fn fleet_of(
     snapshot: &Snapshot,
     gateway: &Gateway,
     mode: FleetMode,
-) -> Result<ObjectRef, Cond> {
+) -> Result<(ObjectRef, bool), Cond> {
     let key = ObjectRef::of(gateway);
     let chosen = if let Some(p) = gateway
         .spec
@@ -40,25 +42,26 @@ pub fn fleet_of(
         .as_ref()
         .and_then(|i| i.parameters_ref.as_ref())
     {
-        instance(snapshot, &p.group, &p.kind, &key.namespace, &p.name)
-            .map_err(|why| invalid(format!("infrastructure.parametersRef: {why}")))?
+        let named = instance(snapshot, &p.group, &p.kind, &key.namespace, &p.name)
+            .map_err(|why| invalid(format!("infrastructure.parametersRef: {why}")))?;
+        (named, false)
     } else {
         let class = snapshot
             .gateway_classes
             .get(&gateway.spec.gateway_class_name);
         // An invalid class reference is reported on the class, and its
         // Gateways are not accepted (translate); they get their own fleet.
-        class
-            .and_then(|c| class_instance(snapshot, c).ok().flatten())
-            .unwrap_or(key)
+        match class.and_then(|c| class_instance(snapshot, c).ok().flatten()) {
+            Some(shared) => (shared, false),
+            None => (key, true),
+        }
     };
     Ok(match mode {
-        FleetMode::Local => local(),
+        FleetMode::Local => (local(), false),
         FleetMode::Instances => chosen,
     })
 }
 
-/// The class's fleet, `None` without a parametersRef, `Err` for a bad one.
 /// Merges the `infrastructure.labels` and `.annotations` of the fleet's
 /// Gateways into it: the first Gateway (by namespace/name) wins a clash,
 /// and labels the fleet already has (translate's own) are never replaced.
@@ -83,20 +86,7 @@ pub fn propagate_infrastructure(snapshot: &Snapshot, fleet: &mut super::Fleet) {
     }
 }
 
-/// Is the fleet `key` the instance of its own that the Gateway of the same
-/// name gets? Only when that Gateway is one it serves and names no
-/// instance itself (`fleet_of` then chose it by the Gateway's name).
-pub fn is_own_instance(snapshot: &Snapshot, key: &ObjectRef, gateways: &[ObjectRef]) -> bool {
-    gateways.contains(key)
-        && snapshot.gateways.get(key).is_some_and(|g| {
-            g.spec
-                .infrastructure
-                .as_ref()
-                .and_then(|i| i.parameters_ref.as_ref())
-                .is_none()
-        })
-}
-
+/// The class's fleet, `None` without a parametersRef, `Err` for a bad one.
 pub fn class_instance(
     snapshot: &Snapshot,
     class: &GatewayClass,
@@ -241,7 +231,7 @@ mod tests {
 
     fn fleet(docs: serde_json::Value, mode: FleetMode) -> Result<ObjectRef, Cond> {
         let s = snapshot(docs);
-        fleet_of(&s, &s.gateways[&ObjectRef::new("apps", "gw")], mode)
+        fleet_of(&s, &s.gateways[&ObjectRef::new("apps", "gw")], mode).map(|(key, _)| key)
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub struct GatewayModel {
     pub unusable: Vec<IpAddr>,
     /// The fleet that serves this Gateway.
     pub fleet: ObjectRef,
+    /// That fleet is the Gateway's own instance, which the operator creates.
+    pub own_fleet: bool,
     /// A Gateway-level reference we cannot use (ResolvedRefs=False).
     pub unresolved: Option<Cond>,
 }
@@ -133,11 +135,11 @@ pub fn model(
             )),
         ),
     };
-    let fleet = match super::fleets::fleet_of(snapshot, gateway, fleets) {
-        Ok(f) => f,
+    let (fleet, own_fleet) = match super::fleets::fleet_of(snapshot, gateway, fleets) {
+        Ok(chosen) => chosen,
         Err(cond) => {
             rejected.get_or_insert(cond);
-            ObjectRef::new(&key.namespace, &key.name)
+            (ObjectRef::new(&key.namespace, &key.name), false)
         }
     };
     let mut listeners: Vec<ListenerModel> = gateway
@@ -177,6 +179,7 @@ pub fn model(
         rejected,
         unusable,
         fleet,
+        own_fleet,
         unresolved: super::fail_closed::backend_client_certificate(gateway),
     }
 }

@@ -326,11 +326,12 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
     for model in &models {
         let fleet = fleets.entry(model.fleet.clone()).or_default();
         fleet.gateways.push(model.key.clone());
+        fleet.own_instance |= model.own_fleet;
         if model.rejected.is_none() {
             fleet.external_ips.extend(model.service_ips.iter().copied());
         }
     }
-    for (key, fleet) in &mut fleets {
+    for fleet in fleets.values_mut() {
         // A fleet shared by several Gateways belongs to none of them; a
         // label value has at most 63 characters, a Gateway name up to 253.
         if let [only] = fleet.gateways.as_slice()
@@ -341,7 +342,6 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
                 .insert(GATEWAY_NAME_LABEL.into(), only.name.clone());
         }
         fleets::propagate_infrastructure(snapshot, fleet);
-        fleet.own_instance = fleets::is_own_instance(snapshot, key, &fleet.gateways);
     }
     for (key, fleet) in &mut fleets {
         let plans: Vec<_> = plan.iter().filter(|p| &p.fleet == key).cloned().collect();

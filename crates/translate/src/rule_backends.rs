@@ -114,14 +114,14 @@ fn build<'s>(
             .map_err(|e| filters::unsupported(format!("backendRef filter: {e}")))?;
         // A ReplacePrefixMatch here replaces the PathPrefix every match of
         // the rule shares (the handlers serve all of them).
-        let prefix = filters::uses_prefix(&own_filters)
-            .then(|| shared_prefix(rule))
-            .flatten();
-        if filters::uses_prefix(&own_filters) && prefix.is_none() {
-            return Err(filters::unsupported(
-                "a backendRef's ReplacePrefixMatch needs every match of its rule to be the same PathPrefix",
-            ));
-        }
+        let prefix = match filters::uses_prefix(&own_filters) {
+            true => Some(shared_prefix(rule).ok_or_else(|| {
+                filters::unsupported(
+                    "a backendRef's ReplacePrefixMatch needs every match of its rule to be the same PathPrefix",
+                )
+            })?),
+            false => None,
+        };
         if filters::needs_prefix_split(&own_filters) {
             return Err(filters::unsupported(
                 "a backendRef's ReplacePrefixMatch cannot replace the prefix with `/` (put the rewrite on the rule)",
