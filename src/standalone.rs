@@ -433,27 +433,31 @@ fn log_status(status: &Status) {
 mod tests {
     use super::*;
 
-    /// The status of kinds we do not serve keeps its transition times
-    /// across syncs, like the others.
+    /// The status of GRPCRoutes and BackendTLSPolicies keeps its
+    /// transition times across syncs, like the others.
     #[test]
-    fn carried_status_keeps_unserved_kinds_transition_times() {
-        let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/golden/fail-closed/input.yaml");
+    fn carried_status_keeps_transition_times_of_every_kind() {
         let at = |secs| Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap());
         let options = |now| translate::Options {
             now,
             ..Default::default()
         };
-        let first = translate::translate(
-            &render::load(std::slice::from_ref(&input)).unwrap(),
-            &options(at(10)),
-        );
-        let mut snapshot = render::load(&[input]).unwrap();
-        carry_status(&mut snapshot, Some(&first.status));
-        let second = translate::translate(&snapshot, &options(at(20)));
-        let key = crate::snapshot::ObjectRef::new("web", "grpc");
+        let twice = |case: &str| {
+            let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("tests/golden/{case}/input.yaml"));
+            let first = translate::translate(
+                &render::load(std::slice::from_ref(&input)).unwrap(),
+                &options(at(10)),
+            );
+            let mut snapshot = render::load(&[input]).unwrap();
+            carry_status(&mut snapshot, Some(&first.status));
+            translate::translate(&snapshot, &options(at(20)))
+        };
+        let second = twice("grpc-methods");
+        let key = crate::snapshot::ObjectRef::new("apps", "methods");
         let grpc = &second.status.grpc_routes[&key][0].conditions[0];
         assert_eq!(grpc.last_transition_time, at(10));
+        let second = twice("fail-closed");
         let key = crate::snapshot::ObjectRef::new("web", "tls-app");
         let policy = &second.status.backend_tls_policies[&key][0].conditions[0];
         assert_eq!(policy.last_transition_time, at(10));

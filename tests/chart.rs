@@ -123,6 +123,8 @@ fn examples_translate_and_routes_are_accepted() {
         .arg(examples.join("gateway.yaml"))
         .arg("-f")
         .arg(examples.join("httproutes.yaml"))
+        .arg("-f")
+        .arg(examples.join("grpcroute.yaml"))
         .args(["--output", "status"])
         .output()
         .expect("running kengine-gateway render");
@@ -135,9 +137,9 @@ fn examples_translate_and_routes_are_accepted() {
     let status = String::from_utf8(out.stdout).unwrap();
     let routes: Vec<&str> = status
         .split("\n---\n")
-        .filter(|doc| doc.contains("\nkind: HTTPRoute\n"))
+        .filter(|doc| doc.contains("\nkind: HTTPRoute\n") || doc.contains("\nkind: GRPCRoute\n"))
         .collect();
-    assert_eq!(routes.len(), 2, "{status}");
+    assert_eq!(routes.len(), 3, "{status}");
     for route in routes {
         assert!(
             route.contains("type: Accepted") && route.contains("status: 'True'"),

@@ -43,6 +43,9 @@ pub struct Upstreams {
     pub response_header_timeout: Option<String>,
     /// How often to try again, and on which response codes.
     pub retry: Option<Retry>,
+    /// The rule is a GRPCRoute's: a request that cannot be sent gets a gRPC
+    /// status (`UNAVAILABLE`, as the spec asks), not an HTTP error.
+    pub grpc: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -91,7 +94,7 @@ pub fn handlers(
         // the spec's 500; a valid Service without endpoints is unavailable.
         let unavailable =
             live().any(|t| t.backend.is_some()) && live().all(|t| t.backend.is_some());
-        return vec![Handler::status(if unavailable { 503 } else { 500 })];
+        return vec![refusal(settings, if unavailable { 503 } else { 500 })];
     }
     let h2c = |t: &Target| t.backend.as_ref().is_some_and(|b| b.h2c);
     let first_h2c = live().next().is_some_and(h2c);
@@ -107,9 +110,9 @@ pub fn handlers(
     for (i, (target, n)) in live.iter().zip(slots).enumerate() {
         let mut handle = target.handlers.clone();
         handle.push(match &target.backend {
-            Some(b) if b.dials.is_empty() => Handler::status(503),
+            Some(b) if b.dials.is_empty() => refusal(settings, 503),
             Some(b) => proxies.invoke(std::slice::from_ref(b), settings, used),
-            None => Handler::status(500),
+            None => refusal(settings, 500),
         });
         // The last target takes whatever is left, so every request lands somewhere.
         let matchers = if i + 1 == live.len() {
@@ -136,6 +139,25 @@ pub fn handlers(
     }
     vec![Handler::Subroute { routes }]
 }
+
+/// The answer to a request that has no backend to go to: `code` (500 for
+/// an invalid backendRef, 503 for a Service without endpoints), or for gRPC
+/// the status `UNAVAILABLE`.
+fn refusal(settings: &Upstreams, code: u16) -> Handler {
+    match settings.grpc {
+        true => Handler::grpc_status(
+            GRPC_UNAVAILABLE,
+            match code {
+                503 => "no ready endpoints",
+                _ => "invalid backendRef",
+            },
+        ),
+        false => Handler::status(code),
+    }
+}
+
+/// gRPC's status code `UNAVAILABLE`.
+const GRPC_UNAVAILABLE: u8 = 14;
 
 impl Proxies {
     /// `invoke` of the shared proxy to `backends`, made on first use.
@@ -393,7 +415,7 @@ mod tests {
         assert_eq!(run(&[target("10.0.0.1", 1, false)], &plain), first);
         let timeout = Upstreams {
             response_header_timeout: Some("5s".into()),
-            retry: None,
+            ..Default::default()
         };
         let retry = Upstreams {
             response_header_timeout: None,
@@ -401,6 +423,7 @@ mod tests {
                 attempts: 2,
                 codes: vec![500, 503],
             }),
+            ..Default::default()
         };
         let names = [
             first.clone(),
@@ -444,6 +467,7 @@ mod tests {
                 attempts: 100,
                 codes: vec![503],
             }),
+            ..Default::default()
         };
         // Walk the nested proxies: (retries, depth).
         let mut proxy = proxy_with_retries(&[&backend], &settings, 100, MAX_CODE_RETRIES);

@@ -11,14 +11,15 @@ use gateway_api::apis::experimental::gateways::{
 use kube::ResourceExt;
 
 use super::conditions::{Cond, Reason, Type};
+use super::grpc_routes::RouteKind;
 use super::hostnames::{self, Host};
 use super::refgrant;
 use super::tls::{PemPair, pem_pair};
 use crate::snapshot::{ObjectRef, Snapshot};
 
 pub const GROUP: &str = "gateway.networking.k8s.io";
-/// The route kinds a listener of each protocol can carry.
-pub const HTTP_ROUTE: &str = "HTTPRoute";
+/// The route kinds an HTTP or HTTPS listener carries, in `supportedKinds` order.
+pub const HTTP_KINDS: [RouteKind; 2] = [RouteKind::Http, RouteKind::Grpc];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Protocol {
@@ -60,7 +61,7 @@ impl ListenerModel {
             protocol: Some(protocol),
             host: Host::Any,
             namespaces: AllowedNamespaces::Same,
-            kinds: vec![HTTP_ROUTE.into()],
+            kinds: HTTP_KINDS.map(|k| k.name().to_string()).to_vec(),
             certificates: match protocol {
                 Protocol::Https => vec![PemPair {
                     certificate: String::new(),
@@ -347,7 +348,10 @@ fn listener(snapshot: &Snapshot, gateway: &ObjectRef, spec: &GatewayListeners) -
         Some(requested) if !requested.is_empty() => {
             for k in requested {
                 let group = k.group.as_deref().unwrap_or(GROUP);
-                if group == GROUP && k.kind == HTTP_ROUTE && protocol.is_some() {
+                if group == GROUP
+                    && HTTP_KINDS.iter().any(|kind| kind.name() == k.kind)
+                    && protocol.is_some()
+                {
                     kinds.push(k.kind.clone());
                 } else {
                     problems.push(Cond::new(
@@ -362,7 +366,7 @@ fn listener(snapshot: &Snapshot, gateway: &ObjectRef, spec: &GatewayListeners) -
                 }
             }
         }
-        _ if protocol.is_some() => kinds.push(HTTP_ROUTE.into()),
+        _ if protocol.is_some() => kinds.extend(HTTP_KINDS.map(|k| k.name().to_string())),
         _ => {}
     }
     kinds.dedup();

@@ -11,6 +11,7 @@ mod filters;
 pub mod fleets;
 mod frontend_tls;
 mod gateways;
+mod grpc_routes;
 pub mod hostnames;
 mod layout;
 pub mod programmed;
@@ -20,7 +21,6 @@ mod rule_backends;
 mod rules;
 mod servers;
 mod tls;
-mod unserved_routes;
 mod upstreams;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +33,9 @@ use gateway_api::apis::experimental::gatewayclasses::{
     GatewayClassStatus, GatewayClassStatusSupportedFeatures,
 };
 use gateway_api::apis::experimental::gateways::GatewayStatus;
-use gateway_api::apis::experimental::grpcroutes::GrpcRouteStatusParents;
+use gateway_api::apis::experimental::grpcroutes::{
+    GrpcRouteStatusParents, GrpcRouteStatusParentsParentRef,
+};
 use gateway_api::apis::experimental::httproutes::HttpRouteStatusParents;
 use gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicyStatusAncestors;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -194,6 +196,9 @@ pub struct Status {
 /// names (GatewayInfrastructurePropagation → GatewayInfrastructure,
 /// HTTPRouteRetry → HTTPRouteRetryCodes): each suite reads its own. Sorted.
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
+    "GRPCRouteRequestHeaderModifier",
     "Gateway",
     "GatewayAddressEmpty",
     "GatewayFrontendClientCertificateValidation",
@@ -285,7 +290,8 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
                 supported_features: Some(
                     SUPPORTED_FEATURES
                         .iter()
-                        .filter(|f| !missing.contains(f))
+                        // A missing kind takes the features named after it.
+                        .filter(|f| !missing.iter().any(|m| f.starts_with(m)))
                         .map(|f| GatewayClassStatusSupportedFeatures {
                             name: f.to_string(),
                         })
@@ -319,7 +325,8 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
         })
         .collect();
     let plan = servers::assign(&mut models);
-    let mut attachments = routes::attach(snapshot, &mut models);
+    let grpc = grpc_routes::convert_all(snapshot);
+    let mut attachments = routes::attach(snapshot, &grpc, &mut models);
 
     let mut fleets: BTreeMap<ObjectRef, Fleet> = BTreeMap::new();
     let mut refused = Vec::new();
@@ -399,75 +406,110 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
             routes::gateway_status(gateway, model, &options.now),
         );
     }
-    let our_gateways: BTreeSet<ObjectRef> = models.iter().map(|m| m.key.clone()).collect();
-    status.grpc_routes = unserved_routes::grpc_routes(
-        snapshot,
-        &our_gateways,
-        &options.controller_name,
-        &options.now,
-    );
     if !snapshot.backend_tls_policies.is_empty() {
         let mut uses = BTreeMap::new();
-        for (key, route, entries) in &attachments.parents {
+        for (r, entries) in &attachments.parents {
             let gateways: Vec<ObjectRef> = entries
                 .iter()
                 .map(|(p, _)| {
-                    let namespace = p.namespace.as_deref().unwrap_or(&key.namespace);
+                    let namespace = p.namespace.as_deref().unwrap_or(&r.key.namespace);
                     ObjectRef::new(namespace, &p.name)
                 })
                 .collect();
-            fail_closed::http_route_uses(snapshot, key, route, &gateways, &mut uses);
+            fail_closed::http_route_uses(snapshot, r.key, r.route, &gateways, &mut uses);
         }
         status.backend_tls_policies =
             fail_closed::policy_status(snapshot, &uses, &options.controller_name, &options.now);
     }
-    // The routes come in key order, so the map is built without searching.
-    status.http_routes = attachments
-        .parents
-        .into_iter()
-        .map(|(key, route, mut parents)| {
-            if let Some(cond) = refused_rule(&refused, key) {
-                for (_, conds) in &mut parents {
-                    for c in conds
-                        .iter_mut()
-                        .filter(|c| c.type_ == Type::Accepted && c.status)
-                    {
-                        *c = cond.clone();
-                    }
+    for (r, mut parents) in attachments.parents {
+        if let Some(cond) = refused_rule(&refused, r.kind, r.key) {
+            for (_, conds) in &mut parents {
+                for c in conds
+                    .iter_mut()
+                    .filter(|c| c.type_ == Type::Accepted && c.status)
+                {
+                    *c = cond.clone();
                 }
             }
-            let previous = route.status.as_ref().map(|s| &s.parents[..]);
-            let generation = route.metadata.generation;
-            let stamped = parents
-                .into_iter()
-                .map(|(parent_ref, conds)| {
-                    let before = previous.and_then(|p| {
-                        p.iter()
-                            .find(|e| {
-                                e.controller_name == options.controller_name
-                                    && e.parent_ref == parent_ref
-                            })
-                            .map(|e| &e.conditions[..])
-                    });
-                    HttpRouteStatusParents {
-                        conditions: stamp(conds, generation, before, &options.now),
-                        controller_name: options.controller_name.clone(),
-                        parent_ref,
-                    }
-                })
-                .collect();
-            (key.clone(), stamped)
-        })
-        .collect();
+        }
+        match r.kind {
+            grpc_routes::RouteKind::Http => {
+                let route = &snapshot.http_routes[r.key];
+                let previous = route.status.as_ref().map(|s| &s.parents[..]);
+                let stamped = (parents.into_iter())
+                    .map(|(parent_ref, conds)| {
+                        let before = previous.and_then(|p| {
+                            (p.iter())
+                                .find(|e| {
+                                    e.controller_name == options.controller_name
+                                        && e.parent_ref == parent_ref
+                                })
+                                .map(|e| &e.conditions[..])
+                        });
+                        HttpRouteStatusParents {
+                            conditions: stamp(
+                                conds,
+                                route.metadata.generation,
+                                before,
+                                &options.now,
+                            ),
+                            controller_name: options.controller_name.clone(),
+                            parent_ref,
+                        }
+                    })
+                    .collect();
+                status.http_routes.insert(r.key.clone(), stamped);
+            }
+            grpc_routes::RouteKind::Grpc => {
+                let route = &snapshot.grpc_routes[r.key];
+                let previous = route.status.as_ref().map(|s| &s.parents[..]);
+                let stamped = (parents.into_iter())
+                    .map(|(p, conds)| {
+                        let parent_ref = GrpcRouteStatusParentsParentRef {
+                            group: p.group,
+                            kind: p.kind,
+                            name: p.name,
+                            namespace: p.namespace,
+                            port: p.port,
+                            section_name: p.section_name,
+                        };
+                        let before = previous.and_then(|p| {
+                            (p.iter())
+                                .find(|e| {
+                                    e.controller_name == options.controller_name
+                                        && e.parent_ref == parent_ref
+                                })
+                                .map(|e| &e.conditions[..])
+                        });
+                        GrpcRouteStatusParents {
+                            conditions: stamp(
+                                conds,
+                                route.metadata.generation,
+                                before,
+                                &options.now,
+                            ),
+                            controller_name: options.controller_name.clone(),
+                            parent_ref,
+                        }
+                    })
+                    .collect();
+                status.grpc_routes.insert(r.key.clone(), stamped);
+            }
+        }
+    }
     Output { fleets, status }
 }
 
 /// The first rule of `route` whose config Kengine would have refused, as
 /// an Accepted=False condition.
-fn refused_rule(refused: &[crate::kengine::check::CheckError], route: &ObjectRef) -> Option<Cond> {
+fn refused_rule(
+    refused: &[crate::kengine::check::CheckError],
+    kind: grpc_routes::RouteKind,
+    route: &ObjectRef,
+) -> Option<Cond> {
     refused.iter().find_map(|e| {
         let origin = e.origin.origins().iter().find(|o| {
-            o.kind == "HTTPRoute" && o.namespace == route.namespace && o.name == route.name
+            o.kind == kind.name() && o.namespace == route.namespace && o.name == route.name
         })?;
         let OriginPart::Rule(rule) = origin.part else {
             return None;
@@ -763,6 +805,24 @@ mod tests {
         assert_eq!(listener_cond(&out, "a", "Conflicted").0, "False");
     }
 
+    #[test]
+    fn a_missing_crd_takes_the_features_named_after_its_kind() {
+        let options = Options {
+            missing_kinds: ["GRPCRoute".to_string()].into(),
+            ..Options::default()
+        };
+        let out = translate(&snapshot_of(vec![class(json!({}))]), &options);
+        let features: Vec<String> = (out.status.gateway_classes.values())
+            .flat_map(|s| s.supported_features.iter().flatten())
+            .map(|f| f.name.clone())
+            .collect();
+        assert!(features.contains(&"HTTPRoute".to_string()), "{features:?}");
+        assert!(
+            !features.iter().any(|f| f.starts_with("GRPCRoute")),
+            "{features:?}"
+        );
+    }
+
     /// tests/golden/fail-closed: what we do not implement is not served.
     #[test]
     fn unimplemented_security_features_fail_closed() {
@@ -820,13 +880,6 @@ mod tests {
         assert_eq!(policy.len(), 1);
         assert_eq!(policy[0].ancestor_ref.name, "mtls");
         assert_eq!(cond(&policy[0].conditions, "Accepted").0, "False");
-        let grpc = &out.status.grpc_routes[&ObjectRef::new("web", "grpc")];
-        assert_eq!(grpc.len(), 1, "only the parentRef to a Gateway of ours");
-        let (status, reason, _) = cond(&grpc[0].conditions, "Accepted");
-        assert_eq!(
-            pair(&status, &reason),
-            pair("False", "NotAllowedByListeners")
-        );
     }
 
     #[test]

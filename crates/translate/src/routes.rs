@@ -1,17 +1,20 @@
 //! Route attachment (parentRefs × listeners) and the statuses it decides.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use gateway_api::apis::experimental::gateways::{
     Gateway, GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
     GatewayStatusListenersSupportedKinds,
 };
-use gateway_api::apis::experimental::httproutes::{HttpRoute, HttpRouteStatusParentsParentRef};
+use gateway_api::apis::experimental::httproutes::{
+    HttpRoute, HttpRouteParentRefs, HttpRouteStatusParentsParentRef,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{Cond, Reason, Type, stamp};
-use super::gateways::{self, GROUP, GatewayModel, HTTP_ROUTE, Protocol};
-use super::hostnames::{self, Effective, effective_hostnames};
+use super::gateways::{self, GROUP, GatewayModel, Protocol};
+use super::grpc_routes::{Converted, RouteKind};
+use super::hostnames::{self, Effective, Host, effective_hostnames};
 use super::layout::Bucket;
 use super::rule_backends;
 use super::rules::{self, CompiledMatch, ListenerContext};
@@ -22,41 +25,85 @@ use crate::snapshot::{ObjectRef, Snapshot};
 pub struct Attachments<'s> {
     /// What each listener serves: effective hostname → matches.
     pub buckets: BTreeMap<ListenerId, Vec<Bucket>>,
-    /// Our `status.parents` entries per route, before stamping, in the
-    /// snapshot's order of routes.
+    /// Our `status.parents` entries per route, before stamping: HTTPRoutes
+    /// in key order, then GRPCRoutes in key order.
     pub parents: Vec<RouteParents<'s>>,
 }
 
+/// A route of either kind, as the rules compile it (a GRPCRoute converted).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteRef<'s> {
+    pub kind: RouteKind,
+    pub key: &'s ObjectRef,
+    pub route: &'s HttpRoute,
+    /// What the conversion of a GRPCRoute could not express.
+    unsupported: Option<&'s Cond>,
+}
+
+/// A route of either kind, by kind and key.
+type RouteId<'s> = (RouteKind, &'s ObjectRef);
+
 /// A route of ours and its `status.parents` entries, before stamping.
 pub type RouteParents<'s> = (
-    &'s ObjectRef,
-    &'s HttpRoute,
+    RouteRef<'s>,
     Vec<(HttpRouteStatusParentsParentRef, Vec<Cond>)>,
 );
 
-pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attachments<'s> {
+/// Every route of both kinds: HTTPRoutes, then the converted GRPCRoutes.
+fn all_routes<'s>(
+    snapshot: &'s Snapshot,
+    grpc: &'s BTreeMap<ObjectRef, Converted>,
+) -> impl Iterator<Item = RouteRef<'s>> {
+    let http = snapshot.http_routes.iter().map(|(key, route)| RouteRef {
+        kind: RouteKind::Http,
+        key,
+        route,
+        unsupported: None,
+    });
+    http.chain(grpc.iter().map(|(key, c)| RouteRef {
+        kind: RouteKind::Grpc,
+        key,
+        route: &c.route,
+        unsupported: c.unsupported.as_ref(),
+    }))
+}
+
+/// The parentRefs of `route` that name a Gateway of ours, with its index.
+fn our_parents<'s>(
+    route: &RouteRef<'s>,
+    index: &BTreeMap<(&str, &str), usize>,
+) -> Vec<(&'s HttpRouteParentRefs, usize)> {
+    (route.route.spec.parent_refs.iter().flatten())
+        .filter(|p| gateways::names_a_gateway(p.group.as_deref(), p.kind.as_deref()))
+        .filter_map(|p| {
+            let namespace = p.namespace.as_deref().unwrap_or(&route.key.namespace);
+            index.get(&(namespace, p.name.as_str())).map(|&g| (p, g))
+        })
+        .collect()
+}
+
+pub fn attach<'s>(
+    snapshot: &'s Snapshot,
+    grpc: &'s BTreeMap<ObjectRef, Converted>,
+    models: &mut [GatewayModel],
+) -> Attachments<'s> {
     let index: BTreeMap<(&str, &str), usize> = models
         .iter()
         .enumerate()
         .map(|(i, m)| ((m.key.namespace.as_str(), m.key.name.as_str()), i))
         .collect();
+    let lost = match snapshot.http_routes.is_empty() || grpc.is_empty() {
+        true => HashSet::new(),
+        false => kind_conflicts(snapshot, models, &index, all_routes(snapshot, grpc)),
+    };
     let mut out = Attachments::default();
     // Routes attached to each listener: how many, and the last one counted
     // (a route's attachments come one after the other).
-    let mut attached: BTreeMap<ListenerId, (i32, Option<&ObjectRef>)> = BTreeMap::new();
+    let mut attached: BTreeMap<ListenerId, (i32, Option<RouteId>)> = BTreeMap::new();
     let mut caches = rule_backends::Caches::default();
-    for (key, route) in &snapshot.http_routes {
-        let parents: Vec<_> = route
-            .spec
-            .parent_refs
-            .iter()
-            .flatten()
-            .filter(|p| gateways::names_a_gateway(p.group.as_deref(), p.kind.as_deref()))
-            .filter_map(|p| {
-                let namespace = p.namespace.as_deref().unwrap_or(&key.namespace);
-                index.get(&(namespace, p.name.as_str())).map(|&g| (p, g))
-            })
-            .collect();
+    for r in all_routes(snapshot, grpc) {
+        let (key, route) = (r.key, r.route);
+        let parents = our_parents(&r, &index);
         if parents.is_empty() {
             continue; // Not ours: leave its status to whoever owns its parents.
         }
@@ -64,6 +111,7 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
         // Without a redirect, this one compilation serves every listener.
         let mut compiled = rules::compile(
             snapshot,
+            r.kind,
             route,
             ListenerContext {
                 port: 0,
@@ -75,6 +123,10 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
         let bad_hostname = (route.spec.hostnames.iter().flatten())
             .find_map(|h| hostnames::validate(h).err())
             .map(|why| Cond::new(Type::Accepted, false, Reason::UnsupportedValue, why));
+        let unsupported = (bad_hostname.as_ref())
+            .or(r.unsupported)
+            .or(compiled.unsupported.as_ref())
+            .cloned();
         let shared =
             (!rules::depends_on_listener(route)).then(|| std::mem::take(&mut compiled.matches));
         let mut per_listener: BTreeMap<(u16, bool), Vec<CompiledMatch>> = BTreeMap::new();
@@ -88,10 +140,7 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
                 port: parent.port,
                 section_name: parent.section_name.clone(),
             };
-            let accepted = match (
-                bad_hostname.as_ref().or(compiled.unsupported.as_ref()),
-                &models[g].rejected,
-            ) {
+            let accepted = match (&unsupported, &models[g].rejected) {
                 (Some(cond), _) => cond.clone(),
                 (None, Some(_)) => Cond::new(
                     Type::Accepted,
@@ -103,19 +152,21 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
                     let listeners = candidate_listeners(
                         snapshot,
                         &models[g],
+                        r.kind,
                         key,
                         route.spec.hostnames.as_deref().unwrap_or_default(),
                         parent.section_name.as_deref(),
                         parent.port,
-                    );
+                    )
+                    .and_then(|found| keep_won(found, &lost, &r, g));
                     match listeners {
                         Err(cond) => cond,
                         Ok(found) => {
                             for (l, hosts) in found {
                                 let (count, last) = attached.entry((g, l)).or_default();
-                                if *last != Some(key) {
+                                if *last != Some((r.kind, key)) {
                                     *count += 1;
-                                    *last = Some(key);
+                                    *last = Some((r.kind, key));
                                 }
                                 let listener = &models[g].listeners[l];
                                 let ctx = ListenerContext {
@@ -127,8 +178,14 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
                                     None => per_listener
                                         .entry((ctx.port, ctx.https))
                                         .or_insert_with(|| {
-                                            rules::compile(snapshot, route, ctx, &mut caches)
-                                                .matches
+                                            rules::compile(
+                                                snapshot,
+                                                r.kind,
+                                                route,
+                                                ctx,
+                                                &mut caches,
+                                            )
+                                            .matches
                                         }),
                                 };
                                 let bucket = out.buckets.entry((g, l)).or_default();
@@ -154,7 +211,7 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
             );
             entries.push((parent_ref, conds));
         }
-        out.parents.push((key, route, entries));
+        out.parents.push((r, entries));
     }
     for ((g, l), (count, _)) in attached {
         models[g].listeners[l].attached_routes = count;
@@ -162,11 +219,155 @@ pub fn attach<'s>(snapshot: &'s Snapshot, models: &mut [GatewayModel]) -> Attach
     out
 }
 
+/// Attachments a route loses to a route of the other kind (HTTPRoute or
+/// GRPCRoute) on the same listener with an intersecting hostname. The spec
+/// accepts exactly one of the two: the oldest, then the first by
+/// `namespace/name`. Routes are taken in that order, so a route loses a
+/// listener when one taken before it, of the other kind, holds an
+/// intersecting hostname there.
+fn kind_conflicts<'s>(
+    snapshot: &Snapshot,
+    models: &[GatewayModel],
+    index: &BTreeMap<(&str, &str), usize>,
+    routes: impl Iterator<Item = RouteRef<'s>>,
+) -> HashSet<(RouteId<'s>, ListenerId)> {
+    let mut routes: Vec<RouteRef<'s>> = routes.collect();
+    routes.sort_by_key(|r| {
+        (
+            r.route.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            r.key,
+        )
+    });
+    let mut held: BTreeMap<ListenerId, Held> = BTreeMap::new();
+    let mut lost = HashSet::new();
+    for r in routes {
+        for (parent, g) in our_parents(&r, index) {
+            if models[g].rejected.is_some() {
+                continue;
+            }
+            let Ok(found) = candidate_listeners(
+                snapshot,
+                &models[g],
+                r.kind,
+                r.key,
+                r.route.spec.hostnames.as_deref().unwrap_or_default(),
+                parent.section_name.as_deref(),
+                parent.port,
+            ) else {
+                continue;
+            };
+            for (l, hosts) in found {
+                let held = held.entry((g, l)).or_default();
+                let other = held.of(other_kind(r.kind));
+                if hosts.iter().any(|(h, _)| other.intersects(h)) {
+                    lost.insert(((r.kind, r.key), (g, l)));
+                } else {
+                    let own = held.of_mut(r.kind);
+                    for (h, _) in hosts {
+                        own.insert(h);
+                    }
+                }
+            }
+        }
+    }
+    lost
+}
+
+/// The hostnames the routes of each kind hold on one listener.
+#[derive(Default)]
+struct Held {
+    http: HostSet,
+    grpc: HostSet,
+}
+
+impl Held {
+    fn of(&self, kind: RouteKind) -> &HostSet {
+        match kind {
+            RouteKind::Http => &self.http,
+            RouteKind::Grpc => &self.grpc,
+        }
+    }
+
+    fn of_mut(&mut self, kind: RouteKind) -> &mut HostSet {
+        match kind {
+            RouteKind::Http => &mut self.http,
+            RouteKind::Grpc => &mut self.grpc,
+        }
+    }
+}
+
+/// Hostnames, exact ones looked up by name: most routes have their own,
+/// and a listener may hold thousands.
+#[derive(Default)]
+struct HostSet {
+    exact: HashSet<String>,
+    /// Wildcards and the catch-all.
+    patterns: Vec<Host>,
+}
+
+impl HostSet {
+    fn insert(&mut self, host: Host) {
+        match host {
+            Host::Exact(name) => {
+                self.exact.insert(name);
+            }
+            pattern => self.patterns.push(pattern),
+        }
+    }
+
+    /// Does a request exist that `host` and a hostname held here both take?
+    fn intersects(&self, host: &Host) -> bool {
+        let overlap = |p: &Host| p.intersect(host).is_some();
+        match host {
+            Host::Exact(name) => self.exact.contains(name) || self.patterns.iter().any(overlap),
+            pattern => {
+                self.patterns.iter().any(overlap) || self.exact.iter().any(|e| pattern.matches(e))
+            }
+        }
+    }
+}
+
+fn other_kind(kind: RouteKind) -> RouteKind {
+    match kind {
+        RouteKind::Http => RouteKind::Grpc,
+        RouteKind::Grpc => RouteKind::Http,
+    }
+}
+
+/// The listeners of Gateway `g` that `r` did not lose to a route of the
+/// other kind; Accepted=False when it lost all of them.
+fn keep_won(
+    found: Vec<(usize, Vec<Effective>)>,
+    lost: &HashSet<(RouteId<'_>, ListenerId)>,
+    r: &RouteRef<'_>,
+    g: usize,
+) -> Result<Vec<(usize, Vec<Effective>)>, Cond> {
+    if lost.is_empty() {
+        return Ok(found);
+    }
+    let won: Vec<_> = (found.into_iter())
+        .filter(|(l, _)| !lost.contains(&((r.kind, r.key), (g, *l))))
+        .collect();
+    match won.is_empty() {
+        false => Ok(won),
+        true => Err(Cond::new(
+            Type::Accepted,
+            false,
+            Reason::NotAllowedByListeners,
+            format!(
+                "an older {} holds an intersecting hostname on every selected listener (a listener serves HTTPRoutes or GRPCRoutes for a hostname, not both)",
+                other_kind(r.kind).name()
+            ),
+        )),
+    }
+}
+
 /// The listeners a parentRef selects that accept the route, with the
 /// route's effective hostnames on each; or the Accepted=False condition.
 fn candidate_listeners(
     snapshot: &Snapshot,
     gateway: &GatewayModel,
+    kind: RouteKind,
     route: &ObjectRef,
     route_hostnames: &[String],
     section: Option<&str>,
@@ -181,7 +382,7 @@ fn candidate_listeners(
         }
         selected = true;
         if !(l.accepts_routes()
-            && l.kinds.iter().any(|k| k == HTTP_ROUTE)
+            && l.kinds.iter().any(|k| k == kind.name())
             && gateways::namespace_allowed(snapshot, l, &gateway.key, &route.namespace))
         {
             continue;

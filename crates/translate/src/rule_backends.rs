@@ -10,10 +10,11 @@ use std::rc::Rc;
 
 use gateway_api::apis::experimental::httproutes::{HttpRouteRules, HttpRouteRulesFilters};
 
-use super::backends::{BackendRef, RefKey, Resolver};
+use super::backends::{Backend, BackendRef, RefKey, Resolver};
 use super::conditions::Cond;
 use super::dispatch::{self, Proxies, Retry, SharedProxy, Target, Upstreams};
 use super::filters;
+use super::grpc_routes::RouteKind;
 use crate::kengine::config::Handler;
 use crate::snapshot::{ObjectRef, Snapshot};
 
@@ -38,13 +39,14 @@ pub struct Caches<'s> {
     rules: HashMap<RuleKey<'s>, RuleBackends>,
 }
 
-/// A rule's backendRefs and its two timeouts.
-type RuleKey<'s> = (Vec<RefKey<'s>>, Option<&'s str>, Option<&'s str>);
+/// A rule's kind, backendRefs and its two timeouts.
+type RuleKey<'s> = (RouteKind, Vec<RefKey<'s>>, Option<&'s str>, Option<&'s str>);
 
 /// The handlers that send a request matching `rule` to its backends, or
 /// why the rule cannot be served (Accepted=False).
 pub fn handlers<'s>(
     snapshot: &Snapshot,
+    kind: RouteKind,
     key: &ObjectRef,
     rule: &'s HttpRouteRules,
     caches: &mut Caches<'s>,
@@ -55,7 +57,7 @@ pub fn handlers<'s>(
             .iter()
             .all(|r| r.filters.as_ref().is_none_or(Vec::is_empty));
     if !plain {
-        return build(snapshot, key, rule, caches);
+        return build(snapshot, kind, key, rule, caches);
     }
     if caches.namespace != key.namespace {
         caches.rules.clear();
@@ -63,6 +65,7 @@ pub fn handlers<'s>(
     }
     let timeouts = rule.timeouts.as_ref();
     let rule_key = (
+        kind,
         refs.iter()
             .map(|r| {
                 (
@@ -81,7 +84,7 @@ pub fn handlers<'s>(
     if let Some(known) = caches.rules.get(&rule_key) {
         return Ok(known.clone());
     }
-    let built = build(snapshot, key, rule, caches)?;
+    let built = build(snapshot, kind, key, rule, caches)?;
     caches.rules.insert(rule_key, built.clone());
     Ok(built)
 }
@@ -89,6 +92,7 @@ pub fn handlers<'s>(
 /// [`handlers`], computed.
 fn build<'s>(
     snapshot: &Snapshot,
+    kind: RouteKind,
     key: &ObjectRef,
     rule: &'s HttpRouteRules,
     caches: &mut Caches<'s>,
@@ -141,8 +145,14 @@ fn build<'s>(
         }
         let backend = match caches
             .resolver
-            .resolve(snapshot, key, "HTTPRoute", &backend_ref)
+            .resolve(snapshot, key, kind.name(), &backend_ref)
         {
+            // gRPC is HTTP/2: cleartext backends are spoken to over h2c
+            // whatever their appProtocol says.
+            Ok(b) if kind == RouteKind::Grpc && !b.h2c => Some(Rc::new(Backend {
+                h2c: true,
+                ..(*b).clone()
+            })),
             Ok(b) => Some(b),
             Err(cond) => {
                 unresolved.get_or_insert(cond);
@@ -170,6 +180,7 @@ fn build<'s>(
     let settings = Upstreams {
         response_header_timeout: timeout(rule)?,
         retry,
+        grpc: kind == RouteKind::Grpc,
     };
     let mut used = Vec::new();
     let handlers = dispatch::handlers(&targets, &settings, &mut caches.proxies, &mut used);
@@ -289,14 +300,28 @@ mod tests {
         let missing = rule(json!([{"name": "nope", "port": 80}]));
         let mut caches = Caches::default();
         let a = ObjectRef::new("a", "r1");
-        let first = handlers(&snapshot, &a, &plain, &mut caches).unwrap();
-        let again = handlers(&snapshot, &ObjectRef::new("a", "r2"), &same, &mut caches).unwrap();
+        let first = handlers(&snapshot, RouteKind::Http, &a, &plain, &mut caches).unwrap();
+        let again = handlers(
+            &snapshot,
+            RouteKind::Http,
+            &ObjectRef::new("a", "r2"),
+            &same,
+            &mut caches,
+        )
+        .unwrap();
         assert_eq!(invoked(&first), "proxy 10.0.0.1:80");
         assert!(Rc::ptr_eq(&first.proxies, &again.proxies), "computed once");
         // The same ref in another namespace is another Service.
-        let b = handlers(&snapshot, &ObjectRef::new("b", "r"), &plain, &mut caches).unwrap();
+        let b = handlers(
+            &snapshot,
+            RouteKind::Http,
+            &ObjectRef::new("b", "r"),
+            &plain,
+            &mut caches,
+        )
+        .unwrap();
         assert_eq!(invoked(&b), "proxy 10.0.0.2:80");
-        let bad = handlers(&snapshot, &a, &missing, &mut caches).unwrap();
+        let bad = handlers(&snapshot, RouteKind::Http, &a, &missing, &mut caches).unwrap();
         assert_eq!(bad.handlers, [Handler::status(500)]);
         assert_eq!(bad.unresolved.unwrap().reason, Reason::BackendNotFound);
     }
@@ -358,7 +383,14 @@ mod tests {
         let key = ObjectRef::new("a", "r");
         let prefix = |v: &str| json!({"path": {"type": "PathPrefix", "value": v}});
         let rule = with(json!([prefix("/prefix"), prefix("/prefix")]), "/rewritten");
-        let built = handlers(&snapshot, &key, &rule, &mut Caches::default()).unwrap();
+        let built = handlers(
+            &snapshot,
+            RouteKind::Http,
+            &key,
+            &rule,
+            &mut Caches::default(),
+        )
+        .unwrap();
         // The backend's own handlers run in a subroute of their own.
         let rewrite = match &built.handlers[..] {
             [Handler::Subroute { routes }] => routes[0].handle.first(),
@@ -379,7 +411,14 @@ mod tests {
             with(json!([{"path": {"type": "Exact", "value": "/a"}}]), "/x"),
             with(json!([prefix("/a")]), "/"),
         ] {
-            let err = handlers(&snapshot, &key, &rule, &mut Caches::default()).unwrap_err();
+            let err = handlers(
+                &snapshot,
+                RouteKind::Http,
+                &key,
+                &rule,
+                &mut Caches::default(),
+            )
+            .unwrap_err();
             assert_eq!(
                 (err.type_, err.reason),
                 (Type::Accepted, Reason::UnsupportedValue)

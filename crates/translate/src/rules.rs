@@ -12,6 +12,7 @@ use gateway_api::apis::experimental::httproutes::{
 use super::conditions::Cond;
 use super::dispatch::SharedProxy;
 use super::filters::{self, PREFIX_CAPTURE};
+use super::grpc_routes::RouteKind;
 use super::rule_backends::{self, RuleBackends};
 use crate::kengine::config::{MatcherSet, Origin, OriginPart, Provenance, RegexpMatcher, Route};
 use crate::kengine::placeholders::escape as literal;
@@ -98,6 +99,7 @@ pub fn depends_on_listener(route: &HttpRoute) -> bool {
 
 pub fn compile<'s>(
     snapshot: &Snapshot,
+    kind: RouteKind,
     route: &'s HttpRoute,
     listener: ListenerContext,
     caches: &mut rule_backends::Caches<'s>,
@@ -111,7 +113,7 @@ pub fn compile<'s>(
             handlers: mut backend,
             proxies,
             unresolved,
-        } = match rule_backends::handlers(snapshot, &key, rule, caches) {
+        } = match rule_backends::handlers(snapshot, kind, &key, rule, caches) {
             Ok(b) => b,
             Err(cond) => {
                 out.unsupported.get_or_insert(cond);
@@ -140,7 +142,7 @@ pub fn compile<'s>(
         let first = out.matches.len();
         // Names this rule if Kengine would still refuse what it became.
         let provenance = Provenance::new([Origin {
-            kind: "HTTPRoute",
+            kind: kind.name(),
             namespace: key.namespace.clone(),
             name: key.name.clone(),
             part: OriginPart::Rule(rule_index),

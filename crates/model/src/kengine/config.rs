@@ -408,4 +408,19 @@ impl Handler {
             ..Default::default()
         })
     }
+
+    /// A gRPC error as a "trailers-only" response: HTTP 200 whose headers
+    /// carry the gRPC status, so a client reads the code, not an HTTP error.
+    pub fn grpc_status(code: u8, message: &str) -> Self {
+        let header = |v: String| vec![v];
+        Handler::StaticResponse(StaticResponse {
+            status_code: 200,
+            body: None,
+            headers: Some(BTreeMap::from([
+                ("Content-Type".into(), header("application/grpc".into())),
+                ("Grpc-Status".into(), header(code.to_string())),
+                ("Grpc-Message".into(), header(message.replace(' ', "%20"))),
+            ])),
+        })
+    }
 }
