@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod control_plane;
+pub mod grpc_echo;
 pub mod helm;
 pub mod kubelet;
 pub mod netns;
