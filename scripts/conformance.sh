@@ -7,8 +7,9 @@
 #   scripts/conformance.sh [--version v1.6.1|v1.7.0] [--profiles GATEWAY-HTTP,...]
 #                          [--run-test NAME] [--report FILE]
 #
-# Defaults: both versions, one after the other, the GATEWAY-HTTP profile
-# with the features our GatewayClass advertises, and each report at
+# Defaults: both versions, one after the other, the GATEWAY-HTTP and
+# GATEWAY-GRPC profiles with the features our GatewayClass advertises,
+# and each report at
 # conformance/reports/<version>/kengine-gateway/experimental-v<ours>-default-report.yaml,
 # from which that version's section of CONFORMANCE.md is regenerated. With
 # --run-test or --report nothing is published (one test is no report to
@@ -26,7 +27,7 @@ cd "$REPO"
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "conformance.sh: $*" >&2; exit 2; }
 
-profiles="GATEWAY-HTTP"
+profiles="GATEWAY-HTTP,GATEWAY-GRPC"
 run_test=""
 report=""
 version=""

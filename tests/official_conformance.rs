@@ -13,7 +13,7 @@
 //! `status.supportedFeatures`. The test fails when the suite reports a
 //! failed test. Environment:
 //!
-//! - `KENGINE_GATEWAY_CONFORMANCE_PROFILES` (default `GATEWAY-HTTP`);
+//! - `KENGINE_GATEWAY_CONFORMANCE_PROFILES` (default `GATEWAY-HTTP,GATEWAY-GRPC`);
 //! - `KENGINE_GATEWAY_CONFORMANCE_RUN_TEST`: one test (the suite then
 //!   ignores the supported features);
 //! - `KENGINE_GATEWAY_CONFORMANCE_REPORT`: where the ConformanceReport goes
@@ -161,7 +161,7 @@ async fn run(suite: Suite) {
     eprintln!("helm install: {:.0} s", started.elapsed().as_secs_f64());
 
     let profiles = std::env::var("KENGINE_GATEWAY_CONFORMANCE_PROFILES")
-        .unwrap_or_else(|_| "GATEWAY-HTTP".into());
+        .unwrap_or_else(|_| "GATEWAY-HTTP,GATEWAY-GRPC".into());
     let publish = std::env::var("KENGINE_GATEWAY_CONFORMANCE_PUBLISH").is_ok_and(|v| v == "1");
     let report = match std::env::var_os("KENGINE_GATEWAY_CONFORMANCE_REPORT") {
         Some(path) => {
