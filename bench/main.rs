@@ -39,6 +39,10 @@ enum Command {
         /// Translations per size (default: 15 up to 5,000 routes, fewer above).
         #[arg(long)]
         iterations: Option<usize>,
+        /// Every other route a GRPCRoute of the same shape (a service split
+        /// 80/20, a method matched with a header).
+        #[arg(long)]
+        mixed: bool,
     },
     /// One size of `translate`, in this process (what `translate` runs per size).
     #[command(hide = true)]
@@ -47,6 +51,8 @@ enum Command {
         routes: usize,
         #[arg(long, default_value_t = 10)]
         iterations: usize,
+        #[arg(long)]
+        mixed: bool,
     },
     /// An echo backend (what the live scenarios start as child processes).
     #[command(hide = true)]
@@ -144,8 +150,16 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Translate { routes, iterations } => translate::run(&routes, iterations),
-        Command::TranslateOne { routes, iterations } => translate::one(routes, iterations),
+        Command::Translate {
+            routes,
+            iterations,
+            mixed,
+        } => translate::run(&routes, iterations, mixed),
+        Command::TranslateOne {
+            routes,
+            iterations,
+            mixed,
+        } => translate::one(routes, iterations, mixed),
         Command::EchoChild { listen, name } => live::echo_child(listen, name),
         Command::Attached { routes } => {
             kengine_gateway::kengine::admin::install_crypto_provider();

@@ -118,6 +118,41 @@ pub fn shaped_route(i: usize, port: u16) -> Object {
     )
 }
 
+/// Route `i` as a GRPCRoute of the same cost: a service split 80/20, and
+/// one method matched with a header, with two backends.
+pub fn shaped_grpc_route(i: usize, port: u16) -> Object {
+    let ns = namespace_of(i);
+    let svc = |k: usize| format!("svc-{}", (i + k) % SERVICES_PER_NS);
+    object(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GRPCRoute",
+        "metadata": {"name": route_name(i), "namespace": ns},
+        "spec": {
+            "parentRefs": [{"name": GATEWAY, "namespace": GATEWAY_NS}],
+            "hostnames": [host_of(i)],
+            "rules": [
+                {
+                    "matches": [{"method": {"service": "app.v1.Catalog"}}],
+                    "backendRefs": [
+                        {"name": svc(0), "port": port, "weight": 80},
+                        {"name": svc(1), "port": port, "weight": 20},
+                    ],
+                },
+                {
+                    "matches": [{
+                        "method": {"service": "grpc.health.v1.Health", "method": "Check"},
+                        "headers": [{"name": "x-probe", "value": "1"}],
+                    }],
+                    "backendRefs": [
+                        {"name": svc(2), "port": port, "weight": 1},
+                        {"name": svc(3), "port": port, "weight": 1},
+                    ],
+                },
+            ],
+        },
+    }))
+}
+
 /// The Services route `i`'s namespace needs. `dial(ns, k)` says where
 /// Service `k` of namespace `ns` points.
 pub fn shaped_services(ns: &str, dial: impl Fn(usize) -> SocketAddr) -> Vec<Object> {
@@ -131,6 +166,11 @@ pub fn shaped_services(ns: &str, dial: impl Fn(usize) -> SocketAddr) -> Vec<Obje
 /// Objects are built and inserted one at a time, so no big intermediate
 /// document tree inflates the peak memory we measure afterwards.
 pub fn translate_snapshot(routes: usize) -> Snapshot {
+    shaped_snapshot(routes, false)
+}
+
+/// [`translate_snapshot`]; with `mixed`, every other route a GRPCRoute.
+pub fn shaped_snapshot(routes: usize, mixed: bool) -> Snapshot {
     let mut snapshot = Snapshot::default();
     snapshot.insert(class());
     snapshot.insert(gateway(8080, None));
@@ -144,7 +184,10 @@ pub fn translate_snapshot(routes: usize) -> Snapshot {
         }
     }
     for i in 0..routes {
-        snapshot.insert(shaped_route(i, 8080));
+        snapshot.insert(match mixed && i % 2 == 1 {
+            true => shaped_grpc_route(i, 8080),
+            false => shaped_route(i, 8080),
+        });
     }
     snapshot
 }

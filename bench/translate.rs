@@ -12,10 +12,10 @@ use crate::util::{self, median, round3};
 
 /// In the child: build the input, translate it `iterations` times, print one
 /// JSON line.
-pub fn one(routes: usize, iterations: usize) -> anyhow::Result<()> {
+pub fn one(routes: usize, iterations: usize, mixed: bool) -> anyhow::Result<()> {
     let rss_start_kb = util::rss_kb();
     let t = Instant::now();
-    let snapshot = objects::translate_snapshot(routes);
+    let snapshot = objects::shaped_snapshot(routes, mixed);
     let build_ms = util::ms(t.elapsed());
     let rss_input_kb = util::rss_kb();
     let peak_input_kb = util::peak_rss_kb();
@@ -31,18 +31,18 @@ pub fn one(routes: usize, iterations: usize) -> anyhow::Result<()> {
         let bytes = output.config().to_json();
         serialize_ms.push(util::ms(t.elapsed()));
         config_bytes = bytes.len();
-        accepted = output
-            .status
-            .http_routes
-            .values()
-            .filter(|parents| {
-                parents.iter().any(|p| {
-                    p.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Accepted" && c.status == "True")
-                })
-            })
-            .count();
+        let ok = |conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+            conds
+                .iter()
+                .any(|c| c.type_ == "Accepted" && c.status == "True")
+        };
+        let status = &output.status;
+        accepted = (status.http_routes.values())
+            .filter(|parents| parents.iter().any(|p| ok(&p.conditions)))
+            .count()
+            + (status.grpc_routes.values())
+                .filter(|parents| parents.iter().any(|p| ok(&p.conditions)))
+                .count();
     }
     let first_ms = translate_ms[0] + serialize_ms[0];
     let total: Vec<f64> = translate_ms
@@ -75,10 +75,17 @@ pub fn one(routes: usize, iterations: usize) -> anyhow::Result<()> {
 }
 
 /// In the parent: one child per size, then the table.
-pub fn run(sizes: &[usize], iterations: Option<usize>) -> anyhow::Result<()> {
+pub fn run(sizes: &[usize], iterations: Option<usize>, mixed: bool) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let mut rows: Vec<Value> = Vec::new();
-    println!("translate: one fresh process per size; times are the median of the iterations");
+    println!(
+        "translate{}: one fresh process per size; times are the median of the iterations",
+        if mixed {
+            " (every other route a GRPCRoute)"
+        } else {
+            ""
+        }
+    );
     println!(
         "{:>7} {:>4} {:>5} {:>12} {:>12} {:>10} {:>9} {:>10} {:>11} {:>9}",
         "routes",
@@ -101,6 +108,7 @@ pub fn run(sizes: &[usize], iterations: Option<usize>) -> anyhow::Result<()> {
         let out = Command::new(&exe)
             .args(["translate-one", "--routes", &n.to_string()])
             .args(["--iterations", &iters.to_string()])
+            .args(mixed.then_some("--mixed"))
             .output()?;
         if !out.status.success() {
             anyhow::bail!(
