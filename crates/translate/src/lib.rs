@@ -16,6 +16,7 @@ pub mod hostnames;
 mod layout;
 pub mod programmed;
 mod refgrant;
+mod route_status;
 mod routes;
 mod rule_backends;
 mod rules;
@@ -33,9 +34,7 @@ use gateway_api::apis::experimental::gatewayclasses::{
     GatewayClassStatus, GatewayClassStatusSupportedFeatures,
 };
 use gateway_api::apis::experimental::gateways::GatewayStatus;
-use gateway_api::apis::experimental::grpcroutes::{
-    GrpcRouteStatusParents, GrpcRouteStatusParentsParentRef,
-};
+use gateway_api::apis::experimental::grpcroutes::GrpcRouteStatusParents;
 use gateway_api::apis::experimental::httproutes::HttpRouteStatusParents;
 use gateway_api::apis::standard::backendtlspolicies::BackendTlsPolicyStatusAncestors;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -432,67 +431,20 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
                 }
             }
         }
+        let (controller, now) = (&options.controller_name, &options.now);
         match r.kind {
             grpc_routes::RouteKind::Http => {
                 let route = &snapshot.http_routes[r.key];
                 let previous = route.status.as_ref().map(|s| &s.parents[..]);
-                let stamped = (parents.into_iter())
-                    .map(|(parent_ref, conds)| {
-                        let before = previous.and_then(|p| {
-                            (p.iter())
-                                .find(|e| {
-                                    e.controller_name == options.controller_name
-                                        && e.parent_ref == parent_ref
-                                })
-                                .map(|e| &e.conditions[..])
-                        });
-                        HttpRouteStatusParents {
-                            conditions: stamp(
-                                conds,
-                                route.metadata.generation,
-                                before,
-                                &options.now,
-                            ),
-                            controller_name: options.controller_name.clone(),
-                            parent_ref,
-                        }
-                    })
-                    .collect();
+                let generation = route.metadata.generation;
+                let stamped = route_status::stamped(parents, previous, generation, controller, now);
                 status.http_routes.insert(r.key.clone(), stamped);
             }
             grpc_routes::RouteKind::Grpc => {
                 let route = &snapshot.grpc_routes[r.key];
                 let previous = route.status.as_ref().map(|s| &s.parents[..]);
-                let stamped = (parents.into_iter())
-                    .map(|(p, conds)| {
-                        let parent_ref = GrpcRouteStatusParentsParentRef {
-                            group: p.group,
-                            kind: p.kind,
-                            name: p.name,
-                            namespace: p.namespace,
-                            port: p.port,
-                            section_name: p.section_name,
-                        };
-                        let before = previous.and_then(|p| {
-                            (p.iter())
-                                .find(|e| {
-                                    e.controller_name == options.controller_name
-                                        && e.parent_ref == parent_ref
-                                })
-                                .map(|e| &e.conditions[..])
-                        });
-                        GrpcRouteStatusParents {
-                            conditions: stamp(
-                                conds,
-                                route.metadata.generation,
-                                before,
-                                &options.now,
-                            ),
-                            controller_name: options.controller_name.clone(),
-                            parent_ref,
-                        }
-                    })
-                    .collect();
+                let generation = route.metadata.generation;
+                let stamped = route_status::stamped(parents, previous, generation, controller, now);
                 status.grpc_routes.insert(r.key.clone(), stamped);
             }
         }
