@@ -332,10 +332,8 @@ spec: {{parentRefs: [{{name: gw, sectionName: b}}], rules: [{{backendRefs: [{{na
     );
 }
 
-/// Every golden config is one Kengine accepts (`caddy validate` provisions
-/// every module without binding anything).
-/// A backend a BackendTLSPolicy targets is never dialed in plaintext: its
-/// requests get 500 (BackendTLSPolicy is not supported yet), the others
+/// A backend whose BackendTLSPolicy cannot be applied (its CA ConfigMap is
+/// missing) is never dialed in plaintext: its requests get 500, the others
 /// are served.
 #[tokio::test]
 async fn backend_tls_policy_targets_answer_500_and_are_never_dialed() {
@@ -348,7 +346,9 @@ kind: BackendTLSPolicy
 metadata: {{name: secret, namespace: default}}
 spec:
   targetRefs: [{{group: '', kind: Service, name: secret}}]
-  validation: {{hostname: secret.default.svc, wellKnownCACertificates: System}}
+  validation:
+    hostname: secret.default.svc
+    caCertificateRefs: [{{group: '', kind: ConfigMap, name: missing-ca}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -386,6 +386,8 @@ spec:
     }
 }
 
+/// Every golden config is one Kengine accepts (`caddy validate` provisions
+/// every module without binding anything).
 #[test]
 fn golden_configs_are_valid_kengine_configs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");

@@ -342,16 +342,12 @@ fn test_log(text: &str, name: &str) -> String {
 /// `supportedFeatures`.
 const UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "BackendTLSPolicy",
-        "not implemented yet (Kengine can express it: `reverse_proxy`'s TLS transport with trusted CAs and a server name)",
-    ),
-    (
         "BackendTLSPolicySANValidation",
-        "not implemented yet, with BackendTLSPolicy",
+        "stock Kengine verifies a backend's certificate against one name, the SNI it sends (`reverse_proxy`'s TLS `server_name`): `subjectAltNames` other than `validation.hostname` (URI SANs among them) cannot be checked, so such a policy is `Accepted=False`, reason `Invalid`",
     ),
     (
         "GatewayBackendClientCertificate",
-        "not implemented yet (Kengine can express it: a client certificate in `reverse_proxy`'s TLS transport)",
+        "not implemented yet: stock Kengine takes an upstream client certificate from files (`client_certificate_file`) or as a certificate it manages (`client_certificate_automate`), not inline in the config; the Gateway says `ResolvedRefs=False` (`InvalidClientCertificateRef`)",
     ),
     (
         "HTTPRouteRequestMirror",
@@ -375,7 +371,7 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     (
         "ClusterTrustBundle",
-        "not implemented yet (with BackendTLSPolicy); v1.7.0 has no conformance test for it",
+        "not implemented yet (a `caCertificateRefs` kind of BackendTLSPolicy); v1.7.0 has no conformance test for it",
     ),
     (
         "GatewayAddressRoutability",

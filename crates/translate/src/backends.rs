@@ -25,8 +25,11 @@ pub struct Backend {
     pub weight: u32,
     /// `host:port` of every address to dial, sorted.
     pub dials: Vec<String>,
-    /// The Service port's appProtocol asks for cleartext HTTP/2.
+    /// HTTP/2 only: the Service port's appProtocol asks for cleartext
+    /// HTTP/2, or the route is a GRPCRoute (over TLS, HTTP/2 through ALPN).
     pub h2c: bool,
+    /// Dialed over TLS, as a BackendTLSPolicy asks.
+    pub tls: Option<Rc<super::backend_tls::BackendTls>>,
 }
 
 /// Resolves the backendRefs of one translate, remembering the answers for
@@ -125,17 +128,35 @@ pub fn resolve(
     let port = r
         .port
         .ok_or_else(|| not_found(format!("backendRef to Service {} has no port", target())))?;
-    if let Some(policy) = super::fail_closed::backend_tls_policy(snapshot, &key, service, port) {
-        return Err(Cond::new(
-            Type::ResolvedRefs,
-            false,
-            Reason::UnsupportedProtocol,
-            format!(
-                "Service {} port {port} needs TLS (BackendTLSPolicy {policy}), which is not supported yet; its share of requests is answered 500",
-                target()
-            ),
-        ));
-    }
+    let tls = match super::backend_tls::for_port(snapshot, &key, service, port) {
+        None => None,
+        Some(policy) => {
+            let verdict = super::backend_tls::verdict(
+                snapshot,
+                policy,
+                &snapshot.backend_tls_policies[policy],
+            );
+            match verdict.tls {
+                Some(tls) => Some(Rc::new(tls)),
+                // Never plaintext to a backend that asks for TLS.
+                None => {
+                    let why = match verdict.accepted.status {
+                        true => verdict.resolved_refs.message,
+                        false => verdict.accepted.message,
+                    };
+                    return Err(Cond::new(
+                        Type::ResolvedRefs,
+                        false,
+                        Reason::InvalidBackendTLSPolicy,
+                        format!(
+                            "Service {} port {port} needs TLS, but BackendTLSPolicy {policy} cannot be applied ({why}); its share of requests is answered 500",
+                            target()
+                        ),
+                    ));
+                }
+            }
+        }
+    };
     let dials = dials(snapshot, &key, service, port)
         .map_err(|why| not_found(format!("Service {} {why}", target())))?;
     let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
@@ -144,7 +165,12 @@ pub fn resolve(
         .iter()
         .flat_map(|s| s.ports.iter().flatten())
         .any(|p| p.port == port && p.app_protocol.as_deref() == Some("kubernetes.io/h2c"));
-    Ok(Backend { weight, dials, h2c })
+    Ok(Backend {
+        weight,
+        dials,
+        h2c,
+        tls,
+    })
 }
 
 /// ClusterIP services are dialed at `clusterIP:port` so kube-proxy balances
@@ -393,6 +419,7 @@ mod tests {
             weight: w,
             dials: (0..n).map(|i| format!("10.0.0.{i}:80")).collect(),
             h2c: false,
+            tls: None,
         };
         assert_eq!(
             upstream_weights(&[b(80, 1), b(20, 1)])
@@ -440,6 +467,7 @@ mod tests {
                 weight: 1,
                 dials: (0..n).map(|j| format!("10.{i}.0.{j}:80")).collect(),
                 h2c: false,
+                tls: None,
             })
             .collect();
         let weights = upstream_weights(&backends);
@@ -458,6 +486,7 @@ mod tests {
             weight: w,
             dials: (0..n).map(|i| format!("10.{k}.0.{i}:80")).collect(),
             h2c: false,
+            tls: None,
         };
         // 13 refs of weight 1,000,000 over 2, 3, 5, ... 41 endpoints: the
         // weight times the common multiple overflowed 64 bits.

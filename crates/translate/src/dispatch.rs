@@ -19,9 +19,11 @@ use std::fmt::Write;
 use std::rc::Rc;
 
 use super::backends::{Backend, upstream_weights};
+use kengine_gateway_model::short_hash;
+
 use crate::kengine::config::{
-    Handler, HttpTransport, LoadBalancing, MatcherSet, RegexpMatcher, ResponseHandler,
-    ResponseMatcher, ReverseProxy, Route, SelectionPolicy, Upstream,
+    CaPool, Handler, HttpTransport, LoadBalancing, MatcherSet, RegexpMatcher, ResponseHandler,
+    ResponseMatcher, ReverseProxy, Route, SelectionPolicy, TransportTls, Upstream,
 };
 
 const SLOTS: u32 = 256;
@@ -96,9 +98,10 @@ pub fn handlers(
             live().any(|t| t.backend.is_some()) && live().all(|t| t.backend.is_some());
         return vec![refusal(settings, if unavailable { 503 } else { 500 })];
     }
-    let h2c = |t: &Target| t.backend.as_ref().is_some_and(|b| b.h2c);
-    let first_h2c = live().next().is_some_and(h2c);
-    let uniform = live().all(|t| t.handlers.is_empty() && reachable(t) && h2c(t) == first_h2c);
+    // How a backend is spoken to: one proxy serves backends that agree.
+    let protocol = |t: &Target| t.backend.as_ref().map(|b| (b.h2c, b.tls.clone()));
+    let first = live().next().and_then(protocol);
+    let uniform = live().all(|t| t.handlers.is_empty() && reachable(t) && protocol(t) == first);
     if uniform {
         let backends: Vec<&Backend> = live().filter_map(|t| t.backend.as_deref()).collect();
         return vec![proxies.invoke(&backends, settings, used)];
@@ -214,8 +217,15 @@ fn proxy_key<B: Borrow<Backend>>(
             let _ = write!(key, "*{weight}");
         }
     }
+    let tls = backends.first().and_then(|b| b.borrow().tls.clone());
     if backends.iter().any(|b| b.borrow().h2c) {
-        key.push_str(" h2c");
+        key.push_str(if tls.is_some() { " h2" } else { " h2c" });
+    }
+    if let Some(tls) = tls {
+        let _ = write!(key, " tls={}", tls.server_name);
+        if let Some(cas) = &tls.trusted_ca_certs {
+            let _ = write!(key, "/{}", short_hash(cas.concat().as_bytes()));
+        }
     }
     if let Some(timeout) = &settings.response_header_timeout {
         let _ = write!(key, " timeout={timeout}");
@@ -266,15 +276,28 @@ fn proxy_with_retries<B: Borrow<Backend>>(
             retries,
         });
     let h2c = backends.iter().any(|b| b.borrow().h2c);
-    let transport = (h2c || settings.response_header_timeout.is_some()).then(|| HttpTransport {
-        protocol: "http".into(),
-        versions: if h2c {
-            vec!["h2c".into(), "2".into()]
-        } else {
-            vec![]
-        },
-        response_header_timeout: settings.response_header_timeout.clone(),
-    });
+    // Backends of one proxy agree on TLS (see `handlers`).
+    let tls = backends.first().and_then(|b| b.borrow().tls.clone());
+    let transport =
+        (h2c || tls.is_some() || settings.response_header_timeout.is_some()).then(|| {
+            HttpTransport {
+                protocol: "http".into(),
+                // Over TLS, HTTP/2 is negotiated (ALPN); in cleartext it is h2c.
+                versions: match (h2c, &tls) {
+                    (false, _) => vec![],
+                    (true, Some(_)) => vec!["2".into()],
+                    (true, None) => vec!["h2c".into(), "2".into()],
+                },
+                response_header_timeout: settings.response_header_timeout.clone(),
+                tls: tls.map(|t| TransportTls {
+                    ca: t.trusted_ca_certs.clone().map(|certs| CaPool {
+                        provider: "inline".into(),
+                        trusted_ca_certs: certs,
+                    }),
+                    server_name: t.server_name.clone(),
+                }),
+            }
+        });
     let codes = settings
         .retry
         .as_ref()
@@ -391,6 +414,7 @@ mod tests {
                 weight,
                 dials: vec![format!("{ip}:80")],
                 h2c,
+                tls: None,
             })),
         }
     }
@@ -460,6 +484,7 @@ mod tests {
             weight: 1,
             dials: vec!["10.0.0.1:80".into()],
             h2c: false,
+            tls: None,
         };
         let settings = Upstreams {
             response_header_timeout: None,

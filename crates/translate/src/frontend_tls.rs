@@ -3,13 +3,10 @@
 //! of the listener's TLS connection policy, checked here first so a bad
 //! bundle is reported on its listener and never reaches Kengine.
 
-use base64::Engine as _;
 use gateway_api::apis::experimental::gateways::{
     Gateway, GatewayTlsFrontendDefaultValidationMode as DefaultMode,
     GatewayTlsFrontendPerPortTlsValidationMode as PerPortMode,
 };
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 use super::conditions::{Cond, Reason, Type};
 use super::gateways::{ListenerModel, Protocol};
@@ -160,36 +157,13 @@ fn ca_bundle(
             ),
         ));
     }
-    let invalid = |why: String| {
-        (
-            Reason::InvalidCACertificateRef,
-            format!("ConfigMap {target} {why}"),
-        )
-    };
-    let config_map = snapshot
-        .config_maps
-        .get(&ObjectRef::new(namespace, r.name))
-        .ok_or_else(|| invalid("not found".into()))?;
-    let pem = (config_map.data.as_ref())
-        .and_then(|d| d.get("ca.crt"))
-        .ok_or_else(|| invalid("has no ca.crt".into()))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| invalid(format!("ca.crt is not PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(invalid("ca.crt holds no certificate".into()));
-    }
-    for cert in &certs {
-        x509_parser::parse_x509_certificate(cert).map_err(|e| {
-            invalid(format!(
-                "ca.crt holds a certificate that does not parse: {e}"
-            ))
-        })?;
-    }
-    Ok(certs
-        .iter()
-        .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
-        .collect())
+    super::tls::ca_certificates(snapshot.config_maps.get(&ObjectRef::new(namespace, r.name)))
+        .map_err(|why| {
+            (
+                Reason::InvalidCACertificateRef,
+                format!("ConfigMap {target} {why}"),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! every Gateway API rule lives here and only here. It depends on the model
 //! crate only: no runtime, no Kubernetes client, no I/O.
 
+mod backend_tls;
 mod backends;
 mod backstop;
 mod conditions;
@@ -195,6 +196,7 @@ pub struct Status {
 /// names (GatewayInfrastructurePropagation → GatewayInfrastructure,
 /// HTTPRouteRetry → HTTPRouteRetryCodes): each suite reads its own. Sorted.
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "BackendTLSPolicy",
     "GRPCRoute",
     "GRPCRouteNamedRouteRule",
     "GRPCRouteRequestHeaderModifier",
@@ -415,10 +417,10 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
                     ObjectRef::new(namespace, &p.name)
                 })
                 .collect();
-            fail_closed::http_route_uses(snapshot, r.key, r.route, &gateways, &mut uses);
+            backend_tls::route_uses(snapshot, r.key, r.route, &gateways, &mut uses);
         }
         status.backend_tls_policies =
-            fail_closed::policy_status(snapshot, &uses, &options.controller_name, &options.now);
+            backend_tls::policy_status(snapshot, &uses, &options.controller_name, &options.now);
     }
     for (r, mut parents) in attachments.parents {
         if let Some(cond) = refused_rule(&refused, r.kind, r.key) {
@@ -827,11 +829,23 @@ mod tests {
         );
         let route = &out.status.http_routes[&ObjectRef::new("web", "split")];
         let (status, reason, _) = cond(&route[0].conditions, "ResolvedRefs");
-        assert_eq!(pair(&status, &reason), pair("False", "UnsupportedProtocol"));
+        assert_eq!(
+            pair(&status, &reason),
+            pair("False", "InvalidBackendTLSPolicy")
+        );
         let policy = &out.status.backend_tls_policies[&ObjectRef::new("web", "tls-app")];
         assert_eq!(policy.len(), 1);
         assert_eq!(policy[0].ancestor_ref.name, "mtls");
-        assert_eq!(cond(&policy[0].conditions, "Accepted").0, "False");
+        let (status, reason, _) = cond(&policy[0].conditions, "Accepted");
+        assert_eq!(
+            pair(&status, &reason),
+            pair("False", "NoValidCACertificate")
+        );
+        let (status, reason, _) = cond(&policy[0].conditions, "ResolvedRefs");
+        assert_eq!(
+            pair(&status, &reason),
+            pair("False", "InvalidCACertificateRef")
+        );
     }
 
     #[test]

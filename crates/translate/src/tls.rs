@@ -1,7 +1,8 @@
 //! Certificates from `kubernetes.io/tls` Secrets, checked before they reach
 //! Kengine: one bad certificate must not get the whole config rejected.
 
-use k8s_openapi::api::core::v1::Secret;
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -42,6 +43,29 @@ pub fn pem_pair(secret: &Secret) -> Result<PemPair, String> {
     };
     check(&pair)?;
     Ok(pair)
+}
+
+/// The CA certificates in a ConfigMap's `ca.crt` (PEM), as base64 DER for
+/// Kengine's inline CA pool; or why there are none, said of the ConfigMap.
+pub fn ca_certificates(config_map: Option<&ConfigMap>) -> Result<Vec<String>, String> {
+    let config_map = config_map.ok_or("not found")?;
+    let pem = (config_map.data.as_ref())
+        .and_then(|d| d.get("ca.crt"))
+        .ok_or("has no ca.crt")?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("ca.crt is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("ca.crt holds no certificate".into());
+    }
+    for cert in &certs {
+        x509_parser::parse_x509_certificate(cert)
+            .map_err(|e| format!("ca.crt holds a certificate that does not parse: {e}"))?;
+    }
+    Ok(certs
+        .iter()
+        .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
+        .collect())
 }
 
 fn check(pair: &PemPair) -> Result<(), String> {

@@ -97,6 +97,7 @@ fn rewrite_proxy(proxy: &mut ReverseProxy, endpoints: &HashMap<String, Vec<Strin
                 .cloned()
                 .unwrap_or_else(|| vec![u.dial.clone()]),
             h2c: false,
+            tls: None,
         })
         .collect();
     let pairs = backends::upstream_weights(&expanded);

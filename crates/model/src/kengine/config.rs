@@ -270,6 +270,21 @@ pub struct HttpTransport {
     /// Time to wait for the upstream's response headers (a Go duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_header_timeout: Option<String>,
+    /// Dial the upstreams over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TransportTls>,
+}
+
+/// How the proxy speaks TLS to its upstreams.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportTls {
+    /// The CAs the upstream's certificate must chain to; none: the
+    /// system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaPool>,
+    /// The SNI sent, and the name the certificate is verified against.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server_name: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -360,7 +375,7 @@ pub struct ClientAuthentication {
 }
 
 /// A `tls.ca_pool.source` module; only `inline` is emitted.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaPool {
     /// `inline`.
     pub provider: String,
