@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -108,6 +109,22 @@ impl EchoResponse {
         &self.assertions().authority
     }
 
+    /// The SNI the backend received; empty over cleartext.
+    pub fn server_name(&self) -> &str {
+        self.assertions()
+            .tls_assertions
+            .as_ref()
+            .map_or("", |t| t.server_name.as_str())
+    }
+
+    /// The ALPN protocol the backend negotiated; empty over cleartext.
+    pub fn negotiated_protocol(&self) -> &str {
+        self.assertions()
+            .tls_assertions
+            .as_ref()
+            .map_or("", |t| t.negotiated_protocol.as_str())
+    }
+
     /// Every value the backend received for header `key`, in order.
     pub fn header(&self, key: &str) -> Vec<&str> {
         self.assertions()
@@ -133,7 +150,7 @@ pub async fn serve(ip: &str, name: &str) -> SocketAddr {
                 continue;
             };
             let name = name.clone();
-            let service = hyper::service::service_fn(move |req| handle(req, name.clone()));
+            let service = hyper::service::service_fn(move |req| handle(req, name.clone(), None));
             tokio::spawn(
                 hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service),
@@ -143,11 +160,48 @@ pub async fn serve(ip: &str, name: &str) -> SocketAddr {
     addr
 }
 
+/// [`serve`] over TLS with `config` (its certificate; ALPN is set to `h2`
+/// only, like grpc-go's TLS server). Answers carry `tls_assertions`: the
+/// SNI received, the ALPN protocol and the TLS version.
+pub async fn serve_tls(
+    ip: &str,
+    name: &str,
+    config: Arc<rustls::ServerConfig>,
+) -> super::tls_echo::TlsBackend {
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name: Arc<str> = name.into();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let answered = requests.clone();
+    super::tls_echo::listen(ip, Arc::new(config), requests, move |tls, handshake| {
+        let name = name.clone();
+        let answered = answered.clone();
+        let assertions = Arc::new(TlsAssertions {
+            version: handshake.version,
+            negotiated_protocol: handshake.alpn.unwrap_or_default(),
+            server_name: handshake.sni.unwrap_or_default(),
+            cipher_suite: String::new(),
+            peer_certificates: Vec::new(),
+        });
+        let service = hyper::service::service_fn(move |req| {
+            answered.fetch_add(1, Ordering::SeqCst);
+            handle(req, name.clone(), Some(assertions.clone()))
+        });
+        async move {
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        }
+    })
+    .await
+}
+
 /// Unlike the conformance server, EchoThree is implemented too: an
 /// `Unimplemented` for it through a gateway is then the gateway's answer.
 async fn handle(
     req: http::Request<Incoming>,
     name: Arc<str>,
+    tls: Option<Arc<TlsAssertions>>,
 ) -> Result<http::Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     if ![ECHO, ECHO_TWO, ECHO_THREE].contains(&path.as_str()) {
@@ -185,7 +239,7 @@ async fn handle(
                 service_name: name.to_string(),
                 pod: name.to_string(),
             }),
-            tls_assertions: None,
+            tls_assertions: tls.as_deref().cloned(),
         }),
         request: None,
     };

@@ -9,6 +9,7 @@ pub mod helm;
 pub mod kubelet;
 pub mod netns;
 pub mod node;
+pub mod tls_echo;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
