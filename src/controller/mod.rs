@@ -199,3 +199,12 @@ async fn elect(
     });
     Ok((rx, Some(task)))
 }
+
+/// Now in whole seconds, as the API server stores times, so an unchanged
+/// status compares equal.
+fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second())
+            .unwrap_or_default(),
+    )
+}

@@ -27,7 +27,7 @@ use crate::sinks::fleet::{PodResult, PushOutcome, config_hash};
 use crate::sinks::fleet_lanes::{Done, Lanes, Progress};
 use crate::sinks::status_writer::{StatusWriter, Writes};
 use crate::snapshot::{ObjectRef, Snapshot};
-use crate::translate::programmed::{self, FleetPush};
+use crate::translate::programmed::{self, FleetAddress, FleetPush};
 use crate::translate::{self, FleetMode, Options, Reason};
 
 pub struct Reconciler {
@@ -55,7 +55,7 @@ struct FleetOutcome {
     pushed: bool,
     /// Why its Gateways are not Programmed, if they are not: (reason, message).
     not_programmed: Option<(Reason, String)>,
-    addresses: Vec<(&'static str, String)>,
+    addresses: Vec<FleetAddress>,
     results: Vec<PodResult>,
     plain_http: bool,
 }
@@ -123,7 +123,7 @@ impl Reconciler {
             .into_iter()
             .filter_map(|v| serde_json::from_value(v).ok())
             .collect();
-        let now = now();
+        let now = super::now();
         let options = self.options(&now);
         let mut output =
             tracing::info_span!("translate").in_scope(|| translate::translate(&snapshot, &options));
@@ -455,10 +455,7 @@ fn outcome(
     }
     let failures = failure_summary(&results);
     let push = match (&targets.problem, targets.pods.is_empty()) {
-        (Some(problem), _) => FleetPush::Problem {
-            pending: targets.pending,
-            message: problem,
-        },
+        (Some(problem), _) => FleetPush::Problem(problem),
         (None, true) => FleetPush::NoReadyPods,
         (None, false) if !failures.is_empty() => FleetPush::Failed(&failures),
         (None, false) => FleetPush::Loaded,
@@ -516,15 +513,6 @@ fn push_failed(pod: &str, outcome: PushOutcome, error: &str) -> Event {
         reason,
         "PushConfig",
         &format!("pod {pod}: {error}"),
-    )
-}
-
-/// Now in whole seconds, as the API server stores times, so an unchanged
-/// status compares equal.
-pub(super) fn now() -> Time {
-    Time(
-        k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second())
-            .unwrap_or_default(),
     )
 }
 
@@ -653,7 +641,7 @@ fn instance(
         conditions,
         observed_generation: generation,
         ready_replicas: loaded as i32,
-        addresses: outcome.addresses.iter().map(|(_, v)| v.clone()).collect(),
+        addresses: outcome.addresses.iter().map(FleetAddress::value).collect(),
         gateways: fleet.gateways.iter().map(ToString::to_string).collect(),
         pods: outcome
             .results

@@ -58,7 +58,7 @@ pub async fn run(
         lane.iterations += 1;
         let snapshot = watches.snapshot();
         let options = Options {
-            now: super::reconcile::now(),
+            now: super::now(),
             ..options.clone()
         };
         let output = translate::translate(&snapshot, &options);

@@ -12,18 +12,15 @@ use crate::kengine::admin::RemoteTls;
 use crate::operator::workloads::{self, Names};
 use crate::sinks::fleet::PodTarget;
 use crate::snapshot::{ObjectRef, Snapshot};
+use crate::translate::programmed::{self, FleetAddress, FleetProblem};
 
 /// A fleet's ready pods, or why there are none to push to.
 #[derive(Default)]
 pub struct Fleet {
     pub pods: Vec<PodTarget>,
-    /// Addresses the fleet's traffic reaches it at: (type, value), the
-    /// type as Gateway status names it (IPAddress or Hostname).
-    pub addresses: Vec<(&'static str, String)>,
-    pub problem: Option<String>,
-    /// The problem is expected to go away by itself (the operator is
-    /// creating the instance or its certificates).
-    pub pending: bool,
+    /// Addresses the fleet's traffic reaches it at.
+    pub addresses: Vec<FleetAddress>,
+    pub problem: Option<FleetProblem>,
     pub plain_http: bool,
 }
 
@@ -42,12 +39,7 @@ impl Clients {
         timeout: Duration,
     ) -> Fleet {
         let Some(instance) = snapshot.kengine_instances.get(key) else {
-            return Fleet {
-                pending: true,
-                ..problem(format!(
-                    "KengineInstance {key} does not exist yet: the operator creates it unless --manage-fleets=false; then create it, or point the Gateway's infrastructure.parametersRef or its class's parametersRef at one"
-                ))
-            };
+            return problem(FleetProblem::InstanceMissing(key.clone()));
         };
         let reach = match instance.spec.mode {
             Mode::External => external(snapshot, key, instance),
@@ -55,10 +47,11 @@ impl Clients {
         };
         match reach {
             Ok(reach) => self.pods(pods, key, &reach, timeout),
-            Err(why) => Fleet {
-                pending: instance.spec.mode.managed(),
-                ..problem(format!("KengineInstance {key}: {why}"))
-            },
+            // The operator is making a managed instance's parts.
+            Err(why) if instance.spec.mode.managed() => {
+                problem(FleetProblem::InstanceNotReady(key.clone(), why))
+            }
+            Err(why) => problem(FleetProblem::InstanceInvalid(key.clone(), why)),
         }
     }
 
@@ -117,17 +110,17 @@ impl Clients {
                             c
                         }
                         Err(e) => {
-                            fleet.problem = Some(format!(
-                                "pod {}: admin client: {e}",
-                                pod.metadata.name.as_deref().unwrap_or("?")
-                            ));
+                            fleet.problem = Some(FleetProblem::AdminClient {
+                                pod: pod.metadata.name.clone().unwrap_or_default(),
+                                error: e.to_string(),
+                            });
                             continue;
                         }
                     }
                 }
             };
             if reach.service_addresses.is_none() {
-                fleet.addresses.push(("IPAddress", ip.to_string()));
+                fleet.addresses.push(FleetAddress::Ip(ip));
             }
             fleet.pods.push(PodTarget {
                 uid,
@@ -152,7 +145,7 @@ struct Reach {
     /// `None`: plain HTTP.
     tls: Option<(Material, Option<String>)>,
     /// The addresses of the fleet's Service, when it has one; else the pod IPs.
-    service_addresses: Option<Vec<(&'static str, String)>>,
+    service_addresses: Option<Vec<FleetAddress>>,
     /// Managed pods are pushed to before they are Ready: their readiness
     /// waits for the first config.
     managed: bool,
@@ -277,34 +270,10 @@ fn material(
     })
 }
 
-/// A Service's LoadBalancer ingress addresses, else its ClusterIP.
-fn service_addresses(snapshot: &Snapshot, key: &ObjectRef) -> Vec<(&'static str, String)> {
-    let Some(service) = snapshot.services.get(key) else {
-        return Vec::new();
-    };
-    let ingress: Vec<(&'static str, String)> = service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| match (&i.ip, &i.hostname) {
-            (Some(ip), _) => Some(("IPAddress", ip.clone())),
-            (None, Some(host)) => Some(("Hostname", host.clone())),
-            _ => None,
-        })
-        .collect();
-    if !ingress.is_empty() {
-        return ingress;
-    }
-    let cluster_ip = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.cluster_ip.clone())
-        .filter(|ip| !ip.is_empty() && ip != "None");
-    cluster_ip
-        .map(|ip| vec![("IPAddress", ip)])
+/// The addresses of the fleet's Service (none while it does not exist).
+fn service_addresses(snapshot: &Snapshot, key: &ObjectRef) -> Vec<FleetAddress> {
+    (snapshot.services.get(key))
+        .map(programmed::service_addresses)
         .unwrap_or_default()
 }
 
@@ -323,9 +292,9 @@ fn ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn problem(message: String) -> Fleet {
+fn problem(problem: FleetProblem) -> Fleet {
     Fleet {
-        problem: Some(message),
+        problem: Some(problem),
         ..Fleet::default()
     }
 }
