@@ -297,7 +297,7 @@ fn cors(c: &gateway_api::apis::experimental::httproutes::HttpRouteRulesFiltersCo
 fn origin_regexp(origin: &str) -> String {
     origin
         .split('*')
-        .map(super::rules::escape)
+        .map(super::literals::escape)
         .collect::<Vec<_>>()
         .join("[^/]+")
 }
@@ -359,7 +359,7 @@ fn rewrite(uri: String, ctx: Context) -> Handler {
 /// octet of the decoded value either as itself or as `%XX` (any case),
 /// the same octets the decoded-path matcher accepted.
 fn escaped_path_regexp(value: &str) -> String {
-    let decoded = super::rules::percent_decode(value);
+    let decoded = super::literals::percent_decode(value);
     let mut out = String::new();
     for b in decoded {
         let case = |d: u8| {
@@ -371,7 +371,7 @@ fn escaped_path_regexp(value: &str) -> String {
             // The matcher folded doubled slashes; so does this.
             out.push_str("(?:/|%2[Ff])+");
         } else if b.is_ascii_graphic() {
-            let literal = super::rules::escape(&(b as char).to_string());
+            let literal = super::literals::escape(&(b as char).to_string());
             out.push_str(&format!("(?:{literal}|{encoded})"));
         } else {
             out.push_str(&encoded);

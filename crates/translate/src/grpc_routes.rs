@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::conditions::{Cond, Reason, Type};
-use super::rules::escape;
+use super::literals::escape;
 use crate::snapshot::{ObjectRef, Snapshot};
 
 /// The route kinds we serve, all compiled as HTTPRoute rules.

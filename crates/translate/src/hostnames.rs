@@ -90,7 +90,10 @@ impl Host {
     /// Regexp (for `vars_regexp` on the request host) matching what a
     /// wildcard matches; the host matcher's own `*` covers one label only.
     pub fn wildcard_regexp(suffix: &str) -> String {
-        format!("^(?i)[^.]+(\\.[^.]+)*\\.{}$", super::rules::escape(suffix))
+        format!(
+            "^(?i)[^.]+(\\.[^.]+)*\\.{}$",
+            super::literals::escape(suffix)
+        )
     }
 }
 

@@ -211,7 +211,7 @@ pub fn routes<'a>(
 fn misdirected_guard(listeners: &[PlannedListener<'_>], winner: usize) -> Handler {
     let sni = |host: &Host| {
         let pattern = match host {
-            Host::Exact(h) => format!("^(?i){}$", super::rules::escape(h)),
+            Host::Exact(h) => format!("^(?i){}$", super::literals::escape(h)),
             Host::Wildcard(suffix) => Host::wildcard_regexp(suffix),
             Host::Any => "".into(),
         };

@@ -15,6 +15,7 @@ mod gateways;
 mod grpc_routes;
 pub mod hostnames;
 mod layout;
+mod literals;
 pub mod programmed;
 mod refgrant;
 mod route_status;
