@@ -8,7 +8,6 @@ mod support;
 
 use std::net::SocketAddr;
 
-use kengine_gateway::sinks::pusher::{Pushed, Pusher};
 use kengine_gateway::snapshot::ObjectRef;
 use kengine_gateway::translate::Output;
 use support::grpc_echo::{self, ECHO, code};
@@ -65,20 +64,6 @@ fn route(rules: &[(&str, &str, u16)]) -> String {
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: app, namespace: default}}\n\
          spec:\n  parentRefs: [{{name: gw}}]\n  rules:\n{rules}---\n"
     )
-}
-
-/// Translates `yaml` and loads its config into a new Kengine.
-async fn load(yaml: &str) -> (Kengine, Output) {
-    let out = translate_yaml(yaml);
-    let k = kengine().await;
-    assert_eq!(
-        Pusher::new(k.process.admin().clone())
-            .push(&out.config().clone())
-            .await
-            .unwrap(),
-        Pushed::Loaded
-    );
-    (k, out)
 }
 
 /// Policy `name`'s condition `type_` in its (only) ancestor entry: (status, reason).
@@ -176,7 +161,7 @@ async fn dials_over_tls_with_the_policy_hostname_as_sni() {
         ),
         route(&[("/", "secure", backend.addr.port())]),
     );
-    let (k, out) = load(&yaml).await;
+    let (k, out) = serve_yaml(&yaml).await;
     assert_eq!(
         condition(&out, "secure", "Accepted"),
         pair("True", "Accepted")
@@ -230,7 +215,7 @@ async fn verification_failures_are_502() {
             ("/wrong-ca", "wrong-ca", wrong_ca.addr.port()),
         ]),
     );
-    let (k, out) = load(&yaml).await;
+    let (k, out) = serve_yaml(&yaml).await;
     for name in ["good", "wrong-host", "wrong-ca"] {
         // Nothing the translator can see is wrong with them.
         assert_eq!(condition(&out, name, "Accepted"), pair("True", "Accepted"));
@@ -278,7 +263,7 @@ async fn system_roots_reject_a_private_ca() {
         ),
         route(&[("/", "private", backend.addr.port())]),
     );
-    let (k, out) = load(&yaml).await;
+    let (k, out) = serve_yaml(&yaml).await;
     assert_eq!(
         condition(&out, "system", "Accepted"),
         pair("True", "Accepted")
@@ -313,7 +298,7 @@ async fn missing_config_map_is_500_and_never_dials() {
         ),
         route(&[("/", "orphan", backend.addr.port())]),
     );
-    let (_k, out) = load(&yaml).await;
+    let (_k, out) = serve_yaml(&yaml).await;
     assert_eq!(
         condition(&out, "orphan", "Accepted"),
         pair("False", "NoValidCACertificate")
@@ -354,7 +339,7 @@ async fn older_policy_wins_a_conflict() {
         ),
         route(&[("/", "shared", backend.addr.port())]),
     );
-    let (k, out) = load(&yaml).await;
+    let (k, out) = serve_yaml(&yaml).await;
     assert_eq!(
         condition(&out, "z-older", "Accepted"),
         pair("True", "Accepted")
@@ -405,7 +390,7 @@ spec: {{clusterIP: 127.0.95.2, ports: [{{name: https, port: {}}}, {{name: admin,
             ("/admin", "multi", admin.addr.port()),
         ]),
     );
-    let (k, out) = load(&yaml).await;
+    let (k, out) = serve_yaml(&yaml).await;
     for name in ["service-wide", "admin-only"] {
         assert_eq!(condition(&out, name, "Accepted"), pair("True", "Accepted"));
     }
@@ -469,7 +454,7 @@ async fn grpc_over_tls_to_the_backend() {
         grpc_route("good", "good.example.com", "good", good.addr.port()),
         grpc_route("bad", "bad.example.com", "bad", bad.addr.port()),
     );
-    let (k, out) = load(&yaml).await;
+    let (k, out) = serve_yaml(&yaml).await;
     assert_eq!(
         condition(&out, "good", "Accepted"),
         pair("True", "Accepted")

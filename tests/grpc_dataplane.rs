@@ -6,7 +6,6 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use kengine_gateway::sinks::pusher::{Pushed, Pusher};
 use kengine_gateway::translate::Output;
 use support::grpc_echo::{self, ECHO, ECHO_THREE, ECHO_TWO, SERVICE, code};
 use support::*;
@@ -46,10 +45,10 @@ fn grpc_route_conditions(out: &Output) -> String {
     s
 }
 
-/// Translates `yaml`, checks every GRPCRoute of it is Accepted, and loads
-/// the config into a new Kengine.
+/// Loads `yaml`'s config into a new Kengine; every GRPCRoute of it must be
+/// Accepted.
 async fn load(yaml: &str) -> (Kengine, Output) {
-    let out = translate_yaml(yaml);
+    let (k, out) = serve_yaml(yaml).await;
     let conditions = grpc_route_conditions(&out);
     assert!(
         !out.status.grpc_routes.is_empty()
@@ -58,14 +57,6 @@ async fn load(yaml: &str) -> (Kengine, Output) {
                 .iter()
                 .any(|c| c.type_ == "Accepted" && c.status == "True")),
         "every GRPCRoute must be Accepted:\n{conditions}"
-    );
-    let k = kengine().await;
-    assert_eq!(
-        Pusher::new(k.process.admin().clone())
-            .push(&out.config().clone())
-            .await
-            .unwrap(),
-        Pushed::Loaded
     );
     (k, out)
 }

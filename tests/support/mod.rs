@@ -105,6 +105,20 @@ pub fn translate_yaml(yaml: &str) -> Output {
     translate::translate(&snapshot, &options)
 }
 
+/// Translates `yaml` and loads its config into a new Kengine, which must
+/// take it.
+pub async fn serve_yaml(yaml: &str) -> (Kengine, Output) {
+    use kengine_gateway::sinks::pusher::{Pushed, Pusher};
+    let out = translate_yaml(yaml);
+    let k = kengine().await;
+    let pushed = Pusher::new(k.process.admin().clone())
+        .push(&out.config().clone())
+        .await
+        .unwrap();
+    assert_eq!(pushed, Pushed::Loaded, "{}", k.log_text());
+    (k, out)
+}
+
 pub fn http() -> reqwest::Client {
     kengine_gateway::kengine::admin::install_crypto_provider();
     reqwest::Client::builder().build().unwrap()
