@@ -1,7 +1,7 @@
 //! Scenario 3, attached-routes convergence: the `kengine-gateway controller`
 //! binary against a real control plane (etcd, kube-apiserver and
 //! kube-controller-manager from `scripts/ensure-kube.sh`, the test harness's
-//! `tests/support/control_plane.rs`), one Gateway served by an External
+//! `crates/test-support`), one Gateway served by an External
 //! KengineInstance whose one pod is a real Caddy 2.8.4. N HTTPRoutes are
 //! created in a burst, then deleted in a burst; each way we time from the
 //! first request until `status.listeners[0].attachedRoutes` reads the final
@@ -19,12 +19,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 
-#[allow(dead_code)]
-#[path = "../tests/support/control_plane.rs"]
-mod control_plane;
-#[allow(dead_code)]
-#[path = "../tests/support/netns.rs"]
-mod netns;
+use kengine_gateway_test_support::{control_plane, netns};
 
 const NS: &str = "bench";
 const PORT: u16 = 18690;

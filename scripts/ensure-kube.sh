@@ -2,7 +2,7 @@
 # Build the real Kubernetes control plane the end-to-end tests run, from the
 # Go modules pinned in e2e/kube/go.mod and go.sum (never a downloaded
 # binary): etcd, kube-apiserver, kube-controller-manager and kube-proxy
-# (the node agent of tests/support/node runs it), into
+# (the node agent of crates/test-support/src/node runs it), into
 # <repo>/.kube-bin (git-ignored).
 #
 # A build is reused while e2e/kube's sources are unchanged (their hash is

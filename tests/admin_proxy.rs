@@ -1,7 +1,7 @@
 //! The `admin-proxy` sidecar in front of a real Caddy 2.8.4 admin socket:
 //! mutual TLS, forwarding, readiness, certificate rotation and shutdown.
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::io::Write as _;
 use std::net::SocketAddr;

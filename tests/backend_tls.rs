@@ -1,10 +1,10 @@
 //! BackendTLSPolicy through a real Caddy 2.8.4: HTTPRoutes and GRPCRoutes to
-//! TLS echo backends (tests/support/tls_echo.rs), each with its own test CA.
+//! TLS echo backends (crates/test-support/src/tls_echo.rs), each with its own test CA.
 //! A usable policy must make the gateway dial over TLS with the policy's
 //! hostname as SNI and verify the backend against it and the policy's CAs;
 //! an unusable one must never dial the backend.
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::net::SocketAddr;
 

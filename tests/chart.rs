@@ -10,7 +10,7 @@
 //! `.tools/helm/helm` or the PATH; skipped without one unless
 //! `KENGINE_GATEWAY_REQUIRE_HELM` is set, as `scripts/chart-test.sh` does).
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::path::PathBuf;
 use std::process::Command;

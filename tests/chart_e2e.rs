@@ -10,7 +10,7 @@
 //! Needs root (network namespaces) and real helm (`$HELM`, else
 //! `.tools/helm/helm`, which `scripts/ensure-helm.sh` installs).
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! The binary as users and the acceptance harness run it.
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::net::SocketAddr;
 use std::path::Path;

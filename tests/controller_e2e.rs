@@ -7,7 +7,7 @@
 //! (echo backends listen there) and the Pods' IPs (Caddy's admin API and
 //! listeners) are local addresses.
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -723,7 +723,7 @@ async fn health_server_that_cannot_serve() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut child = std::process::Command::new(support::cluster::BIN)
+    let mut child = std::process::Command::new(support::cluster::bin())
         .args(["controller", "--leader-elect", "false"])
         .args(["--health-addr", &taken.local_addr().unwrap().to_string()])
         .args(["--metrics-addr", &metrics.to_string()])

@@ -4,7 +4,7 @@
 //! watches that end in `410 Gone` after an etcd compaction. Each test runs
 //! in its own network namespace (see `tests/controller_e2e.rs`).
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Generated configs loaded into a real Caddy 2.8.4, with real requests to
 //! in-test echo backends.
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::net::SocketAddr;
 

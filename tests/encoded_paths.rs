@@ -2,7 +2,7 @@
 //! its `path_regexp` matches the decoded request path, so values are
 //! decoded the same way before they become regexps.
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::net::SocketAddr;
 

@@ -10,8 +10,6 @@
 //! and route hostnames, ExternalName Services, and hostile regexps and
 //! placeholders in every string field.
 
-mod support;
-
 use serde_json::{Value, json};
 
 use kengine_gateway::kengine::check;

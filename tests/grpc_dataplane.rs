@@ -1,7 +1,7 @@
 //! GRPCRoutes loaded into a real Caddy 2.8.4, with real gRPC calls to
-//! in-test gRPC echo backends (tests/support/grpc_echo.rs).
+//! in-test gRPC echo backends (crates/test-support/src/grpc_echo.rs).
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

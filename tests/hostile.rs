@@ -2,7 +2,7 @@
 //! placeholders, and invalid regexps drop only their rule. Checked on the
 //! generated config, and with requests to a real Caddy 2.8.4.
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::net::SocketAddr;
 

@@ -1,9 +1,9 @@
-//! The real control plane (`tests/support/control_plane.rs`): what the
+//! The real control plane (`crates/test-support/src/control_plane.rs`): what the
 //! emulator could not show. The API server's schema and CEL validation of
 //! our CRD and the Gateway API's, RBAC with service-account tokens, and the
 //! real garbage collector.
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::path::Path;
 use std::time::Duration;

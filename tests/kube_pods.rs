@@ -1,9 +1,9 @@
 //! Pods with real addresses on the real control plane: the node agent
-//! (`tests/support/node/`) runs a real Deployment's pods in their own network
+//! (`crates/test-support/src/node/`) runs a real Deployment's pods in their own network
 //! namespaces, the real EndpointSlice controller publishes them, and the
 //! real kube-proxy sends a ClusterIP Service's traffic to them.
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::collections::BTreeSet;
 use std::future::Future;

@@ -28,7 +28,7 @@
 //! - `KENGINE_GATEWAY_CONFORMANCE_VERSION`: `v1.6.1` (default) or `v1.7.0`,
 //!   which suite runs. `cargo test` runs both, one test each.
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

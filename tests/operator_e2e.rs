@@ -6,7 +6,7 @@
 //! and the real kube-proxy, and the real garbage collector removes what a
 //! deleted owner leaves. Each test runs in its own network namespace.
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;

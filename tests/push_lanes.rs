@@ -1,7 +1,7 @@
 //! Per-fleet push lanes with a real Caddy: a fleet whose admin API hangs
 //! holds up no other fleet's new config.
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

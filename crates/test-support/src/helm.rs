@@ -10,7 +10,7 @@ pub fn bin() -> Option<PathBuf> {
     if let Some(h) = std::env::var_os("HELM") {
         return Some(h.into());
     }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/helm/helm");
+    let local = crate::repo().join(".tools/helm/helm");
     if local.is_file() {
         return Some(local);
     }
@@ -28,7 +28,7 @@ pub fn run(kubeconfig: &Path, home: &Path, args: &[&str]) -> String {
         .args(args)
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(crate::repo())
         .env("HELM_CACHE_HOME", home.join("cache"))
         .env("HELM_CONFIG_HOME", home.join("config"))
         .env("HELM_DATA_HOME", home.join("data"))

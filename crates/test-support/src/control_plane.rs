@@ -18,14 +18,8 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-/// The repository: the package that includes this file is at its root
-/// (the tests) or one level down (`bench/`, which has no `Cargo.lock`).
 fn repo_root() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    match dir.join("Cargo.lock").exists() {
-        true => dir.to_path_buf(),
-        false => dir.parent().unwrap_or(dir).to_path_buf(),
-    }
+    crate::repo()
 }
 
 /// The folder with the pinned binaries: `$KENGINE_GATEWAY_KUBE_BIN`, else
@@ -296,7 +290,7 @@ impl ControlPlane {
                 format!("--tls-private-key-file={}", path("apiserver.key")),
                 format!("--client-ca-file={}", path("ca.crt")),
                 "--authorization-mode=RBAC".into(),
-                // The node agent's kubelet API (tests/support/node) checks
+                // The node agent's kubelet API (crates/test-support/src/node) checks
                 // this certificate; its address is the Node's InternalIP.
                 format!(
                     "--kubelet-client-certificate={}",

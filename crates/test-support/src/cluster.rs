@@ -22,7 +22,10 @@ use serde_json::{Value, json};
 
 use super::control_plane::{ControlPlane, client_for};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_kengine-gateway");
+/// The `kengine-gateway` binary (see [`crate::project_bin`]).
+pub fn bin() -> PathBuf {
+    crate::project_bin()
+}
 
 /// The namespace and names the chart installs into (`helm template
 /// kengine-gateway charts/kengine-gateway --namespace kengine-system`).
@@ -125,7 +128,8 @@ async fn start(edit: impl FnOnce(&mut Vec<Value>), stand_in_node: bool) -> Clust
         true => ControlPlane::start().await,
         false => ControlPlane::start_for_pods().await,
     };
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = crate::repo();
+    let repo = repo.as_path();
     plane
         .install_crds(&[
             repo.join("e2e/gateway-api/v1.6.1/config/crd/experimental"),
@@ -245,7 +249,8 @@ pub async fn echo_backend(client: &kube::Client, namespace: &str, name: &str) {
 /// values: `helm template`, or without helm deploy/install.yaml, which is
 /// that rendering (scripts/chart-test.sh keeps it current).
 pub fn chart_rbac() -> Vec<Value> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = crate::repo();
+    let repo = repo.as_path();
     let yaml = match super::helm::bin() {
         Some(helm) => {
             let out = Command::new(helm)
@@ -483,7 +488,7 @@ impl Controller {
         };
         let (metrics, health) = (free(), free());
         let log = dir.join(format!("controller-{identity}.log"));
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .args([
                 "controller",
                 "--identity",

@@ -6,7 +6,7 @@
 //! status, and the files of its Secret, ConfigMap and emptyDir volumes.
 //!
 //! Programs are chosen by image name ([`program_for`]): `kengine` and
-//! `caddy` images run the Caddy 2.8.4 binary ([`crate::support::caddy_bin`]),
+//! `caddy` images run the Caddy 2.8.4 binary ([`crate::caddy_bin`]),
 //! with `run` when there are no args; `kengine-gateway` images run this
 //! project's binary; the conformance suite's `echo-basic` and `coredns`
 //! images run the binaries `scripts/ensure-conformance.sh` builds. Any
@@ -39,7 +39,6 @@ pub const MAX_GRACE: Duration = Duration::from_secs(5);
 /// Starts the lines a test kubelet writes into a container's log file
 /// itself (runs, exits), so the kubelet API can leave them out.
 pub const LOG_MARKER: &str = "==== fake kubelet: ";
-const PROJECT_BIN: &str = env!("CARGO_BIN_EXE_kengine-gateway");
 
 /// The files of a Secret or ConfigMap: key → bytes.
 pub type Files = BTreeMap<String, Vec<u8>>;
@@ -639,10 +638,10 @@ pub fn program_for(
             if argv.is_empty() {
                 argv.push("run".into());
             }
-            Ok((true, crate::support::caddy_bin(), argv))
+            Ok((true, crate::caddy_bin(), argv))
         }
         "kengine-gateway" if entry_is(&["kengine-gateway"]) => {
-            Ok((false, PathBuf::from(PROJECT_BIN), argv))
+            Ok((false, crate::project_bin(), argv))
         }
         // The conformance suite's backends, built by scripts/ensure-conformance.sh.
         "echo-basic" | "coredns" if command.is_empty() => {
@@ -666,7 +665,7 @@ pub fn program_for(
 fn conformance_bin(name: &str) -> Result<PathBuf, String> {
     let dir = std::env::var_os("KENGINE_GATEWAY_CONFORMANCE_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".conformance-bin"));
+        .unwrap_or_else(|| crate::repo().join(".conformance-bin"));
     let bin = dir.join(name);
     match bin.is_file() {
         true => Ok(bin),
@@ -690,7 +689,7 @@ fn image_name(image: &str) -> &str {
 /// The Service variables of `default/kubernetes` that a kubelet sets in
 /// every container: in-cluster clients find the API server by them.
 fn service_env() -> Vec<(String, String)> {
-    let ip = crate::support::control_plane::KUBERNETES_SERVICE_IP;
+    let ip = crate::control_plane::KUBERNETES_SERVICE_IP;
     [
         ("KUBERNETES_SERVICE_HOST", ip.to_string()),
         ("KUBERNETES_SERVICE_PORT", "443".into()),
