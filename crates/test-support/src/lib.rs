@@ -164,17 +164,7 @@ pub async fn get(
     host: &str,
     path: &str,
 ) -> (u16, Option<String>) {
-    let resp = client
-        .get(format!("http://{gateway}{path}"))
-        .header("Host", host)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body: serde_json::Value =
-        serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(serde_json::Value::Null);
-    (
-        status,
-        body.get("pod").and_then(|p| p.as_str()).map(str::to_string),
-    )
+    let echoed = tls_echo::get(client, gateway, host, path).await;
+    let pod = echoed.body.get("pod").and_then(|p| p.as_str());
+    (echoed.status, pod.map(str::to_string))
 }

@@ -5,7 +5,8 @@
 //! system's roots). A policy that cannot be applied is never bypassed: its
 //! targets' share of requests is answered 500, never sent in plaintext.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
 use gateway_api::apis::experimental::httproutes::HttpRoute;
 use gateway_api::apis::standard::backendtlspolicies::{
@@ -14,6 +15,8 @@ use gateway_api::apis::standard::backendtlspolicies::{
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use kengine_gateway_model::short_hash;
 
 use super::conditions::{Cond, Reason, Type, stamp};
 use super::gateways::GROUP;
@@ -30,6 +33,9 @@ pub struct BackendTls {
     pub server_name: String,
     /// Base64 DER CA certificates; `None`: the system's roots.
     pub trusted_ca_certs: Option<Vec<String>>,
+    /// Names this TLS setup in a proxy's name, stable across translations:
+    /// the server name and a hash of the CAs.
+    pub id: String,
 }
 
 /// What one policy amounts to, whatever it targets.
@@ -39,6 +45,36 @@ pub struct Verdict {
     pub resolved_refs: Cond,
     /// Set when the policy can be applied: accepted, every ref resolved.
     pub tls: Option<BackendTls>,
+}
+
+/// The policies one translate has looked at, each judged once: the routes
+/// of many namespaces may send requests to one policy's Service.
+#[derive(Default)]
+pub struct Judged {
+    known: HashMap<ObjectRef, Result<Rc<BackendTls>, String>>,
+}
+
+impl Judged {
+    /// The TLS `policy` asks for, or why it cannot be applied.
+    pub fn tls(
+        &mut self,
+        snapshot: &Snapshot,
+        policy: &ObjectRef,
+    ) -> Result<Rc<BackendTls>, String> {
+        (self.known.entry(policy.clone()))
+            .or_insert_with(|| {
+                let Some(object) = snapshot.backend_tls_policies.get(policy) else {
+                    return Err("it does not exist".into());
+                };
+                let verdict = verdict(snapshot, policy, object);
+                match (verdict.tls, verdict.accepted.status) {
+                    (Some(tls), _) => Ok(Rc::new(tls)),
+                    (None, true) => Err(verdict.resolved_refs.message),
+                    (None, false) => Err(verdict.accepted.message),
+                }
+            })
+            .clone()
+    }
 }
 
 /// Judges a policy on its own: its CA references, hostname, names and options.
@@ -118,9 +154,17 @@ pub fn verdict(snapshot: &Snapshot, key: &ObjectRef, policy: &BackendTlsPolicy) 
         Some((reason, message)) => Cond::new(Type::Accepted, false, reason, message),
         None => Cond::ok(Type::Accepted, Reason::Accepted),
     };
-    let tls = (accepted.status && resolved_refs.status).then(|| BackendTls {
-        server_name: validation.hostname.to_ascii_lowercase(),
-        trusted_ca_certs: (!refs.is_empty()).then_some(certs),
+    let tls = (accepted.status && resolved_refs.status).then(|| {
+        let server_name = validation.hostname.to_ascii_lowercase();
+        let id = match refs.is_empty() {
+            true => format!("{server_name}/system"),
+            false => format!("{server_name}/{}", short_hash(certs.concat().as_bytes())),
+        };
+        BackendTls {
+            server_name,
+            trusted_ca_certs: (!refs.is_empty()).then_some(certs),
+            id,
+        }
     });
     Verdict {
         accepted,

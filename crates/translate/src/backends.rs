@@ -6,7 +6,9 @@ use std::rc::Rc;
 
 use k8s_openapi::api::core::v1::Service;
 
+use super::backend_tls::Judged;
 use super::conditions::{Cond, Reason, Type};
+use super::grpc_routes::RouteKind;
 use super::refgrant;
 use crate::snapshot::{ObjectRef, Snapshot};
 
@@ -38,8 +40,10 @@ pub struct Backend {
 #[derive(Default)]
 pub struct Resolver<'s> {
     namespace: String,
-    route_kind: String,
+    route_kind: Option<RouteKind>,
     known: BTreeMap<RefKey<'s>, Result<Rc<Backend>, Cond>>,
+    /// BackendTLSPolicies, each judged once per translate.
+    judged: Judged,
 }
 
 /// The ref's group, kind, name, namespace, port and weight.
@@ -58,18 +62,20 @@ impl<'s> Resolver<'s> {
         &mut self,
         snapshot: &Snapshot,
         route: &ObjectRef,
-        route_kind: &str,
+        route_kind: RouteKind,
         r: &BackendRef<'s>,
     ) -> Result<Rc<Backend>, Cond> {
-        if self.namespace != route.namespace || self.route_kind != route_kind {
+        if self.namespace != route.namespace || self.route_kind != Some(route_kind) {
             self.known.clear();
             self.namespace.clone_from(&route.namespace);
-            route_kind.clone_into(&mut self.route_kind);
+            self.route_kind = Some(route_kind);
         }
         let key = (r.group, r.kind, r.name, r.namespace, r.port, r.weight);
         self.known
             .entry(key)
-            .or_insert_with(|| resolve(snapshot, route, route_kind, r).map(Rc::new))
+            .or_insert_with(|| {
+                resolve(snapshot, &mut self.judged, route, route_kind, r).map(Rc::new)
+            })
             .clone()
     }
 }
@@ -77,10 +83,12 @@ impl<'s> Resolver<'s> {
 /// A resolved backendRef, or why it cannot be used (a ResolvedRefs=False condition).
 pub fn resolve(
     snapshot: &Snapshot,
+    judged: &mut Judged,
     route: &ObjectRef,
-    route_kind: &str,
+    kind_of_route: RouteKind,
     r: &BackendRef,
 ) -> Result<Backend, Cond> {
+    let route_kind = kind_of_route.name();
     let group = r.group.unwrap_or("");
     let kind = r.kind.unwrap_or("Service");
     let namespace = r.namespace.unwrap_or(&route.namespace);
@@ -130,41 +138,30 @@ pub fn resolve(
         .ok_or_else(|| not_found(format!("backendRef to Service {} has no port", target())))?;
     let tls = match super::backend_tls::for_port(snapshot, &key, service, port) {
         None => None,
-        Some(policy) => {
-            let verdict = super::backend_tls::verdict(
-                snapshot,
-                policy,
-                &snapshot.backend_tls_policies[policy],
-            );
-            match verdict.tls {
-                Some(tls) => Some(Rc::new(tls)),
-                // Never plaintext to a backend that asks for TLS.
-                None => {
-                    let why = match verdict.accepted.status {
-                        true => verdict.resolved_refs.message,
-                        false => verdict.accepted.message,
-                    };
-                    return Err(Cond::new(
-                        Type::ResolvedRefs,
-                        false,
-                        Reason::InvalidBackendTLSPolicy,
-                        format!(
-                            "Service {} port {port} needs TLS, but BackendTLSPolicy {policy} cannot be applied ({why}); its share of requests is answered 500",
-                            target()
-                        ),
-                    ));
-                }
+        Some(policy) => match judged.tls(snapshot, policy) {
+            Ok(tls) => Some(tls),
+            // Never plaintext to a backend that asks for TLS.
+            Err(why) => {
+                return Err(Cond::new(
+                    Type::ResolvedRefs,
+                    false,
+                    Reason::InvalidBackendTLSPolicy,
+                    format!(
+                        "Service {} port {port} needs TLS, but BackendTLSPolicy {policy} cannot be applied ({why}); its share of requests is answered 500",
+                        target()
+                    ),
+                ));
             }
-        }
+        },
     };
     let dials = dials(snapshot, &key, service, port)
         .map_err(|why| not_found(format!("Service {} {why}", target())))?;
     let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
-    let h2c = service
-        .spec
-        .iter()
-        .flat_map(|s| s.ports.iter().flatten())
-        .any(|p| p.port == port && p.app_protocol.as_deref() == Some("kubernetes.io/h2c"));
+    // gRPC is HTTP/2: a GRPCRoute's backends speak it whatever their
+    // appProtocol says (in cleartext h2c, over TLS through ALPN).
+    let h2c = kind_of_route == RouteKind::Grpc
+        || (service.spec.iter().flat_map(|s| s.ports.iter().flatten()))
+            .any(|p| p.port == port && p.app_protocol.as_deref() == Some("kubernetes.io/h2c"));
     Ok(Backend {
         weight,
         dials,
@@ -388,7 +385,13 @@ mod tests {
                 port: Some(80),
                 weight: None,
             };
-            resolve(&snapshot, &ObjectRef::new("n", "r"), "HTTPRoute", &r)
+            resolve(
+                &snapshot,
+                &mut Judged::default(),
+                &ObjectRef::new("n", "r"),
+                RouteKind::Http,
+                &r,
+            )
         };
         for good in ["api.example.com", "api.example.com.", "a-1.b2", "x"] {
             assert_eq!(resolved(good).unwrap().dials, [format!("{good}:80")]);

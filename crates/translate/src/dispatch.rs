@@ -19,8 +19,6 @@ use std::fmt::Write;
 use std::rc::Rc;
 
 use super::backends::{Backend, upstream_weights};
-use kengine_gateway_model::short_hash;
-
 use crate::kengine::config::{
     CaPool, Handler, HttpTransport, LoadBalancing, MatcherSet, RegexpMatcher, ResponseHandler,
     ResponseMatcher, ReverseProxy, Route, SelectionPolicy, TransportTls, Upstream,
@@ -222,10 +220,7 @@ fn proxy_key<B: Borrow<Backend>>(
         key.push_str(if tls.is_some() { " h2" } else { " h2c" });
     }
     if let Some(tls) = tls {
-        let _ = write!(key, " tls={}", tls.server_name);
-        if let Some(cas) = &tls.trusted_ca_certs {
-            let _ = write!(key, "/{}", short_hash(cas.concat().as_bytes()));
-        }
+        let _ = write!(key, " tls={}", tls.id);
     }
     if let Some(timeout) = &settings.response_header_timeout {
         let _ = write!(key, " timeout={timeout}");

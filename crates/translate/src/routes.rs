@@ -1,6 +1,6 @@
 //! Route attachment (parentRefs × listeners) and the statuses it decides.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use gateway_api::apis::experimental::gateways::{
     Gateway, GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
@@ -92,8 +92,8 @@ pub fn attach<'s>(
         .enumerate()
         .map(|(i, m)| ((m.key.namespace.as_str(), m.key.name.as_str()), i))
         .collect();
-    let lost = match snapshot.http_routes.is_empty() || grpc.is_empty() {
-        true => HashSet::new(),
+    let mut conflicts = match snapshot.http_routes.is_empty() || grpc.is_empty() {
+        true => KindConflicts::default(),
         false => kind_conflicts(snapshot, models, &index, all_routes(snapshot, grpc)),
     };
     let mut out = Attachments::default();
@@ -131,7 +131,7 @@ pub fn attach<'s>(
             (!rules::depends_on_listener(route)).then(|| std::mem::take(&mut compiled.matches));
         let mut per_listener: BTreeMap<(u16, bool), Vec<CompiledMatch>> = BTreeMap::new();
         let mut entries = Vec::new();
-        for (parent, g) in parents {
+        for (i, (parent, g)) in parents.into_iter().enumerate() {
             let parent_ref = HttpRouteStatusParentsParentRef {
                 group: Some(GROUP.into()),
                 kind: Some("Gateway".into()),
@@ -149,16 +149,19 @@ pub fn attach<'s>(
                     format!("Gateway {} is not accepted", models[g].key),
                 ),
                 (None, None) => {
-                    let listeners = candidate_listeners(
-                        snapshot,
-                        &models[g],
-                        r.kind,
-                        key,
-                        route.spec.hostnames.as_deref().unwrap_or_default(),
-                        parent.section_name.as_deref(),
-                        parent.port,
-                    )
-                    .and_then(|found| keep_won(found, &lost, &r, g));
+                    let listeners = (conflicts.candidates.remove(&((r.kind, key), i)))
+                        .unwrap_or_else(|| {
+                            candidate_listeners(
+                                snapshot,
+                                &models[g],
+                                r.kind,
+                                key,
+                                route.spec.hostnames.as_deref().unwrap_or_default(),
+                                parent.section_name.as_deref(),
+                                parent.port,
+                            )
+                        })
+                        .and_then(|found| keep_won(found, &conflicts.lost, &r, g));
                     match listeners {
                         Err(cond) => cond,
                         Ok(found) => {
@@ -230,7 +233,7 @@ fn kind_conflicts<'s>(
     models: &[GatewayModel],
     index: &BTreeMap<(&str, &str), usize>,
     routes: impl Iterator<Item = RouteRef<'s>>,
-) -> HashSet<(RouteId<'s>, ListenerId)> {
+) -> KindConflicts<'s> {
     let mut routes: Vec<RouteRef<'s>> = routes.collect();
     routes.sort_by_key(|r| {
         (
@@ -239,13 +242,13 @@ fn kind_conflicts<'s>(
         )
     });
     let mut held: BTreeMap<ListenerId, Held> = BTreeMap::new();
-    let mut lost = HashSet::new();
+    let mut out = KindConflicts::default();
     for r in routes {
-        for (parent, g) in our_parents(&r, index) {
+        for (i, (parent, g)) in our_parents(&r, index).into_iter().enumerate() {
             if models[g].rejected.is_some() {
                 continue;
             }
-            let Ok(found) = candidate_listeners(
+            let candidates = candidate_listeners(
                 snapshot,
                 &models[g],
                 r.kind,
@@ -253,25 +256,39 @@ fn kind_conflicts<'s>(
                 r.route.spec.hostnames.as_deref().unwrap_or_default(),
                 parent.section_name.as_deref(),
                 parent.port,
-            ) else {
-                continue;
-            };
-            for (l, hosts) in found {
-                let held = held.entry((g, l)).or_default();
-                let other = held.of(other_kind(r.kind));
-                if hosts.iter().any(|(h, _)| other.intersects(h)) {
-                    lost.insert(((r.kind, r.key), (g, l)));
+            );
+            for (l, hosts) in candidates.iter().flatten() {
+                let held = held.entry((g, *l)).or_default();
+                if hosts
+                    .iter()
+                    .any(|(h, _)| held.of(other_kind(r.kind)).intersects(h))
+                {
+                    out.lost.insert(((r.kind, r.key), (g, *l)));
                 } else {
                     let own = held.of_mut(r.kind);
                     for (h, _) in hosts {
-                        own.insert(h);
+                        own.insert(h.clone());
                     }
                 }
             }
+            out.candidates.insert(((r.kind, r.key), i), candidates);
         }
     }
-    lost
+    out
 }
+
+/// What the kind-conflict pass found: the attachments routes lose, and
+/// each parentRef's candidate listeners (by route and index among its
+/// parentRefs of ours), computed once for both passes.
+#[derive(Default)]
+struct KindConflicts<'s> {
+    lost: HashSet<(RouteId<'s>, ListenerId)>,
+    candidates: HashMap<(RouteId<'s>, usize), Candidates>,
+}
+
+/// The listeners a parentRef selects that accept a route, with its
+/// effective hostnames on each; or the Accepted=False condition.
+type Candidates = Result<Vec<(usize, Vec<Effective>)>, Cond>;
 
 /// The hostnames the routes of each kind hold on one listener.
 #[derive(Default)]
@@ -341,7 +358,7 @@ fn keep_won(
     lost: &HashSet<(RouteId<'_>, ListenerId)>,
     r: &RouteRef<'_>,
     g: usize,
-) -> Result<Vec<(usize, Vec<Effective>)>, Cond> {
+) -> Candidates {
     if lost.is_empty() {
         return Ok(found);
     }
@@ -372,7 +389,7 @@ fn candidate_listeners(
     route_hostnames: &[String],
     section: Option<&str>,
     port: Option<i32>,
-) -> Result<Vec<(usize, Vec<Effective>)>, Cond> {
+) -> Candidates {
     // Why nothing matched, in the order the checks apply.
     let (mut selected, mut allowed) = (false, false);
     let mut matched: Vec<(usize, Vec<Effective>)> = Vec::new();

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use gateway_api::apis::experimental::httproutes::{HttpRouteRules, HttpRouteRulesFilters};
 
-use super::backends::{Backend, BackendRef, RefKey, Resolver};
+use super::backends::{BackendRef, RefKey, Resolver};
 use super::conditions::Cond;
 use super::dispatch::{self, Proxies, Retry, SharedProxy, Target, Upstreams};
 use super::filters;
@@ -143,16 +143,7 @@ fn build<'s>(
                 "a redirect is not allowed as a backendRef filter",
             ));
         }
-        let backend = match caches
-            .resolver
-            .resolve(snapshot, key, kind.name(), &backend_ref)
-        {
-            // gRPC is HTTP/2: cleartext backends are spoken to over h2c
-            // whatever their appProtocol says.
-            Ok(b) if kind == RouteKind::Grpc && !b.h2c => Some(Rc::new(Backend {
-                h2c: true,
-                ..(*b).clone()
-            })),
+        let backend = match caches.resolver.resolve(snapshot, key, kind, &backend_ref) {
             Ok(b) => Some(b),
             Err(cond) => {
                 unresolved.get_or_insert(cond);
