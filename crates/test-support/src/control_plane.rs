@@ -340,6 +340,9 @@ impl ControlPlane {
                 .as_bytes(),
             )
             .unwrap();
+        // kube-controller-manager exits when the API server cannot serve
+        // its authentication ConfigMap yet, so it starts after /readyz.
+        wait_apiserver_ready(&kubeconfig).await;
         spawn(
             "kube-controller-manager",
             [
@@ -393,25 +396,12 @@ impl ControlPlane {
     }
 
     async fn wait_ready(&self) {
-        let client = self.client().await;
+        wait_apiserver_ready(&self.kubeconfig).await;
         let start = Instant::now();
-        loop {
-            let req = hyper::Request::get("/readyz").body(Vec::new()).unwrap();
-            match client.request_text(req).await {
-                Ok(body) if body.trim() == "ok" => break,
-                result => {
-                    assert!(
-                        start.elapsed() < Duration::from_secs(120),
-                        "kube-apiserver not ready after 120 s: {result:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            }
-        }
         // The default ServiceAccount of `default` appears when the
         // controller manager runs; Pods need it.
         let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            Api::namespaced(client, "default");
+            Api::namespaced(self.client().await, "default");
         loop {
             if sa.get_opt("default").await.ok().flatten().is_some() {
                 return;
@@ -571,6 +561,26 @@ impl ControlPlane {
             .find(|p| p.name == component)
             .map(|p| std::fs::read_to_string(&p.log).unwrap_or_default())
             .unwrap_or_default()
+    }
+}
+
+/// Waits until kube-apiserver answers `/readyz` with `ok` (its post-start
+/// hooks, which create what the controllers read at startup, have run).
+async fn wait_apiserver_ready(kubeconfig: &Path) {
+    let client = client_for(kubeconfig).await;
+    let start = Instant::now();
+    loop {
+        let req = hyper::Request::get("/readyz").body(Vec::new()).unwrap();
+        match client.request_text(req).await {
+            Ok(body) if body.trim() == "ok" => return,
+            result => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(120),
+                    "kube-apiserver not ready after 120 s: {result:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
     }
 }
 
