@@ -539,7 +539,7 @@ fn lifetimes(args: &ControllerArgs) -> pki::Lifetimes {
 }
 
 /// The watched objects the operator generated, by `apiVersion/kind ns/name`.
-fn generated(watches: &Watches) -> HashMap<String, Value> {
+fn generated(watches: &Watches) -> HashMap<operator::ObjectId, Value> {
     let kinds = OWNED_KINDS.iter().map(|(_, k)| *k).chain(["Secret"]);
     kinds
         .flat_map(|kind| watches.values(kind))

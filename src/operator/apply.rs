@@ -5,62 +5,138 @@
 //! apply returned.
 
 use std::collections::HashMap;
+use std::fmt;
 
-use kube::Client;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::workloads::Owned;
 use crate::crd::KengineInstance;
 
 use kengine_gateway_model::names::FIELD_MANAGER;
 
-/// `apiVersion/kind namespace/name`.
-pub fn key(object: &Value) -> String {
-    format!(
-        "{}/{} {}/{}",
-        object["apiVersion"].as_str().unwrap_or_default(),
-        object["kind"].as_str().unwrap_or_default(),
-        object["metadata"]["namespace"].as_str().unwrap_or_default(),
-        object["metadata"]["name"].as_str().unwrap_or_default(),
-    )
+/// A kind the operator writes: namespaced, with its API path taken from
+/// its type (`Resource::plural`), never guessed from its name.
+pub trait Object:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Serialize
+    + DeserializeOwned
+    + Clone
+    + fmt::Debug
+{
+}
+
+impl<K> Object for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + fmt::Debug
+{
+}
+
+/// One object across kinds: the key of the watched copies and of what the
+/// applier remembers. Shown as `apiVersion/kind namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectId {
+    /// The `K` of that namespace and name.
+    pub fn new<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> Self {
+        ObjectId {
+            api_version: K::api_version(&()).into_owned(),
+            kind: K::kind(&()).into_owned(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    pub fn of<K: Resource<DynamicType = ()>>(object: &K) -> Self {
+        let meta = object.meta();
+        Self::new::<K>(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ObjectId {
+            api_version,
+            kind,
+            namespace,
+            name,
+        } = self;
+        write!(f, "{api_version}/{kind} {namespace}/{name}")
+    }
+}
+
+/// The id of a watched copy (the watches hold objects of every kind as
+/// JSON).
+pub fn key(object: &Value) -> ObjectId {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    ObjectId {
+        api_version: text(&object["apiVersion"]),
+        kind: text(&object["kind"]),
+        namespace: text(&object["metadata"]["namespace"]),
+        name: text(&object["metadata"]["name"]),
+    }
 }
 
 /// What tells us whether a live object changed since we applied it.
-fn marker(live: &Value) -> String {
-    match live["metadata"]["generation"].as_i64() {
+fn marker(generation: Option<i64>, resource_version: Option<&str>) -> String {
+    match generation {
         Some(g) => format!("g{g}"),
-        None => format!(
-            "rv{}",
-            live["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default()
-        ),
+        None => format!("rv{}", resource_version.unwrap_or_default()),
     }
+}
+
+fn live_marker(live: &Value) -> String {
+    let meta = &live["metadata"];
+    marker(
+        meta["generation"].as_i64(),
+        meta["resourceVersion"].as_str(),
+    )
+}
+
+fn written_marker(meta: &ObjectMeta) -> String {
+    marker(meta.generation, meta.resource_version.as_deref())
 }
 
 /// Why a generated object could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error("{0}: not a kind the operator writes")]
-    UnknownKind(String),
+    UnknownKind(ObjectId),
     #[error("{0} has no namespace")]
-    NoNamespace(String),
-    #[error("applying {key}: {source}")]
+    NoNamespace(ObjectId),
+    #[error("applying {id}: {source}")]
     Apply {
-        key: String,
+        id: ObjectId,
         source: Box<kube::Error>,
     },
-    #[error("deleting {key}: {source}")]
+    #[error("deleting {id}: {source}")]
     Delete {
-        key: String,
+        id: ObjectId,
         source: Box<kube::Error>,
     },
 }
 
 #[derive(Default)]
 pub struct Applier {
-    /// Per object key: hash of what we applied, and the live marker it got.
-    applied: HashMap<String, (String, String)>,
+    /// Per object: hash of what we applied, and the live marker it got.
+    applied: HashMap<ObjectId, (String, String)>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -71,73 +147,133 @@ pub struct Counts {
 }
 
 impl Applier {
-    /// Applies `desired` unless `live` (the watched copy) shows it in place.
-    pub async fn apply(
+    /// Applies `desired` unless `live` (the watched copy) shows it in
+    /// place. Returns what the API server answered, `None` when nothing was
+    /// written.
+    pub async fn apply<K: Object>(
         &mut self,
         client: &Client,
-        desired: &Value,
+        desired: &K,
         live: Option<&Value>,
         counts: &mut Counts,
-    ) -> Result<Value, ApplyError> {
-        let key = key(desired);
-        let hash = crate::sinks::fleet::short_hash(desired.to_string().as_bytes());
-        if let (Some(live), Some((h, m))) = (live, self.applied.get(&key))
-            && *h == hash
-            && *m == marker(live)
-        {
-            counts.unchanged += 1;
-            return Ok(live.clone());
-        }
-        let api = api(client, desired)?;
-        let name = desired["metadata"]["name"].as_str().unwrap_or_default();
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let result = api
-            .patch(name, &params, &Patch::Apply(desired))
+    ) -> Result<Option<K>, ApplyError> {
+        self.apply_as(client, &ObjectId::of(desired), desired, live, counts)
             .await
-            .map_err(|source| ApplyError::Apply {
-                key: key.clone(),
-                source: Box::new(source),
-            })?;
-        let result = serde_json::to_value(&result).unwrap_or_default();
-        self.applied.insert(key, (hash, marker(&result)));
-        counts.applied += 1;
-        Ok(result)
     }
 
-    /// Deletes a generated object that is no longer wanted.
+    /// [`Applier::apply`] of the `K` `id` as `body`, an apply configuration
+    /// that holds only the fields the operator means to own.
+    pub async fn apply_as<K: Object>(
+        &mut self,
+        client: &Client,
+        id: &ObjectId,
+        body: &(impl Serialize + fmt::Debug),
+        live: Option<&Value>,
+        counts: &mut Counts,
+    ) -> Result<Option<K>, ApplyError> {
+        // A body that does not serialize fails in `patch` below, and is
+        // then never remembered.
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let hash = crate::sinks::fleet::short_hash(&bytes);
+        if let (Some(live), Some((h, m))) = (live, self.applied.get(id))
+            && *h == hash
+            && *m == live_marker(live)
+        {
+            counts.unchanged += 1;
+            return Ok(None);
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let result = api::<K>(client, id)?
+            .patch(&id.name, &params, &Patch::Apply(body))
+            .await
+            .map_err(|source| ApplyError::Apply {
+                id: id.clone(),
+                source: Box::new(source),
+            })?;
+        self.applied
+            .insert(id.clone(), (hash, written_marker(result.meta())));
+        counts.applied += 1;
+        Ok(Some(result))
+    }
+
+    /// [`Applier::apply`] of whichever object `object` holds.
+    pub async fn apply_owned(
+        &mut self,
+        client: &Client,
+        object: &Owned,
+        live: Option<&Value>,
+        counts: &mut Counts,
+    ) -> Result<Option<Owned>, ApplyError> {
+        Ok(match object {
+            Owned::ServiceAccount(o) => self
+                .apply(client, o, live, counts)
+                .await?
+                .map(Owned::ServiceAccount),
+            Owned::Deployment(o) => self
+                .apply(client, o, live, counts)
+                .await?
+                .map(Owned::Deployment),
+            Owned::DaemonSet(o) => self
+                .apply(client, o, live, counts)
+                .await?
+                .map(Owned::DaemonSet),
+            Owned::Service(o) => self
+                .apply(client, o, live, counts)
+                .await?
+                .map(Owned::Service),
+            Owned::PodDisruptionBudget(o) => self
+                .apply(client, o, live, counts)
+                .await?
+                .map(Owned::PodDisruptionBudget),
+            Owned::NetworkPolicy(o) => self
+                .apply(client, o, live, counts)
+                .await?
+                .map(Owned::NetworkPolicy),
+        })
+    }
+
+    /// Deletes a generated object that is no longer wanted. By id: the
+    /// kind of a watched copy is known only at run time.
     pub async fn delete(
         &mut self,
         client: &Client,
-        live: &Value,
+        id: &ObjectId,
         counts: &mut Counts,
     ) -> Result<(), ApplyError> {
-        let key = key(live);
-        let api = api(client, live)?;
-        let name = live["metadata"]["name"].as_str().unwrap_or_default();
-        match api.delete(name, &DeleteParams::background()).await {
+        let api = dynamic_api(client, id)?;
+        match api.delete(&id.name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(source) => {
                 return Err(ApplyError::Delete {
-                    key,
+                    id: id.clone(),
                     source: Box::new(source),
                 });
             }
         }
-        self.applied.remove(&key);
+        self.applied.remove(id);
         counts.deleted += 1;
         Ok(())
     }
 }
 
-fn api(client: &Client, object: &Value) -> Result<Api<DynamicObject>, ApplyError> {
-    let api_version = object["apiVersion"].as_str().unwrap_or_default();
-    let kind = object["kind"].as_str().unwrap_or_default();
-    let ar = resource(api_version, kind).ok_or_else(|| ApplyError::UnknownKind(key(object)))?;
-    let namespace = object["metadata"]["namespace"]
-        .as_str()
-        .ok_or_else(|| ApplyError::NoNamespace(key(object)))?;
-    Ok(Api::namespaced_with(client.clone(), namespace, &ar))
+fn api<K: Object>(client: &Client, id: &ObjectId) -> Result<Api<K>, ApplyError> {
+    namespace(id).map(|ns| Api::namespaced(client.clone(), ns))
+}
+
+fn dynamic_api(client: &Client, id: &ObjectId) -> Result<Api<DynamicObject>, ApplyError> {
+    let ar =
+        resource(&id.api_version, &id.kind).ok_or_else(|| ApplyError::UnknownKind(id.clone()))?;
+    namespace(id).map(|ns| Api::namespaced_with(client.clone(), ns, &ar))
+}
+
+/// Every kind the operator writes is namespaced: without a namespace the
+/// path would be the cluster-wide collection.
+fn namespace(id: &ObjectId) -> Result<&str, ApplyError> {
+    match id.namespace.as_str() {
+        "" => Err(ApplyError::NoNamespace(id.clone())),
+        ns => Ok(ns),
+    }
 }
 
 /// The API resource of a kind the operator writes, taken from its type
@@ -167,19 +303,31 @@ fn resource(api_version: &str, kind: &str) -> Option<ApiResource> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
 
     #[test]
     fn marker_prefers_generation() {
         let with = serde_json::json!({"metadata": {"generation": 3, "resourceVersion": "9"}});
         let without = serde_json::json!({"metadata": {"resourceVersion": "9"}});
-        assert_eq!(marker(&with), "g3");
-        assert_eq!(marker(&without), "rv9");
-        assert_eq!(
-            key(
-                &serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"namespace": "a", "name": "b"}})
-            ),
-            "apps/v1/Deployment a/b"
-        );
+        assert_eq!(live_marker(&with), "g3");
+        assert_eq!(live_marker(&without), "rv9");
+        let mut meta = ObjectMeta {
+            resource_version: Some("9".into()),
+            ..Default::default()
+        };
+        assert_eq!(written_marker(&meta), "rv9");
+        meta.generation = Some(3);
+        assert_eq!(written_marker(&meta), "g3");
+    }
+
+    #[test]
+    fn ids_of_typed_objects_and_watched_copies_agree() {
+        let watched = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"namespace": "a", "name": "b"}});
+        let id = key(&watched);
+        assert_eq!(id.to_string(), "apps/v1/Deployment a/b");
+        assert_eq!(ObjectId::new::<Deployment>("a", "b"), id);
+        let typed: Deployment = serde_json::from_value(watched).unwrap();
+        assert_eq!(ObjectId::of(&typed), id);
     }
 
     #[test]

@@ -15,27 +15,35 @@ pub mod workloads;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Client;
 use serde_json::Value;
 
 use crate::crd::KengineInstance;
 use crate::snapshot::{ObjectRef, Snapshot};
 use crate::translate::Fleet;
-pub use apply::Counts;
+use apply::Applier;
 pub use apply::key as object_key;
-use apply::{Applier, key};
+pub use apply::{Counts, ObjectId};
 use workloads::{INSTANCE_LABEL, Infrastructure, Names, Settings};
 
 /// The kinds the operator generates (besides Secrets and KengineInstances),
 /// as (apiVersion, kind).
 pub const OWNED_KINDS: &[(&str, &str)] = &[
-    ("v1", "ServiceAccount"),
-    ("apps/v1", "Deployment"),
-    ("apps/v1", "DaemonSet"),
-    ("v1", "Service"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
+    kind::<ServiceAccount>(),
+    kind::<Deployment>(),
+    kind::<DaemonSet>(),
+    kind::<Service>(),
+    kind::<PodDisruptionBudget>(),
+    kind::<NetworkPolicy>(),
 ];
+
+const fn kind<K: k8s_openapi::Resource>() -> (&'static str, &'static str) {
+    (K::API_VERSION, K::KIND)
+}
 
 /// What happened to one instance in a pass.
 #[derive(Debug, Default, Clone)]
@@ -44,7 +52,9 @@ pub struct InstanceReport {
     pub problems: Vec<String>,
     /// Secrets (re)issued in this pass.
     pub issued: Vec<String>,
-    /// The live Deployment or DaemonSet after the pass.
+    /// The live Deployment or DaemonSet after the pass: the API server's
+    /// answer, or the watched copy when it was in place. JSON, like every
+    /// watched copy.
     pub workload: Option<Value>,
 }
 
@@ -56,7 +66,7 @@ pub struct Operator {
     /// Secrets written but not yet seen in the watch cache: (resourceVersion,
     /// when). Certificates are never planned from a stale cache, which would
     /// mint a second CA.
-    pending: HashMap<String, (String, Instant)>,
+    pending: HashMap<ObjectId, (String, Instant)>,
 }
 
 impl Operator {
@@ -75,7 +85,7 @@ impl Operator {
     pub async fn reconcile(
         &mut self,
         snapshot: &Snapshot,
-        live: &HashMap<String, Value>,
+        live: &HashMap<ObjectId, Value>,
         fleets: &BTreeMap<ObjectRef, Fleet>,
     ) -> (BTreeMap<ObjectRef, InstanceReport>, Counts) {
         let mut counts = Counts::default();
@@ -86,23 +96,24 @@ impl Operator {
             if snapshot.kengine_instances.contains_key(&key) {
                 continue;
             }
+            // JSON: only the fields the operator owns (see `inputs`).
+            let id = apply::key(&desired);
             if let Err(e) = self
                 .applier
-                .apply(&client, &desired, None, &mut counts)
+                .apply_as::<KengineInstance>(&client, &id, &desired, None, &mut counts)
                 .await
             {
                 tracing::warn!(gateway = %key, "creating its KengineInstance: {e}");
             }
         }
         for key in inputs::orphaned_instances(snapshot, fleets) {
-            let object = serde_json::json!({"apiVersion": "kengine.khulnasoft.com/v1alpha1", "kind": "KengineInstance",
-                "metadata": {"namespace": key.namespace, "name": key.name}});
-            if let Err(e) = self.applier.delete(&client, &object, &mut counts).await {
+            let id = ObjectId::new::<KengineInstance>(&key.namespace, &key.name);
+            if let Err(e) = self.applier.delete(&client, &id, &mut counts).await {
                 tracing::warn!(instance = %key, "{e}");
             }
         }
 
-        let mut wanted: HashSet<String> = HashSet::new();
+        let mut wanted: HashSet<ObjectId> = HashSet::new();
         for (id, instance) in &snapshot.kengine_instances {
             if !instance.spec.mode.managed() || instance.metadata.deletion_timestamp.is_some() {
                 continue;
@@ -119,18 +130,18 @@ impl Operator {
                 Err(e) => report.problems.push(e),
             }
             let ports = fleet.map(|f| f.ports.clone()).unwrap_or_default();
-            for object in workloads::desired(instance, &ports, &infra, &self.settings) {
-                let k = key(&object);
-                wanted.insert(k.clone());
+            let desired = workloads::desired(instance, &ports, &infra, &self.settings);
+            for object in desired.into_objects() {
+                let id = object.id();
+                let live = live.get(&id);
+                wanted.insert(id);
                 match self
                     .applier
-                    .apply(&client, &object, live.get(&k), &mut counts)
+                    .apply_owned(&client, &object, live, &mut counts)
                     .await
                 {
-                    Ok(result)
-                        if matches!(object["kind"].as_str(), Some("Deployment" | "DaemonSet")) =>
-                    {
-                        report.workload = Some(result);
+                    Ok(written) if object.is_workload() => {
+                        report.workload = written.map(|w| w.to_value()).or_else(|| live.cloned());
                     }
                     Ok(_) => {}
                     Err(e) => report.problems.push(e.to_string()),
@@ -148,7 +159,7 @@ impl Operator {
             .iter()
             .map(|(k, i)| (k.namespace.clone(), Names::of(i).label))
             .collect();
-        for (k, object) in live {
+        for (id, object) in live {
             let meta = &object["metadata"];
             let Some(label) = meta["labels"][INSTANCE_LABEL].as_str() else {
                 continue;
@@ -156,9 +167,9 @@ impl Operator {
             let namespace = meta["namespace"].as_str().unwrap_or_default();
             let ours = instances.contains(&(namespace.to_string(), label.to_string()));
             if ours
-                && !wanted.contains(k)
-                && object["kind"] != "Secret"
-                && let Err(e) = self.applier.delete(&client, object, &mut counts).await
+                && !wanted.contains(id)
+                && id.kind != "Secret"
+                && let Err(e) = self.applier.delete(&client, id, &mut counts).await
             {
                 tracing::warn!("{e}");
             }
@@ -176,7 +187,7 @@ impl Operator {
         counts: &mut Counts,
     ) -> Result<Vec<String>, String> {
         let namespace = instance.metadata.namespace.clone().unwrap_or_default();
-        let secret_key = |name: &str| format!("v1/Secret {namespace}/{name}");
+        let secret_key = |name: &str| ObjectId::new::<Secret>(&namespace, name);
         let read = |name: &str| snapshot.secrets.get(&ObjectRef::new(&namespace, name));
         // Wait for our own writes to reach the cache.
         for name in [&names.ca_secret, &names.server_secret, &names.client_secret] {
@@ -219,11 +230,10 @@ impl Operator {
                 .apply(&self.client, &secret, None, counts)
                 .await
                 .map_err(|e| e.to_string())?;
-            if let Some(rv) = written["metadata"]["resourceVersion"].as_str() {
-                self.pending
-                    .insert(secret_key(name), (rv.to_string(), Instant::now()));
+            if let Some(rv) = written.and_then(|s| s.metadata.resource_version) {
+                self.pending.insert(secret_key(name), (rv, Instant::now()));
             }
-            tracing::info!(secret = %key(&secret), "admin certificate issued");
+            tracing::info!(secret = %ObjectId::of(&secret), "admin certificate issued");
             issued.push(name.clone());
         }
         Ok(issued)

@@ -67,10 +67,17 @@ pub fn objects(
         ] {
             let Some(data) = data else { continue };
             let blank: pki::SecretData = data.keys().map(|k| (k.clone(), String::new())).collect();
-            out.push(workloads::secret(&instance, name, &blank, &infra));
+            let secret = workloads::secret(&instance, name, &blank, &infra);
+            out.push(serde_json::to_value(secret).expect("Secrets always serialize"));
         }
         let ports = fleet.map(|f| f.ports.clone()).unwrap_or_default();
-        out.extend(workloads::desired(&instance, &ports, &infra, settings));
+        let desired = workloads::desired(&instance, &ports, &infra, settings);
+        out.extend(
+            desired
+                .into_objects()
+                .iter()
+                .map(workloads::Owned::to_value),
+        );
     }
     out
 }

@@ -9,9 +9,32 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, Deployment, DeploymentSpec,
+    DeploymentStrategy, RollingUpdateDaemonSet, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, Lifecycle, LifecycleHandler, LocalObjectReference, ObjectFieldSelector,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, SleepAction, Sysctl, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::apply::ObjectId;
 
 use crate::crd::{KengineInstance, Mode, ServiceType, TrafficPolicy};
 use crate::kengine::Flavor;
@@ -125,62 +148,145 @@ pub fn selector(names: &Names) -> BTreeMap<String, String> {
     ])
 }
 
+/// Everything a managed instance owns except its Secrets (see `pki`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub service_account: ServiceAccount,
+    pub workload: Workload,
+    /// Left out without data-plane ports: a Service needs a port.
+    pub service: Option<Service>,
+    /// Only for a Deployment.
+    pub disruption_budget: Option<PodDisruptionBudget>,
+    pub network_policy: NetworkPolicy,
+}
+
+impl Desired {
+    /// The objects in apply order.
+    pub fn into_objects(self) -> Vec<Owned> {
+        let mut objects = vec![
+            Owned::ServiceAccount(self.service_account),
+            self.workload.into(),
+        ];
+        objects.extend(self.service.map(Owned::Service));
+        objects.extend(self.disruption_budget.map(Owned::PodDisruptionBudget));
+        objects.push(Owned::NetworkPolicy(self.network_policy));
+        objects
+    }
+}
+
+/// What runs the Kengine pods.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Workload {
+    Deployment(Deployment),
+    DaemonSet(DaemonSet),
+}
+
+impl From<Workload> for Owned {
+    fn from(workload: Workload) -> Owned {
+        match workload {
+            Workload::Deployment(d) => Owned::Deployment(d),
+            Workload::DaemonSet(d) => Owned::DaemonSet(d),
+        }
+    }
+}
+
+/// One generated object (other than a Secret), of whichever kind.
+/// Serializes as the object itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Owned {
+    ServiceAccount(ServiceAccount),
+    Deployment(Deployment),
+    DaemonSet(DaemonSet),
+    Service(Service),
+    PodDisruptionBudget(PodDisruptionBudget),
+    NetworkPolicy(NetworkPolicy),
+}
+
+impl Owned {
+    pub fn id(&self) -> ObjectId {
+        match self {
+            Owned::ServiceAccount(o) => ObjectId::of(o),
+            Owned::Deployment(o) => ObjectId::of(o),
+            Owned::DaemonSet(o) => ObjectId::of(o),
+            Owned::Service(o) => ObjectId::of(o),
+            Owned::PodDisruptionBudget(o) => ObjectId::of(o),
+            Owned::NetworkPolicy(o) => ObjectId::of(o),
+        }
+    }
+
+    pub fn is_workload(&self) -> bool {
+        matches!(self, Owned::Deployment(_) | Owned::DaemonSet(_))
+    }
+
+    /// As JSON, the form of watched copies and of `render`'s output.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("Kubernetes objects always serialize")
+    }
+}
+
 /// Metadata of a generated object: owned by the instance, so deleting the
 /// instance deletes it.
-fn metadata(instance: &KengineInstance, name: &str, infra: &Infrastructure) -> Value {
-    let names = Names::of(instance);
-    let mut meta = json!({
-        "name": name,
-        "namespace": instance.metadata.namespace,
-        "labels": labels(&names, infra),
-        "ownerReferences": [owner(instance)],
-    });
-    if !infra.annotations.is_empty() {
-        meta["annotations"] = json!(infra.annotations);
+fn metadata(instance: &KengineInstance, name: &str, infra: &Infrastructure) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: instance.metadata.namespace.clone(),
+        labels: Some(labels(&Names::of(instance), infra)),
+        annotations: non_empty(infra.annotations.clone()),
+        owner_references: Some(vec![owner(instance)]),
+        ..Default::default()
     }
-    meta
 }
 
 /// No `blockOwnerDeletion`: background deletion does not need it, and
 /// setting it takes `update` on the owner's finalizers where the
 /// OwnerReferencesPermissionEnforcement admission plugin runs.
-fn owner(instance: &KengineInstance) -> Value {
-    json!({
-        "apiVersion": KengineInstance::api_version(&()),
-        "kind": KengineInstance::kind(&()),
-        "name": instance.metadata.name,
-        "uid": instance.metadata.uid,
-        "controller": true,
-    })
+fn owner(instance: &KengineInstance) -> OwnerReference {
+    OwnerReference {
+        api_version: KengineInstance::api_version(&()).into_owned(),
+        kind: KengineInstance::kind(&()).into_owned(),
+        name: instance.metadata.name.clone().unwrap_or_default(),
+        // Empty only in `render`, whose instances no API server has seen.
+        uid: instance.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
 }
 
-/// Everything a managed instance owns except its Secrets (see `pki`), in
-/// apply order. `ports` are the data-plane ports translate placed for it;
-/// without any, the Service is left out (a Service needs a port).
+/// An empty map or list is left out rather than written as `{}` or `[]`.
+fn non_empty<C: Default + PartialEq>(collection: C) -> Option<C> {
+    (collection != C::default()).then_some(collection)
+}
+
+fn match_labels(labels: BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels),
+        match_expressions: None,
+    }
+}
+
+/// Everything a managed instance owns except its Secrets. `ports` are the
+/// data-plane ports translate placed for it.
 pub fn desired(
     instance: &KengineInstance,
     ports: &BTreeSet<ListenerPort>,
     infra: &Infrastructure,
     settings: &Settings,
-) -> Vec<Value> {
+) -> Desired {
     let names = Names::of(instance);
-    let mut objects = vec![
-        json!({
-            "apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": metadata(instance, &names.workload, infra),
+    Desired {
+        service_account: ServiceAccount {
+            metadata: metadata(instance, &names.workload, infra),
             // Kengine never calls the Kubernetes API.
-            "automountServiceAccountToken": false,
-        }),
-        workload(instance, &names, infra, settings),
-    ];
-    if !ports.is_empty() {
-        objects.push(service(instance, &names, ports, infra));
+            automount_service_account_token: Some(false),
+            ..Default::default()
+        },
+        workload: workload(instance, &names, infra, settings),
+        service: (!ports.is_empty()).then(|| service(instance, &names, ports, infra)),
+        disruption_budget: (instance.spec.mode == Mode::Deployment)
+            .then(|| disruption_budget(instance, &names, infra)),
+        network_policy: network_policy(instance, &names, ports, infra, settings),
     }
-    if instance.spec.mode == Mode::Deployment {
-        objects.push(disruption_budget(instance, &names, infra));
-    }
-    objects.push(network_policy(instance, &names, ports, infra, settings));
-    objects
 }
 
 fn workload(
@@ -188,139 +294,275 @@ fn workload(
     names: &Names,
     infra: &Infrastructure,
     settings: &Settings,
-) -> Value {
+) -> Workload {
     let spec = &instance.spec;
-    let mut pod_meta = json!({"labels": labels(names, infra)});
-    if !infra.annotations.is_empty() {
-        pod_meta["annotations"] = json!(infra.annotations);
-    }
-    let template = json!({"metadata": pod_meta, "spec": pod_spec(instance, names, settings)});
-    let selector = json!({"matchLabels": selector(names)});
-    let metadata = metadata(instance, &names.workload, infra);
-    match spec.mode {
-        Mode::DaemonSet => json!({
-            "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": metadata,
-            "spec": {
-                "selector": selector,
-                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-                "template": template,
-            },
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(names, infra)),
+            annotations: non_empty(infra.annotations.clone()),
+            ..Default::default()
         }),
-        _ => json!({
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata,
-            "spec": {
-                "replicas": spec.replicas.unwrap_or(2),
-                "selector": selector,
+        spec: Some(pod_spec(instance, names, settings)),
+    };
+    let selector = match_labels(selector(names));
+    let metadata = metadata(instance, &names.workload, infra);
+    let rolling_update = Some("RollingUpdate".to_string());
+    match spec.mode {
+        Mode::DaemonSet => Workload::DaemonSet(DaemonSet {
+            metadata,
+            spec: Some(DaemonSetSpec {
+                selector,
+                update_strategy: Some(DaemonSetUpdateStrategy {
+                    type_: rolling_update,
+                    rolling_update: Some(RollingUpdateDaemonSet {
+                        max_unavailable: Some(IntOrString::Int(1)),
+                        max_surge: None,
+                    }),
+                }),
+                template,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        _ => Workload::Deployment(Deployment {
+            metadata,
+            spec: Some(DeploymentSpec {
+                replicas: Some(spec.replicas.unwrap_or(2)),
+                selector,
                 // A new pod takes traffic only once it has its config, and
                 // an old one leaves only after that: no request meets a 404.
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                "template": template,
-            },
+                strategy: Some(DeploymentStrategy {
+                    type_: rolling_update,
+                    rolling_update: Some(RollingUpdateDeployment {
+                        max_surge: Some(IntOrString::Int(1)),
+                        max_unavailable: Some(IntOrString::Int(0)),
+                    }),
+                }),
+                template,
+                ..Default::default()
+            }),
+            ..Default::default()
         }),
     }
 }
 
-fn pod_spec(instance: &KengineInstance, names: &Names, settings: &Settings) -> Value {
+fn pod_spec(instance: &KengineInstance, names: &Names, settings: &Settings) -> PodSpec {
     let spec = &instance.spec;
-    let hardened = json!({
-        "allowPrivilegeEscalation": false,
-        "readOnlyRootFilesystem": true,
-        "capabilities": {"drop": ["ALL"]},
-    });
-    let socket = format!("{SOCKET_DIR}/admin.sock");
-    let kengine = json!({
-        "name": "kengine",
-        "image": spec.image.as_deref().unwrap_or(&settings.kengine_image),
+    let pull_secrets = settings
+        .pull_secrets
+        .iter()
+        .map(|name| LocalObjectReference { name: name.clone() })
+        .collect();
+    PodSpec {
+        service_account_name: Some(names.workload.clone()),
+        automount_service_account_token: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(UID),
+            run_as_group: Some(UID),
+            fs_group: Some(UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            // Listeners on ports below 1024 without any capability.
+            sysctls: Some(vec![Sysctl {
+                name: "net.ipv4.ip_unprivileged_port_start".into(),
+                value: "0".into(),
+            }]),
+            ..Default::default()
+        }),
+        termination_grace_period_seconds: Some(30),
+        containers: vec![kengine(instance, settings), admin_proxy(settings)],
+        volumes: Some(volumes(names)),
+        image_pull_secrets: non_empty(pull_secrets),
+        node_selector: non_empty(spec.node_selector.clone()),
+        tolerations: non_empty(spec.tolerations.clone()),
+        affinity: Some(spec.affinity.clone().unwrap_or_else(|| spread(names))),
+        ..Default::default()
+    }
+}
+
+fn socket() -> String {
+    format!("{SOCKET_DIR}/admin.sock")
+}
+
+fn kengine(instance: &KengineInstance, settings: &Settings) -> Container {
+    let spec = &instance.spec;
+    let env = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        value_from: None,
+    };
+    Container {
+        name: "kengine".into(),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| settings.kengine_image.clone()),
+        ),
+        image_pull_policy: settings.pull_policy.clone(),
         // Where Containerfile.kengine (and Caddy's image) put the binary;
         // absolute, so the image needs no PATH.
-        "command": [format!("/usr/bin/{}", settings.flavor.binary()), "run"],
-        "env": [
-            {"name": settings.flavor.admin_env(), "value": format!("unix/{socket}")},
-            {"name": "XDG_CONFIG_HOME", "value": format!("{STATE_DIR}/config")},
-            {"name": "XDG_DATA_HOME", "value": format!("{STATE_DIR}/data")},
-        ],
-        "resources": spec.resources.clone().unwrap_or_default(),
-        "securityContext": hardened,
-        "volumeMounts": [
-            {"name": "admin-socket", "mountPath": SOCKET_DIR},
-            {"name": "state", "mountPath": STATE_DIR},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        command: Some(vec![
+            format!("/usr/bin/{}", settings.flavor.binary()),
+            "run".into(),
+        ]),
+        env: Some(vec![
+            env(settings.flavor.admin_env(), format!("unix/{}", socket())),
+            env("XDG_CONFIG_HOME", format!("{STATE_DIR}/config")),
+            env("XDG_DATA_HOME", format!("{STATE_DIR}/data")),
+        ]),
+        resources: Some(spec.resources.clone().unwrap_or_default()),
+        security_context: Some(hardened()),
+        volume_mounts: Some(vec![
+            mount("admin-socket", SOCKET_DIR),
+            mount("state", STATE_DIR),
+            mount("tmp", "/tmp"),
+        ]),
         // Endpoints drop the pod before Kengine stops accepting.
-        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
-    });
-    let probe =
-        |path: &str| json!({"httpGet": {"path": path, "port": HEALTH_PORT}, "periodSeconds": 2});
-    let proxy = json!({
-        "name": "admin-proxy",
-        "image": settings.proxy_image,
-        "args": [
-            "admin-proxy",
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction { seconds: 5 }),
+                ..Default::default()
+            }),
+            post_start: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn admin_proxy(settings: &Settings) -> Container {
+    let quantities = |entries: &[(&str, &str)]| -> BTreeMap<String, Quantity> {
+        entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+            .collect()
+    };
+    Container {
+        name: "admin-proxy".into(),
+        image: Some(settings.proxy_image.clone()),
+        image_pull_policy: settings.pull_policy.clone(),
+        args: Some(vec![
+            "admin-proxy".into(),
             format!("--listen=$(POD_IP):{ADMIN_PORT}"),
-            format!("--socket={socket}"),
+            format!("--socket={}", socket()),
             format!("--tls-cert={TLS_DIR}/tls.crt"),
             format!("--tls-key={TLS_DIR}/tls.key"),
             format!("--client-ca={TLS_DIR}/ca.crt"),
             format!("--client-name={}", settings.client_name),
             format!("--health-addr=$(POD_IP):{HEALTH_PORT}"),
-        ],
-        "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-        "ports": [{"name": "admin", "containerPort": ADMIN_PORT}],
+        ]),
+        env: Some(vec![EnvVar {
+            name: "POD_IP".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    api_version: None,
+                }),
+                ..Default::default()
+            }),
+        }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("admin".into()),
+            container_port: ADMIN_PORT.into(),
+            ..Default::default()
+        }]),
         // The pod is Ready only once its first config is loaded.
-        "readinessProbe": probe("/readyz"),
-        "livenessProbe": probe("/healthz"),
-        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
-        "securityContext": hardened,
-        "volumeMounts": [
-            {"name": "admin-socket", "mountPath": SOCKET_DIR},
-            {"name": "admin-tls", "mountPath": TLS_DIR, "readOnly": true},
-        ],
-    });
-    let mut pod = json!({
-        "serviceAccountName": names.workload,
-        "automountServiceAccountToken": false,
-        "securityContext": {
-            "runAsNonRoot": true, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-            // Listeners on ports below 1024 without any capability.
-            "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
-        },
-        "terminationGracePeriodSeconds": 30,
-        "containers": [kengine, proxy],
-        "volumes": [
-            {"name": "admin-socket", "emptyDir": {}},
-            {"name": "state", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
-            {"name": "admin-tls", "secret": {"secretName": names.server_secret, "defaultMode": 0o440}},
-        ],
-    });
-    if let Some(policy) = &settings.pull_policy {
-        for c in pod["containers"].as_array_mut().into_iter().flatten() {
-            c["imagePullPolicy"] = json!(policy);
-        }
+        readiness_probe: Some(probe("/readyz")),
+        liveness_probe: Some(probe("/healthz")),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities(&[("cpu", "10m"), ("memory", "16Mi")])),
+            limits: Some(quantities(&[("memory", "64Mi")])),
+            claims: None,
+        }),
+        security_context: Some(hardened()),
+        volume_mounts: Some(vec![
+            mount("admin-socket", SOCKET_DIR),
+            VolumeMount {
+                read_only: Some(true),
+                ..mount("admin-tls", TLS_DIR)
+            },
+        ]),
+        ..Default::default()
     }
-    if !settings.pull_secrets.is_empty() {
-        let secrets: Vec<Value> = settings
-            .pull_secrets
-            .iter()
-            .map(|n| json!({"name": n}))
-            .collect();
-        pod["imagePullSecrets"] = json!(secrets);
+}
+
+/// Both containers: no privilege escalation, no capabilities, a read-only
+/// root filesystem.
+fn hardened() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..Default::default()
     }
-    if !spec.node_selector.is_empty() {
-        pod["nodeSelector"] = json!(spec.node_selector);
+}
+
+fn probe(path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(HEALTH_PORT.into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(2),
+        ..Default::default()
     }
-    if !spec.tolerations.is_empty() {
-        pod["tolerations"] = json!(spec.tolerations);
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
     }
-    pod["affinity"] = match &spec.affinity {
-        Some(a) => json!(a),
-        None => json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
-            "weight": 100,
-            "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector(names)}},
-        }]}}),
+}
+
+fn volumes(names: &Names) -> Vec<Volume> {
+    let empty = |name: &str| Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
     };
-    pod
+    vec![
+        empty("admin-socket"),
+        empty("state"),
+        empty("tmp"),
+        Volume {
+            name: "admin-tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names.server_secret.clone()),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ]
+}
+
+/// The affinity of instances that set none: prefer one pod per node.
+fn spread(names: &Names) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".into(),
+                        label_selector: Some(match_labels(selector(names))),
+                        ..Default::default()
+                    },
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn service(
@@ -328,60 +570,70 @@ fn service(
     names: &Names,
     ports: &BTreeSet<ListenerPort>,
     infra: &Infrastructure,
-) -> Value {
+) -> Service {
     let options = instance.spec.service.clone().unwrap_or_default();
-    let mut metadata = metadata(instance, &names.workload, infra);
     let mut annotations = infra.annotations.clone();
-    annotations.extend(options.annotations.clone());
-    if !annotations.is_empty() {
-        metadata["annotations"] = json!(annotations);
-    }
+    annotations.extend(options.annotations);
     let type_ = match options.type_ {
         ServiceType::LoadBalancer => "LoadBalancer",
         ServiceType::NodePort => "NodePort",
         ServiceType::ClusterIP => "ClusterIP",
     };
-    let mut spec = json!({
-        "type": type_,
-        "selector": selector(names),
-        "ports": ports.iter().map(|p| json!({
-            "name": format!("{}-{}", p.protocol.name().to_lowercase(), p.port),
-            "protocol": p.protocol.name(), "port": p.port, "targetPort": p.port,
-        })).collect::<Vec<_>>(),
+    let traffic_policy = |policy| match policy {
+        TrafficPolicy::Cluster => "Cluster".to_string(),
+        TrafficPolicy::Local => "Local".to_string(),
+    };
+    let ports = ports.iter().map(|p| ServicePort {
+        name: Some(format!("{}-{}", p.protocol.name().to_lowercase(), p.port)),
+        protocol: Some(p.protocol.name().into()),
+        port: p.port.into(),
+        target_port: Some(IntOrString::Int(p.port.into())),
+        ..Default::default()
     });
-    if let Some(policy) = options.external_traffic_policy {
-        spec["externalTrafficPolicy"] = json!(match policy {
-            TrafficPolicy::Cluster => "Cluster",
-            TrafficPolicy::Local => "Local",
-        });
+    Service {
+        metadata: ObjectMeta {
+            annotations: non_empty(annotations),
+            ..metadata(instance, &names.workload, infra)
+        },
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(selector(names)),
+            ports: Some(ports.collect()),
+            external_traffic_policy: options.external_traffic_policy.map(traffic_policy),
+            load_balancer_class: options.load_balancer_class,
+            // The Gateways' static addresses: kube-proxy answers them like
+            // the Service's own IPs.
+            external_ips: non_empty(infra.external_ips.iter().map(|ip| ip.to_string()).collect()),
+            ..Default::default()
+        }),
+        status: None,
     }
-    if let Some(class) = &options.load_balancer_class {
-        spec["loadBalancerClass"] = json!(class);
-    }
-    // The Gateways' static addresses: kube-proxy answers them like the
-    // Service's own IPs.
-    if !infra.external_ips.is_empty() {
-        spec["externalIPs"] = json!(infra.external_ips);
-    }
-    json!({"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec})
 }
 
-fn disruption_budget(instance: &KengineInstance, names: &Names, infra: &Infrastructure) -> Value {
+fn disruption_budget(
+    instance: &KengineInstance,
+    names: &Names,
+    infra: &Infrastructure,
+) -> PodDisruptionBudget {
     let budget = instance
         .spec
         .pod_disruption_budget
         .clone()
         .unwrap_or_default();
-    let mut spec = json!({"selector": {"matchLabels": selector(names)}});
-    match (budget.min_available, budget.max_unavailable) {
-        (Some(min), _) => spec["minAvailable"] = json!(min),
-        (None, max) => spec["maxUnavailable"] = json!(max.unwrap_or(IntOrString::Int(1))),
+    let (min_available, max_unavailable) = match (budget.min_available, budget.max_unavailable) {
+        (Some(min), _) => (Some(min), None),
+        (None, max) => (None, Some(max.unwrap_or(IntOrString::Int(1)))),
+    };
+    PodDisruptionBudget {
+        metadata: metadata(instance, &names.workload, infra),
+        spec: Some(PodDisruptionBudgetSpec {
+            selector: Some(match_labels(selector(names))),
+            min_available,
+            max_unavailable,
+            ..Default::default()
+        }),
+        status: None,
     }
-    json!({
-        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": metadata(instance, &names.workload, infra),
-        "spec": spec,
-    })
 }
 
 /// Only the operator's pods reach the admin port; the data-plane ports are
@@ -392,28 +644,44 @@ fn network_policy(
     ports: &BTreeSet<ListenerPort>,
     infra: &Infrastructure,
     settings: &Settings,
-) -> Value {
-    let mut ingress = vec![json!({
-        "from": [{
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": settings.operator_namespace}},
-            "podSelector": {"matchLabels": settings.operator_labels},
-        }],
-        "ports": [{"protocol": "TCP", "port": ADMIN_PORT}],
-    })];
+) -> NetworkPolicy {
+    let port = |protocol: &str, port: u16| NetworkPolicyPort {
+        protocol: Some(protocol.into()),
+        port: Some(IntOrString::Int(port.into())),
+        end_port: None,
+    };
+    let operator = NetworkPolicyPeer {
+        namespace_selector: Some(match_labels(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            settings.operator_namespace.clone(),
+        )]))),
+        pod_selector: Some(match_labels(settings.operator_labels.clone())),
+        ip_block: None,
+    };
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: Some(vec![operator]),
+        ports: Some(vec![port("TCP", ADMIN_PORT)]),
+    }];
     if !ports.is_empty() {
-        ingress.push(json!({
-            "ports": ports.iter().map(|p| json!({"protocol": p.protocol.name(), "port": p.port})).collect::<Vec<_>>(),
-        }));
+        ingress.push(NetworkPolicyIngressRule {
+            from: None,
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|p| port(p.protocol.name(), p.port))
+                    .collect(),
+            ),
+        });
     }
-    json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": metadata(instance, &names.workload, infra),
-        "spec": {
-            "podSelector": {"matchLabels": selector(names)},
-            "policyTypes": ["Ingress"],
-            "ingress": ingress,
-        },
-    })
+    NetworkPolicy {
+        metadata: metadata(instance, &names.workload, infra),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(match_labels(selector(names))),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(ingress),
+            egress: None,
+        }),
+    }
 }
 
 /// One admin-TLS Secret of the instance (data: PEM text by key).
@@ -422,17 +690,17 @@ pub fn secret(
     name: &str,
     data: &BTreeMap<String, String>,
     infra: &Infrastructure,
-) -> Value {
-    let data: BTreeMap<&String, k8s_openapi::ByteString> = data
+) -> Secret {
+    let data = data
         .iter()
-        .map(|(k, v)| (k, k8s_openapi::ByteString(v.clone().into_bytes())))
+        .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
         .collect();
-    json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": metadata(instance, name, infra),
-        "type": "kubernetes.io/tls",
-        "data": data,
-    })
+    Secret {
+        metadata: metadata(instance, name, infra),
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(data),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
@@ -486,10 +754,12 @@ mod tests {
     }
 
     /// Compares with `testdata/NAME.yaml`; `UPDATE_GOLDEN=1` rewrites it.
-    fn golden(name: &str, objects: &[Value]) {
+    /// Through JSON values, so keys are sorted and the file reads like
+    /// `render --output objects`.
+    fn golden(name: &str, objects: &[Owned]) {
         let yaml: String = objects
             .iter()
-            .map(|o| format!("---\n{}", serde_yaml_ng::to_string(o).unwrap()))
+            .map(|o| format!("---\n{}", serde_yaml_ng::to_string(&o.to_value()).unwrap()))
             .collect();
         let path = format!(
             "{}/src/operator/testdata/{name}.yaml",
@@ -505,26 +775,25 @@ mod tests {
         );
     }
 
-    /// Every generated object parses as its Kubernetes type and survives a
-    /// round trip unchanged, so no field name is misspelt.
-    fn well_typed(objects: &[Value]) {
-        use k8s_openapi::api::{apps, core, networking, policy};
-        fn round<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Value {
-            serde_json::to_value(serde_json::from_value::<T>(v.clone()).unwrap()).unwrap()
-        }
-        for o in objects {
-            let back = match o["kind"].as_str().unwrap() {
-                "ServiceAccount" => round::<core::v1::ServiceAccount>(o),
-                "Deployment" => round::<apps::v1::Deployment>(o),
-                "DaemonSet" => round::<apps::v1::DaemonSet>(o),
-                "Service" => round::<core::v1::Service>(o),
-                "PodDisruptionBudget" => round::<policy::v1::PodDisruptionBudget>(o),
-                "NetworkPolicy" => round::<networking::v1::NetworkPolicy>(o),
-                "Secret" => round::<core::v1::Secret>(o),
-                k => panic!("unexpected kind {k}"),
-            };
-            assert_eq!(&back, o, "{} does not round-trip", o["kind"]);
-        }
+    fn kinds(objects: &[Owned]) -> Vec<String> {
+        objects.iter().map(|o| o.id().kind).collect()
+    }
+
+    fn pod(workload: &Workload) -> &PodSpec {
+        let template = match workload {
+            Workload::Deployment(d) => &d.spec.as_ref().unwrap().template,
+            Workload::DaemonSet(d) => &d.spec.as_ref().unwrap().template,
+        };
+        template.spec.as_ref().unwrap()
+    }
+
+    fn ingress(policy: &NetworkPolicy) -> &[NetworkPolicyIngressRule] {
+        policy.spec.as_ref().unwrap().ingress.as_deref().unwrap()
+    }
+
+    fn port_numbers(rule: &NetworkPolicyIngressRule) -> Vec<&IntOrString> {
+        let ports = rule.ports.iter().flatten();
+        ports.map(|p| p.port.as_ref().unwrap()).collect()
     }
 
     #[test]
@@ -542,18 +811,17 @@ mod tests {
             pull_secrets: vec!["registry".into()],
             ..settings()
         };
-        let objects = desired(&ki, &tcp(&[80, 443]), &infra(), &settings);
-        well_typed(&objects);
-        golden("deployment", &objects);
-        let pod = &objects[1]["spec"]["template"]["spec"];
-        assert_eq!(pod["imagePullSecrets"][0]["name"], "registry");
-        assert_eq!(pod["containers"][1]["imagePullPolicy"], "Always");
-        let kinds: Vec<&str> = objects
-            .iter()
-            .map(|o| o["kind"].as_str().unwrap())
-            .collect();
+        let desired = desired(&ki, &tcp(&[80, 443]), &infra(), &settings);
+        let pod = pod(&desired.workload);
+        assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "registry");
         assert_eq!(
-            kinds,
+            pod.containers[1].image_pull_policy.as_deref(),
+            Some("Always")
+        );
+        let objects = desired.into_objects();
+        golden("deployment", &objects);
+        assert_eq!(
+            kinds(&objects),
             [
                 "ServiceAccount",
                 "Deployment",
@@ -563,6 +831,7 @@ mod tests {
             ]
         );
         for o in &objects {
+            let o = o.to_value();
             assert_eq!(o["metadata"]["ownerReferences"][0]["uid"], "0000-ki");
             assert_eq!(o["metadata"]["labels"]["team"], "edge");
             assert_eq!(o["metadata"]["labels"][INSTANCE_LABEL], "edge");
@@ -572,62 +841,81 @@ mod tests {
     #[test]
     fn daemonset_fleet_without_listeners() {
         let ki = instance(serde_json::json!({"mode": "DaemonSet", "image": "my/kengine:1"}));
-        let objects = desired(
+        let desired = desired(
             &ki,
             &BTreeSet::new(),
             &Infrastructure::default(),
             &settings(),
         );
-        well_typed(&objects);
-        golden("daemonset", &objects);
-        let kinds: Vec<&str> = objects
-            .iter()
-            .map(|o| o["kind"].as_str().unwrap())
-            .collect();
         // No Service without a port, no PDB for a DaemonSet.
-        assert_eq!(kinds, ["ServiceAccount", "DaemonSet", "NetworkPolicy"]);
-        let policy = &objects[2]["spec"]["ingress"];
-        assert_eq!(policy.as_array().unwrap().len(), 1, "only the admin rule");
+        assert!(desired.service.is_none() && desired.disruption_budget.is_none());
+        assert_eq!(
+            ingress(&desired.network_policy).len(),
+            1,
+            "only the admin rule"
+        );
+        let objects = desired.into_objects();
+        golden("daemonset", &objects);
+        assert_eq!(
+            kinds(&objects),
+            ["ServiceAccount", "DaemonSet", "NetworkPolicy"]
+        );
     }
 
     #[test]
     fn pods_are_hardened_and_admin_is_reachable_only_by_the_operator() {
         let ki = instance(serde_json::json!({}));
-        let objects = desired(&ki, &tcp(&[8080]), &Infrastructure::default(), &settings());
-        let pod = &objects[1]["spec"]["template"]["spec"];
-        assert_eq!(pod["automountServiceAccountToken"], false);
-        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        let desired = desired(&ki, &tcp(&[8080]), &Infrastructure::default(), &settings());
+        let pod = pod(&desired.workload);
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let security = pod.security_context.as_ref().unwrap();
+        assert_eq!(security.run_as_non_root, Some(true));
         assert_eq!(
-            pod["securityContext"]["seccompProfile"]["type"],
+            security.seccomp_profile.as_ref().unwrap().type_,
             "RuntimeDefault"
         );
-        for c in pod["containers"].as_array().unwrap() {
-            assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
-            assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
-            assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+        for c in &pod.containers {
+            let security = c.security_context.as_ref().unwrap();
+            assert_eq!(security.read_only_root_filesystem, Some(true));
+            assert_eq!(security.allow_privilege_escalation, Some(false));
+            let drop = security.capabilities.as_ref().unwrap().drop.as_ref();
+            assert_eq!(drop.unwrap(), &["ALL"]);
         }
         // Kengine's own admin is a unix socket; only the proxy has a port.
-        let kengine = &pod["containers"][0];
-        assert_eq!(kengine["env"][0]["value"], "unix//run/kengine/admin.sock");
-        assert!(kengine.get("ports").is_none());
-        // The server Secret is mounted; the CA and client Secrets are not.
-        let volumes = pod["volumes"].to_string();
-        assert!(volumes.contains("kengine-edge-admin-server"));
-        assert!(!volumes.contains("admin-ca") && !volumes.contains("admin-client"));
-        let policy = &objects[4]["spec"]["ingress"];
-        assert_eq!(policy[0]["ports"][0]["port"], ADMIN_PORT);
+        let kengine = &pod.containers[0];
         assert_eq!(
-            policy[0]["from"][0]["podSelector"]["matchLabels"]["app"],
-            "operator"
+            kengine.env.as_ref().unwrap()[0].value.as_deref(),
+            Some("unix//run/kengine/admin.sock")
         );
+        assert!(kengine.ports.is_none());
+        // The server Secret is mounted; the CA and client Secrets are not.
+        let secrets: Vec<&str> = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.secret.as_ref()?.secret_name.as_deref())
+            .collect();
+        assert_eq!(secrets, ["kengine-edge-admin-server"]);
+        let policy = ingress(&desired.network_policy);
         assert_eq!(
-            policy[0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            port_numbers(&policy[0]),
+            [&IntOrString::Int(ADMIN_PORT.into())]
+        );
+        let from = &policy[0].from.as_ref().unwrap()[0];
+        let labels = |s: &Option<LabelSelector>| s.as_ref().unwrap().match_labels.clone().unwrap();
+        assert_eq!(labels(&from.pod_selector)["app"], "operator");
+        assert_eq!(
+            labels(&from.namespace_selector)["kubernetes.io/metadata.name"],
             "kengine-system"
         );
-        assert_eq!(policy[1]["ports"][0]["port"], 8080);
-        assert!(policy[1].get("from").is_none(), "data plane open to all");
-        assert_eq!(objects[3]["spec"]["maxUnavailable"], 1);
-        assert_eq!(objects[1]["spec"]["replicas"], 2);
+        assert_eq!(port_numbers(&policy[1]), [&IntOrString::Int(8080)]);
+        assert!(policy[1].from.is_none(), "data plane open to all");
+        let budget = desired.disruption_budget.unwrap().spec.unwrap();
+        assert_eq!(budget.max_unavailable, Some(IntOrString::Int(1)));
+        let Workload::Deployment(deployment) = desired.workload else {
+            panic!("a Deployment by default");
+        };
+        assert_eq!(deployment.spec.unwrap().replicas, Some(2));
     }
 
     #[test]
@@ -663,8 +951,9 @@ mod tests {
             &data,
             &Infrastructure::default(),
         );
-        well_typed(std::slice::from_ref(&secret));
+        let secret = serde_json::to_value(&secret).unwrap();
         assert_eq!(secret["type"], "kubernetes.io/tls");
         assert_eq!(secret["data"]["tls.crt"], "UEVN");
+        assert_eq!(secret["metadata"]["name"], "kengine-edge-admin-server");
     }
 }
