@@ -11,6 +11,7 @@
 
 mod http;
 pub mod metrics;
+mod pass;
 pub mod rbac;
 mod reconcile;
 pub use reconcile::settings as operator_settings;

@@ -1,4 +1,6 @@
-//! One reconcile pass: snapshot → translate → push every fleet → status.
+//! One reconcile pass: snapshot → translate → apply infrastructure → push
+//! every fleet → status. This is the pass's I/O; the steps between, which
+//! only compute, are in [`super::pass`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -14,21 +16,22 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::Instrument as _;
 
 use super::metrics::{FleetLabel, Metrics, PushLabel, ResultLabel};
+use super::pass::{self, FleetOutcome};
 use super::status_lane;
 use super::targets::Clients;
 use crate::cli::ControllerArgs;
-use crate::crd::{InstanceCondition, InstanceReason, KengineInstanceStatus, PodConfigStatus};
+use crate::crd::KengineInstanceStatus;
 use crate::kengine::Flavor;
 use crate::kengine::PushFailure;
 use crate::operator::workloads::Settings;
 use crate::operator::{self, InstanceReport, OWNED_KINDS, Operator, pki};
 use crate::providers::kubernetes::{Served, Watches};
-use crate::sinks::fleet::{PodResult, PushOutcome, config_hash};
+use crate::sinks::fleet::{PodResult, PushOutcome};
 use crate::sinks::fleet_lanes::{Done, Lanes, Progress};
 use crate::sinks::status_writer::{StatusWriter, Writes};
 use crate::snapshot::{ObjectRef, Snapshot};
-use crate::translate::programmed::{self, FleetAddress, FleetPush};
-use crate::translate::{self, FleetMode, Options, Reason};
+use crate::translate::programmed::{self, FleetPush};
+use crate::translate::{self, FleetMode, Options};
 
 pub struct Reconciler {
     client: Client,
@@ -47,17 +50,23 @@ pub struct Reconciler {
     reported: BTreeMap<String, String>,
 }
 
-/// What happened to one fleet's config.
-struct FleetOutcome {
-    /// The push of this pass's config is done; until it is, the fleet's
-    /// Gateways keep their live `Programmed` condition and its
-    /// KengineInstance its status.
-    pushed: bool,
-    /// Why its Gateways are not Programmed, if they are not: (reason, message).
-    not_programmed: Option<(Reason, String)>,
-    addresses: Vec<FleetAddress>,
-    results: Vec<PodResult>,
-    plain_http: bool,
+/// What the status writes that do not wait for a push came to.
+struct GatewayWrites {
+    writes: Writes,
+    /// Each Gateway's status as last written in this pass.
+    written: BTreeMap<ObjectRef, GatewayStatus>,
+    lane: status_lane::Lane,
+}
+
+/// What handing every fleet its config came to.
+#[derive(Default)]
+struct PushResults {
+    /// The fleets' target pods, by uid: their admin clients are kept.
+    live_pods: Vec<String>,
+    /// The status of each KengineInstance whose push is done.
+    instance_status: Vec<(ObjectRef, KengineInstanceStatus)>,
+    /// Gateways with no status to write until their push is done.
+    waiting: Vec<ObjectRef>,
 }
 
 impl Reconciler {
@@ -118,11 +127,7 @@ impl Reconciler {
         let started = Instant::now();
         self.metrics.reconciles.inc();
         let snapshot = watches.snapshot();
-        let pods: Vec<Pod> = watches
-            .values("Pod")
-            .into_iter()
-            .filter_map(|v| serde_json::from_value(v).ok())
-            .collect();
+        let pods = pods(watches);
         let now = super::now();
         let options = self.options(&now);
         let mut output =
@@ -131,154 +136,120 @@ impl Reconciler {
             .apply_infrastructure(&snapshot, watches, &output.fleets)
             .instrument(tracing::info_span!("apply_infrastructure"))
             .await;
-        // Managed fleets without Gateways still get a (empty) config: their
-        // pods turn Ready only after a first load.
-        let mut fleets = std::mem::take(&mut output.fleets);
-        for key in reports.keys() {
-            fleets.entry(key.clone()).or_default();
-        }
+        let fleets = pass::fleets(std::mem::take(&mut output.fleets), reports.keys());
+        let mut gateways = std::mem::take(&mut output.status.gateways);
+        let early = pass::early_gateways(&snapshot, &gateways);
 
-        // Status that does not wait for a push is written while the pushes
-        // run: classes, routes, and each Gateway with the Programmed
-        // condition it has live (a burst's attachedRoutes need not wait for
-        // a reload). Programmed as the pushes decide follows them.
-        let translate::Status {
-            gateway_classes,
-            gateways,
-            http_routes,
-            grpc_routes,
-            backend_tls_policies,
-        } = &mut output.status;
+        // While the pushes and the route writes (many) run, classes and
+        // Gateways are written as they stand before a push, and the status
+        // lane keeps the Gateways current until `pass_done`.
         let writer = self.writer.clone();
-        let early: BTreeMap<ObjectRef, GatewayStatus> = gateways
-            .iter()
-            .filter_map(|(key, computed)| {
-                let live = snapshot.gateways.get(key).and_then(|g| g.status.as_ref());
-                programmed::before_push(computed, live).map(|s| (key.clone(), s))
-            })
-            .collect();
         let (pass_done, pass_done_rx) = oneshot::channel();
-        // Gateways first, then the lane keeps them current until the
-        // pushes and the route writes (many) are done.
-        let gateway_writes = async {
-            let mut writes = Writes::default();
-            let mut written = BTreeMap::new();
-            let mut lane = status_lane::Lane::default();
-            if let Some(writer) = &writer {
-                writes += writer.write_classes(&snapshot, gateway_classes).await;
-                writes += writer.write_gateways(&snapshot, &early, &mut written).await;
-                lane = status_lane::run(
-                    writer,
-                    watches,
-                    &options,
-                    debounce,
-                    changes,
-                    &mut written,
-                    pass_done_rx,
-                )
-                .await;
-            }
-            (writes, written, lane)
+        let lane = status_lane::Inputs {
+            watches,
+            options: &options,
+            debounce,
+            changes,
         };
-        let route_writes = async {
-            match &writer {
-                Some(writer) => {
-                    let mut writes = writer.write_routes(&snapshot, http_routes).await;
-                    writes += writer.write_grpc_routes(&snapshot, grpc_routes).await;
-                    writes += writer
-                        .write_backend_tls_policies(&snapshot, backend_tls_policies)
-                        .await;
-                    writes
-                }
-                None => Writes::default(),
-            }
-        };
-        let pushes = async {
-            let mut live_pods = Vec::new();
-            let mut instance_status = Vec::new();
-            // Gateways with no status to write until their push is done.
-            let mut waiting = Vec::new();
-            let outcomes = self.submit_all(&snapshot, &pods, &fleets, &mut live_pods);
-            for ((key, fleet), outcome) in fleets.iter().zip(outcomes) {
-                for gw in &fleet.gateways {
-                    let previous = snapshot.gateways.get(gw).and_then(|g| g.status.as_ref());
-                    let Some(gs) = gateways.get_mut(gw) else {
-                        continue;
-                    };
-                    programmed::fleet_addresses(gs, &outcome.addresses);
-                    if !outcome.pushed {
-                        // In flight: Programmed stays as it is live (a new
-                        // Gateway waits) until the lane's result comes.
-                        match programmed::before_push(gs, previous) {
-                            Some(early) => *gs = early,
-                            None => waiting.push(gw.clone()),
-                        }
-                        continue;
-                    }
-                    if let Some((reason, message)) = &outcome.not_programmed {
-                        programmed::not_programmed(gs, *reason, message, previous, &now);
-                    }
-                }
-                if !outcome.pushed {
-                    continue;
-                }
-                self.report(&snapshot, &fleet.gateways, &outcome.results)
-                    .await;
-                if snapshot.kengine_instances.contains_key(key) {
-                    let report = reports.get(key);
-                    instance_status.push((
-                        key.clone(),
-                        instance(&snapshot, key, fleet, &outcome, report, &now),
-                    ));
-                }
-            }
-            (live_pods, instance_status, waiting)
-        };
-        // The lane runs as long as the pass has work in flight.
+        let gateway_writes = write_early(
+            writer.as_deref(),
+            &snapshot,
+            &output.status,
+            &early,
+            lane,
+            pass_done_rx,
+        );
+        let route_writes = write_routes(writer.as_deref(), &snapshot, &output.status);
+        let pushes = self.push_fleets(&snapshot, &pods, &fleets, &mut gateways, &reports, &now);
         let in_flight = async {
             let done = tokio::join!(route_writes, pushes);
             let _ = pass_done.send(());
             done
         };
-        let (
-            (mut writes, mut written, lane),
-            (route_writes, (live_pods, instance_status, waiting)),
-        ) = tokio::join!(gateway_writes, in_flight);
-        for gw in &waiting {
-            gateways.remove(gw);
-        }
-        writes += route_writes;
-        writes += lane.writes;
-        self.metrics
-            .status_lane_passes
-            .inc_by(lane.iterations as u64);
-        // What the lane wrote is newer than this pass's translate: keep it,
-        // with the Programmed condition (and addresses) the push decided.
-        for (key, latest) in &lane.latest {
-            if let Some(gs) = gateways.get_mut(key)
-                && let Some(merged) = programmed::before_push(latest, Some(gs))
-            {
-                *gs = merged;
-            }
-        }
+        let (mut status_writes, (route_writes, pushed)) = tokio::join!(gateway_writes, in_flight);
+
+        status_writes.writes += route_writes;
+        let lane_passes = status_writes.lane.iterations;
+        self.metrics.status_lane_passes.inc_by(lane_passes as u64);
+        pass::merge_lane(&mut gateways, &pushed.waiting, &status_writes.lane.latest);
         // Lanes of fleets that are gone end (each lane forgets its own
         // pods that are gone).
         self.lanes.retain(|k| fleets.contains_key(k));
-        self.clients.retain(&live_pods);
-
-        if let Some(writer) = &self.writer {
-            writes += writer
-                .write_gateways(&snapshot, gateways, &mut written)
-                .instrument(tracing::info_span!("write_status"))
-                .await;
-            let instances = writer.write_instances(&snapshot, &instance_status).await;
-            tracing::debug!(fleets = fleets.len(), ?writes, ?instances, lane = lane.iterations, elapsed = ?started.elapsed(), "reconciled");
-            self.count_status_writes(writes, instances);
-        }
+        self.clients.retain(&pushed.live_pods);
+        self.write_status(
+            &snapshot,
+            &gateways,
+            status_writes,
+            &pushed.instance_status,
+            fleets.len(),
+            started,
+        )
+        .await;
         self.metrics
             .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());
-        lane.iterations > 0
+        lane_passes > 0
+    }
+
+    /// Hands every fleet its config and reads what each push came to:
+    /// its Gateways' status (in `gateways`), an Event per new pod failure,
+    /// and its KengineInstance's status once the push is done.
+    async fn push_fleets(
+        &mut self,
+        snapshot: &Snapshot,
+        pods: &[Pod],
+        fleets: &BTreeMap<ObjectRef, translate::Fleet>,
+        gateways: &mut BTreeMap<ObjectRef, GatewayStatus>,
+        reports: &BTreeMap<ObjectRef, InstanceReport>,
+        now: &Time,
+    ) -> PushResults {
+        let mut pushed = PushResults::default();
+        let outcomes = self.submit_all(snapshot, pods, fleets, &mut pushed.live_pods);
+        for ((key, fleet), outcome) in fleets.iter().zip(outcomes) {
+            let waiting = pass::after_push(gateways, snapshot, &fleet.gateways, &outcome, now);
+            pushed.waiting.extend(waiting);
+            if !outcome.pushed {
+                continue;
+            }
+            self.report(snapshot, &fleet.gateways, &outcome.results)
+                .await;
+            if snapshot.kengine_instances.contains_key(key) {
+                let report = reports.get(key);
+                let status = pass::instance(snapshot, key, fleet, &outcome, report, now);
+                pushed.instance_status.push((key.clone(), status));
+            }
+        }
+        pushed
+    }
+
+    /// The status the pushes decide: each Gateway's (compared with what
+    /// this pass wrote already) and each KengineInstance's; then the
+    /// pass's status writes are counted.
+    async fn write_status(
+        &self,
+        snapshot: &Snapshot,
+        gateways: &BTreeMap<ObjectRef, GatewayStatus>,
+        done: GatewayWrites,
+        instance_status: &[(ObjectRef, KengineInstanceStatus)],
+        fleets: usize,
+        started: Instant,
+    ) {
+        let Some(writer) = &self.writer else {
+            return;
+        };
+        let GatewayWrites {
+            mut writes,
+            mut written,
+            lane,
+        } = done;
+        writes += lane.writes;
+        writes += writer
+            .write_gateways(snapshot, gateways, &mut written)
+            .instrument(tracing::info_span!("write_status"))
+            .await;
+        let instances = writer.write_instances(snapshot, instance_status).await;
+        tracing::debug!(fleets, ?writes, ?instances, lane = lane.iterations, elapsed = ?started.elapsed(), "reconciled");
+        self.count_status_writes(writes, instances);
     }
 
     /// Translate's options for a pass of the controller.
@@ -444,6 +415,62 @@ impl Reconciler {
     }
 }
 
+/// The watched Pods, typed.
+fn pods(watches: &Watches) -> Vec<Pod> {
+    watches
+        .values("Pod")
+        .into_iter()
+        .filter_map(|v| serde_json::from_value(v).ok())
+        .collect()
+}
+
+/// The status that does not wait for a push: classes, then each Gateway
+/// as it stands before its push (`early`); then the status lane keeps the
+/// Gateways current until `pass_done` fires.
+async fn write_early(
+    writer: Option<&StatusWriter>,
+    snapshot: &Snapshot,
+    status: &translate::Status,
+    early: &BTreeMap<ObjectRef, GatewayStatus>,
+    lane: status_lane::Inputs<'_>,
+    pass_done: oneshot::Receiver<()>,
+) -> GatewayWrites {
+    let mut done = GatewayWrites {
+        writes: Writes::default(),
+        written: BTreeMap::new(),
+        lane: status_lane::Lane::default(),
+    };
+    if let Some(writer) = writer {
+        done.writes += writer
+            .write_classes(snapshot, &status.gateway_classes)
+            .await;
+        done.writes += writer
+            .write_gateways(snapshot, early, &mut done.written)
+            .await;
+        done.lane = status_lane::run(writer, lane, &mut done.written, pass_done).await;
+    }
+    done
+}
+
+/// The routes' and policies' status (it does not wait for a push).
+async fn write_routes(
+    writer: Option<&StatusWriter>,
+    snapshot: &Snapshot,
+    status: &translate::Status,
+) -> Writes {
+    let Some(writer) = writer else {
+        return Writes::default();
+    };
+    let mut writes = writer.write_routes(snapshot, &status.http_routes).await;
+    writes += writer
+        .write_grpc_routes(snapshot, &status.grpc_routes)
+        .await;
+    writes += writer
+        .write_backend_tls_policies(snapshot, &status.backend_tls_policies)
+        .await;
+    writes
+}
+
 /// What one fleet's push means for its Gateways.
 fn outcome(
     key: &ObjectRef,
@@ -548,150 +575,6 @@ fn generated(watches: &Watches) -> HashMap<operator::ObjectId, Value> {
         .collect()
 }
 
-/// The KengineInstance's status after this pass.
-fn instance(
-    snapshot: &Snapshot,
-    key: &ObjectRef,
-    fleet: &translate::Fleet,
-    outcome: &FleetOutcome,
-    report: Option<&InstanceReport>,
-    now: &Time,
-) -> KengineInstanceStatus {
-    let current = snapshot.kengine_instances.get(key);
-    let previous = current
-        .and_then(|i| i.status.as_ref())
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let generation = current.and_then(|i| i.metadata.generation);
-    let hash = config_hash(&fleet.config);
-    let loaded = outcome
-        .results
-        .iter()
-        .filter(|r| r.error.is_none() && r.loaded.as_deref() == Some(hash.as_str()))
-        .count();
-    let failed = outcome.results.iter().filter(|r| r.error.is_some()).count();
-    let rollout = report.and_then(|r| r.workload.as_ref()).map(Rollout::of);
-    let problems = report.map(|r| r.problems.join("; ")).unwrap_or_default();
-    let not_programmed = outcome.not_programmed.as_ref().map(|(_, m)| m.clone());
-    let (ready, reason, message) = if !problems.is_empty() {
-        (false, InstanceReason::ApplyFailed, problems.clone())
-    } else if let Some(message) = not_programmed.clone() {
-        (false, InstanceReason::NotReady, message)
-    } else if let Some(r) = rollout.filter(|r| r.ready < r.desired || r.desired == 0) {
-        (
-            false,
-            InstanceReason::PodsNotReady,
-            format!("{} of {} pods ready", r.ready, r.desired),
-        )
-    } else {
-        (true, InstanceReason::AllPodsLoaded, String::new())
-    };
-    let progressing = rollout.is_some_and(|r| !r.settled());
-    let degraded = if failed > 0 {
-        Some((
-            InstanceReason::PushFailed,
-            not_programmed.unwrap_or_default(),
-        ))
-    } else if !problems.is_empty() {
-        Some((InstanceReason::ApplyFailed, problems))
-    } else {
-        None
-    };
-    let mut conditions = vec![
-        condition(InstanceCondition::Ready, ready, reason, &message),
-        match rollout {
-            Some(r) if progressing => condition(
-                InstanceCondition::Progressing,
-                true,
-                InstanceReason::RollingOut,
-                &format!(
-                    "{} of {} pods updated, {} ready",
-                    r.updated, r.desired, r.ready
-                ),
-            ),
-            _ => condition(
-                InstanceCondition::Progressing,
-                false,
-                InstanceReason::Settled,
-                "",
-            ),
-        },
-        match &degraded {
-            Some((reason, message)) => {
-                condition(InstanceCondition::Degraded, true, *reason, message)
-            }
-            None => condition(
-                InstanceCondition::Degraded,
-                false,
-                InstanceReason::NoFailures,
-                "",
-            ),
-        },
-    ];
-    if outcome.plain_http {
-        conditions.push(condition(
-            InstanceCondition::PlainHttpAdmin,
-            true,
-            InstanceReason::PlainHttpAllowed,
-            "allowPlainHttp is set: the admin API and the TLS keys in configs travel unencrypted",
-        ));
-    }
-    let conditions = crate::translate::stamp_conditions(conditions, generation, &previous, now);
-    KengineInstanceStatus {
-        conditions,
-        observed_generation: generation,
-        ready_replicas: loaded as i32,
-        addresses: outcome.addresses.iter().map(FleetAddress::value).collect(),
-        gateways: fleet.gateways.iter().map(ToString::to_string).collect(),
-        pods: outcome
-            .results
-            .iter()
-            .map(|r| PodConfigStatus {
-                name: r.name.clone(),
-                config_hash: r.loaded.clone(),
-                message: r.error.clone(),
-            })
-            .collect(),
-    }
-}
-
-/// Where a managed fleet's Deployment or DaemonSet stands.
-#[derive(Debug, Clone, Copy)]
-struct Rollout {
-    desired: i64,
-    ready: i64,
-    updated: i64,
-    observed: bool,
-}
-
-impl Rollout {
-    fn of(workload: &Value) -> Rollout {
-        let status = &workload["status"];
-        let n = |v: &Value| v.as_i64().unwrap_or(0);
-        let observed = status["observedGeneration"].as_i64().is_some()
-            && status["observedGeneration"] == workload["metadata"]["generation"];
-        if workload["kind"] == "DaemonSet" {
-            Rollout {
-                desired: n(&status["desiredNumberScheduled"]),
-                ready: n(&status["numberReady"]),
-                updated: n(&status["updatedNumberScheduled"]),
-                observed,
-            }
-        } else {
-            Rollout {
-                desired: workload["spec"]["replicas"].as_i64().unwrap_or(1),
-                ready: n(&status["readyReplicas"]),
-                updated: n(&status["updatedReplicas"]),
-                observed,
-            }
-        }
-    }
-
-    fn settled(self) -> bool {
-        self.observed && self.updated >= self.desired && self.ready >= self.desired
-    }
-}
-
 /// The pods' push failures in one message of bounded size: how many
 /// failed, then the first error of each kind (Kengine's body, cut), so a
 /// fleet of many pods failing alike says it once. Empty when none failed.
@@ -728,15 +611,6 @@ fn failure_summary(results: &[PodResult]) -> String {
         results.len(),
         parts.join("; ")
     )
-}
-
-fn condition(
-    type_: InstanceCondition,
-    status: bool,
-    reason: InstanceReason,
-    message: &str,
-) -> (&'static str, bool, &'static str, String) {
-    (type_.as_str(), status, reason.as_str(), message.to_string())
 }
 
 #[cfg(test)]

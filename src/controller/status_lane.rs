@@ -19,7 +19,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::providers::kubernetes::Watches;
 use crate::sinks::status_writer::{StatusWriter, Writes};
 use crate::snapshot::ObjectRef;
-use crate::translate::programmed;
 use crate::translate::{self, Options};
 
 #[derive(Debug, Default)]
@@ -33,18 +32,30 @@ pub struct Lane {
     pub iterations: usize,
 }
 
+/// What the lane works from: the watches it snapshots, the pass's
+/// translate options, and the changes it takes.
+pub struct Inputs<'a> {
+    pub watches: &'a Watches,
+    pub options: &'a Options,
+    pub debounce: Duration,
+    pub changes: &'a mut mpsc::Receiver<()>,
+}
+
 /// Runs until `pass_done` fires (the pass's pushes and route writes are
 /// done), handling each debounced change.
 /// `written` is what this pass has written so far, and is kept up to date.
 pub async fn run(
     writer: &StatusWriter,
-    watches: &Watches,
-    options: &Options,
-    debounce: Duration,
-    changes: &mut mpsc::Receiver<()>,
+    inputs: Inputs<'_>,
     written: &mut BTreeMap<ObjectRef, GatewayStatus>,
     mut pass_done: oneshot::Receiver<()>,
 ) -> Lane {
+    let Inputs {
+        watches,
+        options,
+        debounce,
+        changes,
+    } = inputs;
     let mut lane = Lane::default();
     loop {
         tokio::select! {
@@ -62,15 +73,7 @@ pub async fn run(
             ..options.clone()
         };
         let output = translate::translate(&snapshot, &options);
-        let early: BTreeMap<ObjectRef, GatewayStatus> = output
-            .status
-            .gateways
-            .iter()
-            .filter_map(|(key, computed)| {
-                let live = snapshot.gateways.get(key).and_then(|g| g.status.as_ref());
-                programmed::before_push(computed, live).map(|s| (key.clone(), s))
-            })
-            .collect();
+        let early = super::pass::early_gateways(&snapshot, &output.status.gateways);
         lane.writes += writer.write_gateways(&snapshot, &early, written).await;
         lane.latest.extend(early);
     }

@@ -28,7 +28,7 @@ use crate::translate::Fleet;
 use apply::Applier;
 pub use apply::key as object_key;
 pub use apply::{Counts, ObjectId};
-use workloads::{INSTANCE_LABEL, Infrastructure, Names, Settings};
+use workloads::{INSTANCE_LABEL, Infrastructure, Names, Owned, Settings, Workload};
 
 /// The kinds the operator generates (besides Secrets and KengineInstances),
 /// as (apiVersion, kind).
@@ -53,9 +53,8 @@ pub struct InstanceReport {
     /// Secrets (re)issued in this pass.
     pub issued: Vec<String>,
     /// The live Deployment or DaemonSet after the pass: the API server's
-    /// answer, or the watched copy when it was in place. JSON, like every
-    /// watched copy.
-    pub workload: Option<Value>,
+    /// answer, or the watched copy when it was in place.
+    pub workload: Option<Workload>,
 }
 
 pub struct Operator {
@@ -141,7 +140,9 @@ impl Operator {
                     .await
                 {
                     Ok(written) if object.is_workload() => {
-                        report.workload = written.map(|w| w.to_value()).or_else(|| live.cloned());
+                        report.workload = written
+                            .or_else(|| live.and_then(|l| object.typed(l)))
+                            .and_then(Owned::into_workload);
                     }
                     Ok(_) => {}
                     Err(e) => report.problems.push(e.to_string()),

@@ -219,6 +219,31 @@ impl Owned {
         matches!(self, Owned::Deployment(_) | Owned::DaemonSet(_))
     }
 
+    /// The Deployment or DaemonSet, if it is one.
+    pub fn into_workload(self) -> Option<Workload> {
+        match self {
+            Owned::Deployment(d) => Some(Workload::Deployment(d)),
+            Owned::DaemonSet(d) => Some(Workload::DaemonSet(d)),
+            _ => None,
+        }
+    }
+
+    /// A watched copy (JSON) of this object, typed as its kind; `None` if
+    /// it does not parse as one.
+    pub fn typed(&self, live: &Value) -> Option<Owned> {
+        fn parse<K: serde::de::DeserializeOwned>(live: &Value) -> Option<K> {
+            K::deserialize(live).ok()
+        }
+        Some(match self {
+            Owned::ServiceAccount(_) => Owned::ServiceAccount(parse(live)?),
+            Owned::Deployment(_) => Owned::Deployment(parse(live)?),
+            Owned::DaemonSet(_) => Owned::DaemonSet(parse(live)?),
+            Owned::Service(_) => Owned::Service(parse(live)?),
+            Owned::PodDisruptionBudget(_) => Owned::PodDisruptionBudget(parse(live)?),
+            Owned::NetworkPolicy(_) => Owned::NetworkPolicy(parse(live)?),
+        })
+    }
+
     /// As JSON, the form of watched copies and of `render`'s output.
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).expect("Kubernetes objects always serialize")
