@@ -29,6 +29,24 @@ pub struct Args {
     pub rounds: usize,
     pub wrk: bool,
     pub distinct_backends: bool,
+    /// Each route has the translate shape's two rules (`Exact /health` +
+    /// `GET`, `PathPrefix /app`) and the load asks for `/app/x`, so the
+    /// rules' matchers run too.
+    pub two_rules: bool,
+}
+
+/// The rules of every route, to `service` on `port`.
+fn rules(service: &str, port: u16, two_rules: bool) -> serde_json::Value {
+    let backends = json!([{"name": service, "port": port}]);
+    match two_rules {
+        false => json!([{"backendRefs": backends}]),
+        true => json!([
+            {"matches": [{"path": {"type": "Exact", "value": "/health"}, "method": "GET"}],
+             "backendRefs": backends},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/app"}}],
+             "backendRefs": backends},
+        ]),
+    }
 }
 
 pub fn host(i: usize) -> String {
@@ -38,7 +56,13 @@ pub fn host(i: usize) -> String {
 /// The benchmark's objects: a Gateway on `port` and `hosts` routes, each
 /// its own hostname, one rule, one backend (`echo`, or with
 /// `distinct_backends` a Service each on a loopback alias 127.1.x.y).
-pub fn snapshot(hosts: usize, port: u16, echo: SocketAddr, distinct_backends: bool) -> Snapshot {
+pub fn snapshot(
+    hosts: usize,
+    port: u16,
+    echo: SocketAddr,
+    distinct_backends: bool,
+    two_rules: bool,
+) -> Snapshot {
     let mut snapshot = Snapshot::default();
     snapshot.insert(objects::class());
     snapshot.insert(objects::gateway(port, Some("127.0.0.1")));
@@ -56,7 +80,7 @@ pub fn snapshot(hosts: usize, port: u16, echo: SocketAddr, distinct_backends: bo
             "apps",
             &format!("route-{i:05}"),
             &[host(i)],
-            json!([{"backendRefs": [{"name": service, "port": echo.port()}]}]),
+            rules(&service, echo.port(), two_rules),
         ));
     }
     snapshot
@@ -74,7 +98,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let echo = util::loopback(backend.addr.port());
 
     let port_many = util::free_port()?;
-    let snapshot = snapshot(args.hosts, port_many, echo, args.distinct_backends);
+    let snapshot = snapshot(
+        args.hosts,
+        port_many,
+        echo,
+        args.distinct_backends,
+        args.two_rules,
+    );
+    let path = if args.two_rules { "/app/x" } else { "/" };
     let t = Instant::now();
     let output = translate::translate(&snapshot, &util::options(&snapshot));
     let translate_ms = util::ms(t.elapsed());
@@ -126,7 +157,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Target {
                 addr: util::loopback(port_many),
                 host: host(0),
-                path: "/".into(),
+                path: path.into(),
             },
         ),
         (
@@ -134,7 +165,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Target {
                 addr: util::loopback(port_many),
                 host: last.clone(),
-                path: "/".into(),
+                path: path.into(),
             },
         ),
         (
@@ -142,7 +173,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Target {
                 addr: util::loopback(port_one),
                 host: last.clone(),
-                path: "/".into(),
+                path: path.into(),
             },
         ),
         (
@@ -150,7 +181,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Target {
                 addr: util::loopback(port_beside),
                 host: last.clone(),
-                path: "/".into(),
+                path: path.into(),
             },
         ),
     ];

@@ -12,6 +12,7 @@ mod churn;
 mod dispatch;
 mod live;
 mod load;
+mod naive;
 mod objects;
 mod propagation;
 mod reload;
@@ -83,6 +84,10 @@ enum Command {
         /// shared by all; the Services' ClusterIPs are loopback aliases.
         #[arg(long)]
         distinct_backends: bool,
+        /// Give each route two rules (the translate shape's paths) and
+        /// request one of them, instead of one catch-all rule.
+        #[arg(long)]
+        two_rules: bool,
     },
     /// Where dispatch cost goes: Caddy's CPU per request for hand-written
     /// servers that each add one kind of work, and the translated tree's
@@ -126,6 +131,10 @@ enum Command {
         routes: Vec<usize>,
         #[arg(long, default_value_t = 100)]
         endpoint_changes: usize,
+        /// Loads of each config in the side-by-side comparison with the
+        /// naive config.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Changes under traffic: modify routes while a load generator runs.
     Churn {
@@ -184,6 +193,7 @@ async fn live(command: Command) -> anyhow::Result<()> {
             rounds,
             wrk,
             distinct_backends,
+            two_rules,
         } => {
             dispatch::run(dispatch::Args {
                 hosts,
@@ -192,6 +202,7 @@ async fn live(command: Command) -> anyhow::Result<()> {
                 rounds,
                 wrk,
                 distinct_backends,
+                two_rules,
             })
             .await
         }
@@ -217,7 +228,8 @@ async fn live(command: Command) -> anyhow::Result<()> {
         Command::Reload {
             routes,
             endpoint_changes,
-        } => reload::run(&routes, endpoint_changes).await,
+            rounds,
+        } => reload::run(&routes, endpoint_changes, rounds.max(1)).await,
         Command::Churn {
             changes,
             filler,

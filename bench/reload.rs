@@ -4,6 +4,10 @@
 //! of EndpointSlice changes causes. The pusher sends a config only when its
 //! hash changed, so a change that leaves the translated config as it was
 //! costs no reload: we count config hashes that differ from the previous.
+//!
+//! Side by side, in one process, it also loads our config and the naive
+//! config of the same routes (`naive.rs`) in turn, each after an empty
+//! config, and prints the ratio of their load times.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,7 +18,7 @@ use serde_json::json;
 
 use crate::live::Kengine;
 use crate::objects::{self, namespace_of, object};
-use crate::util;
+use crate::{naive, util};
 
 /// Loads `snapshot`'s config and the same with one more route; the two times.
 async fn load_times(
@@ -78,7 +82,73 @@ fn slice(ns: &str, i: usize) -> kengine_gateway::snapshot::Object {
     }))
 }
 
-pub async fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
+/// A config as `/load` takes it, with the admin API kept where it is.
+fn body(kengine: &Kengine, mut config: serde_json::Value) -> anyhow::Result<Vec<u8>> {
+    config["admin"] = json!({
+        "listen": kengine.process.admin_addr().to_string(),
+        "config": {"persist": false},
+    });
+    Ok(serde_json::to_vec(&config)?)
+}
+
+/// Load times of our config and the naive one, `rounds` each, alternating,
+/// each load from an empty config (the admin API only): median seconds of
+/// ours, of naive, and both sizes in bytes.
+async fn side_by_side(
+    kengine: &Kengine,
+    routes: usize,
+    rounds: usize,
+) -> anyhow::Result<(f64, f64, usize, usize)> {
+    let snapshot = objects::translate_snapshot(routes);
+    let ours = translate::translate(&snapshot, &util::options(&snapshot))
+        .config()
+        .to_json();
+    let ours = body(kengine, serde_json::from_slice(&ours)?)?;
+    let theirs = body(kengine, naive::config(routes))?;
+    let empty = body(kengine, json!({}))?;
+    let admin = kengine.process.admin();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (config, times) in [(&ours, &mut a), (&theirs, &mut b)] {
+            admin.load(empty.clone()).await?;
+            let start = Instant::now();
+            admin.load(config.clone()).await?;
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    admin.load(empty).await?;
+    Ok((
+        util::median(&mut a),
+        util::median(&mut b),
+        ours.len(),
+        theirs.len(),
+    ))
+}
+
+pub async fn run(sizes: &[usize], changes: usize, rounds: usize) -> anyhow::Result<()> {
+    let mut compared = Vec::new();
+    {
+        let kengine = Kengine::start().await?;
+        for &routes in sizes {
+            let (ours, theirs, ours_bytes, naive_bytes) = side_by_side(&kengine, routes, rounds)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}\n{}", kengine.log_tail(20)))?;
+            println!(
+                "{routes:>6} routes, median of {rounds} loads each: ours {:.0} ms ({:.0} KB), \
+                 naive {:.0} ms ({:.0} KB), ratio {:.2} (target <= 1.0)",
+                ours * 1e3,
+                ours_bytes as f64 / 1e3,
+                theirs * 1e3,
+                naive_bytes as f64 / 1e3,
+                ours / theirs
+            );
+            compared.push(json!({"routes": routes, "rounds": rounds,
+                "ours_ms": util::round3(ours * 1e3), "naive_ms": util::round3(theirs * 1e3),
+                "ours_bytes": ours_bytes, "naive_bytes": naive_bytes,
+                "ratio": util::round3(ours / theirs)}));
+        }
+        kengine.stop().await;
+    }
     let mut loads = Vec::new();
     for &routes in sizes {
         // A fresh process per size: the first load really is a first load.
@@ -106,7 +176,7 @@ pub async fn run(sizes: &[usize], changes: usize) -> anyhow::Result<()> {
     );
     println!(
         "{}",
-        json!({"scenario": "reload", "loads": loads, "endpoint_changes": changes,
+        json!({"scenario": "reload", "side_by_side": compared, "loads": loads, "endpoint_changes": changes,
             "reloads_cluster_ip": cluster_ip, "reloads_headless": headless})
     );
     Ok(())

@@ -181,7 +181,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // The translated tree; its proxies never run (replaced below), so the
     // backend address is a placeholder.
     let port_tree = util::free_port()?;
-    let snapshot = dispatch::snapshot(args.hosts, port_tree, util::loopback(9), false);
+    let snapshot = dispatch::snapshot(args.hosts, port_tree, util::loopback(9), false, false);
     let output = translate::translate(&snapshot, &util::options(&snapshot));
     let mut config: Value = serde_json::from_slice(&output.config().to_json())?;
     let servers = config["apps"]["http"]["servers"]

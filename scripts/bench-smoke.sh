@@ -31,6 +31,7 @@ run attached attached --routes 50
 run churn churn --changes 2 --filler 10
 run dispatch dispatch --hosts 50 --seconds 0.3 --rounds 1 --connections 2
 run dispatch-distinct dispatch --hosts 50 --seconds 0.3 --rounds 1 --connections 2 --distinct-backends
+run dispatch-two-rules dispatch --hosts 50 --seconds 0.3 --rounds 1 --connections 2 --two-rules
 run route-cost route-cost --hosts 50 --seconds 0.2 --rounds 1 --connections 2
-run reload reload --routes 100,300 --endpoint-changes 10
+run reload reload --routes 100,300 --endpoint-changes 10 --rounds 1
 echo "bench-smoke: all scenarios ran" >&2
