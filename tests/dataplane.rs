@@ -84,6 +84,83 @@ spec:
     }
 }
 
+/// 400 hostnames make a host tree two levels deep. Every host reaches its
+/// own rules: hosts with several rules through their named leaf, hosts
+/// with one catch-all rule inline; a wildcard route still catches what a
+/// host's own rules leave, and unknown hosts end in 404.
+#[tokio::test]
+async fn every_host_of_a_deep_tree_reaches_its_own_rules() {
+    let v1 = echo("127.0.10.6", "v1").await;
+    let v2 = echo("127.0.10.7", "v2").await;
+    let hosts = 400;
+    let mut yaml = format!(
+        "{CLASS}{}{}{}",
+        gateway("127.0.10.5", 18081),
+        service("v1", v1),
+        service("v2", v2)
+    );
+    for i in 0..hosts {
+        let rules = match i % 2 {
+            0 => format!(
+                "  - matches: [{{path: {{type: Exact, value: /exact}}}}]\n    backendRefs: [{{name: v2, port: {}}}]\n\
+                 \x20 - matches: [{{path: {{type: PathPrefix, value: /foo}}}}]\n    backendRefs: [{{name: v1, port: {}}}]\n",
+                v2.port(),
+                v1.port()
+            ),
+            _ => format!("  - backendRefs: [{{name: v1, port: {}}}]\n", v1.port()),
+        };
+        yaml.push_str(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: r{i}, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  \
+             hostnames: [h{i:03}.example.com]\n  rules:\n{rules}---\n"
+        ));
+    }
+    yaml.push_str(&format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {{name: wild, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  \
+         hostnames: ['*.example.com']\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /wild}}}}]\n    \
+         backendRefs: [{{name: v2, port: {}}}]\n",
+        v2.port()
+    ));
+    let (_k, out) = serve_yaml(&yaml).await;
+    let named = out.config().to_json();
+    let named = String::from_utf8_lossy(&named);
+    assert!(
+        named.contains("\"host h000.example.com\""),
+        "hosts with several rules are named leaves"
+    );
+    assert!(
+        !named.contains("\"host h001.example.com\""),
+        "one catch-all rule stays inline"
+    );
+
+    let gw: SocketAddr = "127.0.10.5:18081".parse().unwrap();
+    let c = http();
+    let pod = |p: &str| Some(p.to_string());
+    for i in 0..hosts {
+        let host = format!("h{i:03}.example.com");
+        let cases = match i % 2 {
+            0 => vec![
+                ("/exact", (200, pod("v2"))),
+                ("/foo/x", (200, pod("v1"))),
+                ("/wild", (200, pod("v2"))),
+                ("/other", (404, None)),
+            ],
+            _ => vec![("/other", (200, pod("v1"))), ("/wild", (200, pod("v1")))],
+        };
+        for (path, want) in cases {
+            assert_eq!(get(&c, gw, &host, path).await, want, "{host}{path}");
+        }
+    }
+    for (host, path, want) in [
+        ("zzz.example.com", "/wild", (200, pod("v2"))),
+        ("zzz.example.com", "/exact", (404, None)),
+        ("h000.example.org", "/exact", (404, None)),
+    ] {
+        assert_eq!(get(&c, gw, host, path).await, want, "{host}{path}");
+    }
+}
+
 #[tokio::test]
 async fn splits_traffic_80_20() {
     let v1 = echo("127.0.11.2", "v1").await;

@@ -4,10 +4,14 @@
 //! the last one ten times slower than the first. Instead:
 //!
 //! 1. Exact hostnames are sorted and split into host-matcher buckets of
-//!    fan-out 4, each with a subroute beneath it. Kengine binary-searches
+//!    fan-out 16, each with a subroute beneath it. Kengine binary-searches
 //!    host lists longer than 100, so buckets stay that long while they can
 //!    (see `chunk_sizes`). Both the first and the last host cost a few cheap
-//!    lookups.
+//!    lookups. The fan-out weighs dispatch against reload: Kengine decodes
+//!    a subroute by re-encoding its whole JSON, so each level of the tree
+//!    costs a pass over the hosts beneath it on every load. At 5,000 routes
+//!    fan-out 4 (7 levels) loaded 10% slower than 16 (3 levels), with the
+//!    same dispatch cost within the bench's noise (BENCHMARKS.md, scenario 6).
 //! 2. Wildcard hostnames follow, most specific first, each one regexp.
 //! 3. A catch-all comes last, then a 404.
 //!
@@ -27,7 +31,7 @@ use super::hostnames::{Host, OriginRank};
 use super::rules::CompiledMatch;
 use crate::kengine::config::{Handler, MatcherSet, RegexpMatcher, Route};
 
-const FAN_OUT: usize = 4;
+const FAN_OUT: usize = 16;
 
 /// The matches one route brings under one effective hostname, with the
 /// rank of the route's own hostname it came from: routes that share the
@@ -198,6 +202,16 @@ pub fn routes<'a>(
     }
     named.retain(|name, _| uses.contains_key(name));
     named.extend(proxies);
+    // Up to FAN_OUT leaves are routes of the server itself, decoded once.
+    if leaves.len() > FAN_OUT {
+        leaves = leaves
+            .into_iter()
+            .map(|(host, handlers)| {
+                let handlers = name_heavy_leaf(&host, handlers, &mut named);
+                (host, handlers)
+            })
+            .collect();
+    }
     let mut all = tree(leaves);
     all.extend(routes);
     if !catch_all {
@@ -300,6 +314,31 @@ fn bucket_handlers(mut routes: Vec<Route>) -> Vec<Handler> {
     }
 }
 
+/// A leaf of a nested tree that runs a subroute (several rules, or
+/// conditional ones) moves into a named route that the leaf invokes.
+/// Kengine decodes a subroute by re-encoding all of its JSON, so every
+/// level of the tree above a leaf pays for the leaf's bytes again: named,
+/// they are decoded once, and the tree carries only hosts and `invoke`s
+/// (5,000 routes: 2.2 s → 1.6 s per load). Leaves without a subroute are a
+/// few handlers, cheaper inline than the route `invoke` compiles on every
+/// request.
+fn name_heavy_leaf(
+    host: &str,
+    handlers: Vec<Handler>,
+    named: &mut BTreeMap<String, Route>,
+) -> Vec<Handler> {
+    if !handlers
+        .iter()
+        .any(|h| matches!(h, Handler::Subroute { .. }))
+    {
+        return handlers;
+    }
+    // Other named routes are `proxy …` or `<namespace>/…|…`: no collision.
+    let name = format!("host {host}");
+    named.insert(name.clone(), Route::handle(handlers));
+    vec![Handler::Invoke { name }]
+}
+
 /// Sorted exact hosts → a host-matcher tree of fan-out [`FAN_OUT`]. Below
 /// the top, a request has already matched its subtree's hosts, so the last
 /// child of a node needs no matcher: whoever failed its siblings is its.
@@ -320,7 +359,12 @@ fn subtree(leaves: Vec<(String, Vec<Handler>)>, nested: bool) -> Vec<Route> {
         chunk_sizes(leaves.len())
             .into_iter()
             .map(|size| {
-                let chunk: Vec<_> = leaves.by_ref().take(size).collect();
+                let mut chunk: Vec<_> = leaves.by_ref().take(size).collect();
+                // A chunk of one host is its leaf, not a node above it.
+                if let [_] = chunk.as_slice() {
+                    let (host, handle) = chunk.remove(0);
+                    return host_route(vec![host], handle);
+                }
                 let hosts = chunk.iter().map(|(h, _)| h.clone()).collect();
                 host_route(
                     hosts,
@@ -440,8 +484,9 @@ mod tests {
         let refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
         let (routes, named) = routes(&[listener("ns/gw/http", None, &refs)], false);
         assert!(
-            named.is_empty(),
-            "buckets used once are inlined, not invoked"
+            named.keys().all(|name| name.starts_with("host ")),
+            "buckets used once are inlined, not invoked: {:?}",
+            named.keys()
         );
         // FAN_OUT buckets, then the catch-all listener's route (it has no catch-all bucket).
         assert_eq!(routes.len(), FAN_OUT + 1);
@@ -507,14 +552,43 @@ mod tests {
     }
 
     #[test]
+    fn leaves_with_a_subroute_are_named_and_others_stay_inline() {
+        let mut named = BTreeMap::new();
+        let light = vec![Handler::status(200), Handler::status(404)];
+        assert_eq!(name_heavy_leaf("a.com", light.clone(), &mut named), light);
+        assert!(named.is_empty());
+        let heavy = vec![Handler::Subroute { routes: vec![] }, Handler::status(404)];
+        assert_eq!(
+            name_heavy_leaf("b.com", heavy.clone(), &mut named),
+            [Handler::Invoke {
+                name: "host b.com".into()
+            }]
+        );
+        assert_eq!(named["host b.com"].handle, heavy);
+    }
+
+    #[test]
     fn children_stay_binary_searchable_while_they_can() {
-        assert_eq!(chunk_sizes(5000), [1250; 4]);
+        assert_eq!(
+            chunk_sizes(5000),
+            [
+                313, 313, 313, 313, 313, 313, 313, 313, 312, 312, 312, 312, 312, 312, 312, 312
+            ]
+        );
         assert_eq!(chunk_sizes(313), [105, 104, 104]);
         assert_eq!(chunk_sizes(202), [101, 101]);
-        assert_eq!(chunk_sizes(201), [51, 50, 50, 50]);
+        assert_eq!(
+            chunk_sizes(201),
+            [
+                13, 13, 13, 13, 13, 13, 13, 13, 13, 12, 12, 12, 12, 12, 12, 12
+            ]
+        );
         assert_eq!(chunk_sizes(404), [101; 4]);
-        assert_eq!(chunk_sizes(5), [2, 1, 1, 1]);
-        for n in 5..3000 {
+        assert_eq!(
+            chunk_sizes(17),
+            [2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
+        );
+        for n in FAN_OUT + 1..3000 {
             let sizes = chunk_sizes(n);
             assert_eq!(sizes.iter().sum::<usize>(), n);
             assert!(sizes.len() <= FAN_OUT && sizes.len() >= 2);
