@@ -117,6 +117,11 @@ impl Controller {
 
     /// Sum of a counter over its label sets.
     async fn counter(&self, name: &str) -> f64 {
+        self.counter_with(name, "").await
+    }
+
+    /// Sum of a counter over its label sets that contain `label`.
+    async fn counter_with(&self, name: &str, label: &str) -> f64 {
         let text = async {
             reqwest::get(format!("http://{}/metrics", self.metrics))
                 .await
@@ -128,7 +133,7 @@ impl Controller {
         .await
         .unwrap_or_default();
         text.lines()
-            .filter(|l| l.starts_with(name))
+            .filter(|l| l.starts_with(name) && l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
@@ -313,12 +318,15 @@ async fn run(routes: usize) -> anyhow::Result<()> {
     // Let the first passes settle so that their writes are not counted.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    const PUSHES: &str = "kengine_gateway_pushes_total";
+    const LOADED: &str = "outcome=\"loaded\"";
     let routes_api = Api::<DynamicObject>::namespaced_with(client.clone(), NS, &route);
     let writes = "kengine_gateway_status_writes_total{result=\"written\"}";
     let mut report = Vec::new();
     for (phase, want) in [("create", routes as i64), ("delete", 0)] {
         let before = controller.counter(writes).await;
         let reconciles = controller.counter("kengine_gateway_reconciles_total").await;
+        let loads = controller.counter_with(PUSHES, LOADED).await;
         let start = Instant::now();
         let requests = (0..routes).map(|i| {
             let api = routes_api.clone();
@@ -351,12 +359,15 @@ async fn run(routes: usize) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let written = controller.counter(writes).await - before;
         let passes = controller.counter("kengine_gateway_reconciles_total").await - reconciles;
+        // Configs Kengine loaded for the burst: push pacing (one push in
+        // flight per pod, the newest config replacing a queued one).
+        let loads = controller.counter_with(PUSHES, LOADED).await - loads;
         let after_last = converged.saturating_sub(sent);
         // Route status on create; the Gateway's (and the instance's) either way.
         println!(
             "{phase:>6} {routes} routes: requests sent in {:.0} ms; attachedRoutes = {want} {:.0} ms after the \
              first request, {:.0} ms after the last (target < {} ms: {}); {written} status writes \
-             ({:.2} per route), {passes} reconciles",
+             ({:.2} per route), {passes} reconciles, {loads} Kengine loads",
             super::util::ms(sent),
             super::util::ms(converged),
             super::util::ms(after_last),
@@ -368,7 +379,7 @@ async fn run(routes: usize) -> anyhow::Result<()> {
             "sent_ms": super::util::round3(super::util::ms(sent)),
             "converged_ms": super::util::round3(super::util::ms(converged)),
             "after_last_request_ms": super::util::round3(super::util::ms(after_last)),
-            "status_writes": written, "reconciles": passes}));
+            "status_writes": written, "reconciles": passes, "kengine_loads": loads}));
     }
     drop(controller);
     drop(plane);
