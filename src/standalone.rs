@@ -444,7 +444,7 @@ mod tests {
         };
         let twice = |case: &str| {
             let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(format!("tests/golden/{case}/input.yaml"));
+                .join(format!("crates/translate/testdata/{case}/input.yaml"));
             let first = translate::translate(
                 &render::load(std::slice::from_ref(&input)).unwrap(),
                 &options(at(10)),
@@ -453,11 +453,11 @@ mod tests {
             carry_status(&mut snapshot, Some(&first.status));
             translate::translate(&snapshot, &options(at(20)))
         };
-        let second = twice("grpc-methods");
+        let second = twice("grpc_routes/grpc-methods");
         let key = crate::snapshot::ObjectRef::new("apps", "methods");
         let grpc = &second.status.grpc_routes[&key][0].conditions[0];
         assert_eq!(grpc.last_transition_time, at(10));
-        let second = twice("fail-closed");
+        let second = twice("fail_closed/unapplicable-security");
         let key = crate::snapshot::ObjectRef::new("web", "tls-app");
         let policy = &second.status.backend_tls_policies[&key][0].conditions[0];
         assert_eq!(policy.last_transition_time, at(10));

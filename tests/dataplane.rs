@@ -467,10 +467,9 @@ spec:
 /// every module without binding anything).
 #[test]
 fn golden_configs_are_valid_kengine_configs() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let mut checked = 0;
-    for entry in std::fs::read_dir(root).unwrap() {
-        let config = entry.unwrap().path().join("config.json");
+    for case in golden_cases() {
+        let config = case.join("config.json");
         let dir = tempfile::tempdir().unwrap();
         let out = std::process::Command::new(caddy_bin())
             .args(["validate", "--config"])

@@ -1,6 +1,11 @@
-//! Golden tests for translate: `tests/golden/<case>/input.yaml` renders to
-//! `config.json` and `status.yaml` beside it. `UPDATE_GOLDEN=1 cargo test
-//! --test golden` rewrites the expected files; review the diff.
+//! Golden tests for translate, one behaviour per case, each beside the
+//! module it pins: `crates/translate/testdata/<module>/<case>/input.yaml`
+//! renders to `config.json` and `status.yaml` beside it, and, in a case
+//! that has an `objects.yaml`, to what the operator would apply for the
+//! managed fleets (`render -o objects`). They run here, not in the
+//! translate crate, because `render` (files, local addresses, the status
+//! writer's YAML) is the product's. `UPDATE_GOLDEN=1 cargo test --test
+//! golden` rewrites the expected files; review the diff.
 
 use std::path::{Path, PathBuf};
 
@@ -26,15 +31,16 @@ fn render_case(input: &Path, output: &str) -> String {
 }
 
 fn cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    assert!(!dirs.is_empty(), "no golden cases under {}", root.display());
-    dirs
+    kengine_gateway_test_support::golden_cases()
+}
+
+/// What a case pins: `render -o <output>` → `<file>`.
+fn outputs(dir: &Path) -> Vec<(&'static str, &'static str)> {
+    let mut outputs = vec![("config", "config.json"), ("status", "status.yaml")];
+    if dir.join("objects.yaml").exists() {
+        outputs.push(("objects", "objects.yaml"));
+    }
+    outputs
 }
 
 #[test]
@@ -43,7 +49,7 @@ fn golden_cases() {
     let mut failures = Vec::new();
     for dir in cases() {
         let input = dir.join("input.yaml");
-        for (output, file) in [("config", "config.json"), ("status", "status.yaml")] {
+        for (output, file) in outputs(&dir) {
             let got = render_case(&input, output);
             let path = dir.join(file);
             if update {
@@ -72,7 +78,7 @@ fn output_is_deterministic_and_independent_of_input_order() {
         docs.reverse();
         let reversed = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
         std::fs::write(reversed.path(), docs.join("\n---\n")).unwrap();
-        for output in ["config", "status"] {
+        for (output, _) in outputs(&dir) {
             let a = render_case(&input, output);
             assert_eq!(
                 a,

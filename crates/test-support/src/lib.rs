@@ -25,6 +25,28 @@ use kengine_gateway::snapshot::Snapshot;
 use kengine_gateway::translate::{self, Options, Output};
 
 /// The repository (this crate is `crates/test-support` in it).
+/// The golden cases of translate, `crates/translate/testdata/<module>/<case>/`
+/// (each beside the module whose behaviour it pins), in name order.
+pub fn golden_cases() -> Vec<PathBuf> {
+    let root = repo().join("crates/translate/testdata");
+    let dirs = |dir: &Path| -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        dirs
+    };
+    let cases: Vec<PathBuf> = dirs(&root).iter().flat_map(|m| dirs(m)).collect();
+    assert!(
+        !cases.is_empty(),
+        "no golden cases under {}",
+        root.display()
+    );
+    cases
+}
+
 pub fn repo() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     here.ancestors()

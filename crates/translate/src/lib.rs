@@ -778,11 +778,12 @@ mod tests {
         );
     }
 
-    /// tests/golden/fail-closed: what we do not implement is not served.
+    /// testdata/fail_closed/unapplicable-security: what we do not implement
+    /// is not served.
     #[test]
     fn unimplemented_security_features_fail_closed() {
         let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/golden/fail-closed/input.yaml");
+            .join("testdata/fail_closed/unapplicable-security/input.yaml");
         let mut loaded = kengine_gateway_model::manifests::Loaded::default();
         let text = std::fs::read_to_string(&input).unwrap();
         kengine_gateway_model::manifests::parse_into(&text, &input, &mut loaded).unwrap();
