@@ -151,7 +151,11 @@ pub fn fleet_addresses(gateway: &mut GatewayStatus, fleet: &[FleetAddress]) {
 /// Marks every Gateway not programmed, e.g. when Kengine rejected the config.
 pub fn mark_not_programmed(status: &mut Status, message: &str, now: &Time) {
     for gateway in status.gateways.values_mut() {
-        let computed = gateway.clone();
+        // Only the conditions decide the transition time.
+        let computed = GatewayStatus {
+            conditions: gateway.conditions.clone(),
+            ..Default::default()
+        };
         not_programmed(gateway, Reason::Invalid, message, Some(&computed), now);
     }
 }
