@@ -106,6 +106,10 @@ pub struct ControllerArgs {
     /// Quiet period that coalesces a burst of changes into one reconcile.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     pub debounce_ms: u64,
+    /// A burst that never quiets is reconciled at the latest this long
+    /// after its first change.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub max_delay_ms: u64,
     /// Full resync period: failed pushes are retried at least this often.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub resync_seconds: u64,

@@ -89,6 +89,7 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
         // Asks for another pass when the status lane took changes.
         let again = tx.clone();
         let debounce = Duration::from_millis(args.debounce_ms);
+        let max_delay = Duration::from_millis(args.max_delay_ms.max(args.debounce_ms));
         let scope = Scope {
             namespace: args.watch_namespace.as_deref(),
             configmap_selector: &args.configmap_selector,
@@ -111,9 +112,10 @@ pub async fn run(args: ControllerArgs, shutdown: impl Future<Output = ()>) -> an
             tokio::select! {
                 () = &mut shutdown => break 'discover,
                 Some(()) = changes.recv() => {
-                    // Coalesce a burst into one pass.
-                    tokio::time::sleep(debounce).await;
-                    while changes.try_recv().is_ok() {}
+                    // A burst is one pass (so one reload): once no change
+                    // came for `debounce`, at the latest `max_delay` after
+                    // its first.
+                    quiet(&mut changes, debounce, max_delay).await;
                 }
                 _ = resync.tick() => {}
                 () = pushed.notified() => {}
@@ -208,4 +210,58 @@ fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
         k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second())
             .unwrap_or_default(),
     )
+}
+
+/// Waits out a burst of changes that began just now: until none came for
+/// `debounce`, and at most `max_delay` in all, taking them all. A burst
+/// that the API server spreads over seconds (a thousand routes applied at
+/// once) is then one reload of the fleets, not one per `debounce`.
+async fn quiet(changes: &mut mpsc::Receiver<()>, debounce: Duration, max_delay: Duration) {
+    let last_call = tokio::time::Instant::now() + max_delay;
+    loop {
+        let due = (tokio::time::Instant::now() + debounce).min(last_call);
+        match tokio::time::timeout_at(due, changes.recv()).await {
+            Ok(Some(())) => continue,
+            // Quiet, at the latest call, or the watches are gone.
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_one_pass_once_quiet_or_at_the_latest_call() {
+        let (debounce, max_delay) = (Duration::from_millis(100), Duration::from_millis(1000));
+        let (tx, mut rx) = mpsc::channel(1);
+        // Changes every 50 ms for 300 ms: the pass starts 100 ms after the last.
+        let sender = tokio::spawn({
+            let tx = tx.clone();
+            async move {
+                for _ in 0..6 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = tx.try_send(());
+                }
+            }
+        });
+        let start = tokio::time::Instant::now();
+        quiet(&mut rx, debounce, max_delay).await;
+        sender.await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+        // Changes every 50 ms without end: the pass starts at max_delay.
+        let sender = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if tx.try_send(()).is_err() && tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        let start = tokio::time::Instant::now();
+        quiet(&mut rx, debounce, max_delay).await;
+        assert_eq!(start.elapsed(), max_delay);
+        sender.abort();
+    }
 }
