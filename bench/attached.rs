@@ -146,26 +146,6 @@ impl Drop for Controller {
     }
 }
 
-/// Keeps the Node Ready until dropped.
-fn heartbeat(nodes: Api<DynamicObject>) -> tokio::task::JoinHandle<()> {
-    let since = k8s_openapi::jiff::Timestamp::now().to_string();
-    tokio::spawn(async move {
-        loop {
-            let now = k8s_openapi::jiff::Timestamp::now().to_string();
-            let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
-                "reason": "KubeletReady", "message": "the bench's stand-in kubelet",
-                "lastHeartbeatTime": now, "lastTransitionTime": since}]}});
-            if let Err(e) = nodes
-                .patch_status(NODE, &PatchParams::default(), &Patch::Merge(status))
-                .await
-            {
-                eprintln!("node heartbeat: {e}");
-            }
-            tokio::time::sleep(Duration::from_secs(10)).await;
-        }
-    })
-}
-
 async fn attached(gateways: &Api<DynamicObject>) -> Option<i64> {
     let gw = serde_json::to_value(gateways.get("gw").await.ok()?).ok()?;
     gw["status"]["listeners"][0]["attachedRoutes"].as_i64()
@@ -259,7 +239,10 @@ async fn run(routes: usize) -> anyhow::Result<()> {
         json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}}),
     )
     .await?;
-    let _heartbeat = heartbeat(Api::all_with(client.clone(), &node));
+    let _heartbeat = kengine_gateway_test_support::cluster::node_heartbeat(
+        Api::all_with(client.clone(), &node),
+        NODE,
+    );
     // Pods need their namespace's default ServiceAccount.
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::namespaced(client.clone(), NS);

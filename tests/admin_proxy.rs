@@ -3,6 +3,8 @@
 
 use kengine_gateway_test_support as support;
 
+use support::tls_echo::TestCa;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,10 +16,7 @@ use hyper::body::Bytes;
 use kengine_gateway::admin_proxy::{self, Options, TlsFiles};
 use kengine_gateway::kengine::admin::{AdminClient, RemoteTls, install_crypto_provider};
 use kengine_gateway::kengine::{AdminAddr, AdminError};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpListener;
@@ -28,54 +27,19 @@ const SERVER_NAME: &str = "admin.kengine.test";
 
 // ---------------------------------------------------------------- PKI
 
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
+/// The certificate of the admin endpoint: (certificate PEM, key PEM).
+fn server(ca: &TestCa) -> (String, String) {
+    ca.leaf_pem(
+        "kengine admin",
+        &[SERVER_NAME],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )
 }
 
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let pem = params.self_signed(&key).unwrap().pem();
-        Ca { params, key, pem }
-    }
-
-    /// A leaf certificate: (certificate PEM, key PEM).
-    fn issue(&self, cn: &str, dns: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![usage];
-        params.use_authority_key_identifier_extension = true;
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn server(&self) -> (String, String) {
-        self.issue(
-            "kengine admin",
-            &[SERVER_NAME],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )
-    }
-
-    /// Certificate chain and key in one PEM, as `RemoteTls::identity_pem` wants.
-    fn client(&self, cn: &str, dns: &[&str]) -> String {
-        let (cert, key) = self.issue(cn, dns, ExtendedKeyUsagePurpose::ClientAuth);
-        cert + &key
-    }
+/// Certificate chain and key in one PEM, as `RemoteTls::identity_pem` wants.
+fn client_identity(ca: &TestCa, cn: &str, dns: &[&str]) -> String {
+    let (cert, key) = ca.leaf_pem(cn, dns, ExtendedKeyUsagePurpose::ClientAuth);
+    cert + &key
 }
 
 /// A directory laid out like a mounted Secret: `name -> ..data/name`, with
@@ -230,9 +194,9 @@ fn socket_of(caddy: &support::Kengine) -> PathBuf {
 }
 
 /// Secret files for `ca` with a fresh server certificate.
-fn secret_for(ca: &Ca) -> SecretDir {
+fn secret_for(ca: &TestCa) -> SecretDir {
     let mut secret = SecretDir::new();
-    let (cert, key) = ca.server();
+    let (cert, key) = server(ca);
     secret.write(&[("tls.crt", &cert), ("tls.key", &key), ("ca.crt", &ca.pem)]);
     secret
 }
@@ -331,10 +295,10 @@ fn refused<T: std::fmt::Debug>(result: Result<T, AdminError>, who: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_for_the_controller_and_becomes_ready_after_the_first_load() {
     let caddy = support::kengine().await;
-    let ca = Ca::new("instance CA");
+    let ca = TestCa::new("instance CA");
     let secret = secret_for(&ca);
     let proxy = Proxy::start(&socket_of(&caddy), &secret).await;
-    let client = proxy.client(&ca.pem, &ca.client(CLIENT_NAME, &[CLIENT_NAME]));
+    let client = proxy.client(&ca.pem, &client_identity(&ca, CLIENT_NAME, &[CLIENT_NAME]));
 
     assert_eq!(proxy.health_status("/healthz").await, 200);
     assert_eq!(proxy.health_status("/readyz").await, 503);
@@ -366,7 +330,10 @@ async fn forwards_for_the_controller_and_becomes_ready_after_the_first_load() {
     // Paths, query strings and other methods pass through too.
     let http = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
-        .identity(reqwest::Identity::from_pem(ca.client("x", &[CLIENT_NAME]).as_bytes()).unwrap())
+        .identity(
+            reqwest::Identity::from_pem(client_identity(&ca, "x", &[CLIENT_NAME]).as_bytes())
+                .unwrap(),
+        )
         .resolve(SERVER_NAME, proxy.addr)
         .build()
         .unwrap();
@@ -402,18 +369,21 @@ async fn forwards_for_the_controller_and_becomes_ready_after_the_first_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_other_names_other_cas_and_missing_client_certificates() {
     let caddy = support::kengine().await;
-    let ca = Ca::new("instance CA");
-    let other_ca = Ca::new("some other CA");
+    let ca = TestCa::new("instance CA");
+    let other_ca = TestCa::new("some other CA");
     let secret = secret_for(&ca);
     let proxy = Proxy::start(&socket_of(&caddy), &secret).await;
 
     // The name may be a DNS SAN or the subject CN.
-    let by_san = proxy.client(&ca.pem, &ca.client("someone", &[CLIENT_NAME]));
+    let by_san = proxy.client(&ca.pem, &client_identity(&ca, "someone", &[CLIENT_NAME]));
     by_san.config().await.unwrap();
-    let by_cn = proxy.client(&ca.pem, &ca.client(CLIENT_NAME, &[]));
+    let by_cn = proxy.client(&ca.pem, &client_identity(&ca, CLIENT_NAME, &[]));
     by_cn.config().await.unwrap();
 
-    let wrong_name = proxy.client(&ca.pem, &ca.client("intruder", &["intruder.test"]));
+    let wrong_name = proxy.client(
+        &ca.pem,
+        &client_identity(&ca, "intruder", &["intruder.test"]),
+    );
     refused(wrong_name.config().await, "a client with another name");
     refused(
         wrong_name.load(b"{}".to_vec()).await,
@@ -422,7 +392,8 @@ async fn refuses_other_names_other_cas_and_missing_client_certificates() {
     // Names are compared exactly: no prefixes, no wildcards.
     let near_miss = proxy.client(
         &ca.pem,
-        &ca.client(
+        &client_identity(
+            &ca,
             "kengine-gateway",
             &[
                 "*.kengine-gateway-controller",
@@ -432,7 +403,10 @@ async fn refuses_other_names_other_cas_and_missing_client_certificates() {
     );
     refused(near_miss.config().await, "a client with a similar name");
 
-    let other = proxy.client(&ca.pem, &other_ca.client(CLIENT_NAME, &[CLIENT_NAME]));
+    let other = proxy.client(
+        &ca.pem,
+        &client_identity(&other_ca, CLIENT_NAME, &[CLIENT_NAME]),
+    );
     refused(other.config().await, "a client of another CA");
 
     // No client certificate: TLS 1.3 finishes the client's side of the
@@ -480,12 +454,12 @@ async fn refuses_other_names_other_cas_and_missing_client_certificates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_files_serve_new_handshakes_without_cutting_established_ones() {
     let caddy = support::kengine().await;
-    let ca = Ca::new("instance CA");
-    let next_ca = Ca::new("next instance CA");
+    let ca = TestCa::new("instance CA");
+    let next_ca = TestCa::new("next instance CA");
     let mut secret = secret_for(&ca);
     let first_cert = pem_der(&std::fs::read_to_string(secret.path("tls.crt")).unwrap());
     let proxy = Proxy::start(&socket_of(&caddy), &secret).await;
-    let identity = ca.client(CLIENT_NAME, &[CLIENT_NAME]);
+    let identity = client_identity(&ca, CLIENT_NAME, &[CLIENT_NAME]);
     let connector = rustls_client(&ca.pem, Some(&identity));
 
     // A connection established before the rotation.
@@ -495,7 +469,7 @@ async fn rotated_files_serve_new_handshakes_without_cutting_established_ones() {
     assert_eq!(get(&mut established, "/config/").await.unwrap().0, 200);
 
     // The operator rotates the server certificate and adds the next CA.
-    let (cert, key) = ca.server();
+    let (cert, key) = server(&ca);
     let bundle = format!("{}{}", ca.pem, next_ca.pem);
     secret.write(&[("tls.crt", &cert), ("tls.key", &key), ("ca.crt", &bundle)]);
     let new_cert = pem_der(&cert);
@@ -506,7 +480,10 @@ async fn rotated_files_serve_new_handshakes_without_cutting_established_ones() {
     .await;
 
     // Clients of the next CA are now accepted, and old ones still are.
-    let next = proxy.client(&bundle, &next_ca.client(CLIENT_NAME, &[CLIENT_NAME]));
+    let next = proxy.client(
+        &bundle,
+        &client_identity(&next_ca, CLIENT_NAME, &[CLIENT_NAME]),
+    );
     next.config().await.unwrap();
     proxy.client(&ca.pem, &identity).config().await.unwrap();
 
@@ -516,7 +493,7 @@ async fn rotated_files_serve_new_handshakes_without_cutting_established_ones() {
 
     // A broken update (a key that does not match) is ignored: the last
     // good files keep serving.
-    let (_, other_key) = ca.server();
+    let (_, other_key) = server(&ca);
     secret.write(&[
         ("tls.crt", &cert),
         ("tls.key", &other_key),
@@ -536,12 +513,15 @@ async fn rotated_files_serve_new_handshakes_without_cutting_established_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_accepting() {
     let caddy = support::kengine().await;
-    let ca = Ca::new("instance CA");
+    let ca = TestCa::new("instance CA");
     let secret = secret_for(&ca);
     let proxy = Proxy::start(&socket_of(&caddy), &secret).await;
     let addr = proxy.addr;
     // An idle keep-alive connection does not hold the shutdown up.
-    let connector = rustls_client(&ca.pem, Some(&ca.client(CLIENT_NAME, &[CLIENT_NAME])));
+    let connector = rustls_client(
+        &ca.pem,
+        Some(&client_identity(&ca, CLIENT_NAME, &[CLIENT_NAME])),
+    );
     let mut idle = http1(tls_connect(&connector, addr).await).await;
     assert_eq!(get(&mut idle, "/config/").await.unwrap().0, 200);
 
@@ -551,7 +531,7 @@ async fn shutdown_stops_accepting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_files_fail_at_startup() {
-    let ca = Ca::new("instance CA");
+    let ca = TestCa::new("instance CA");
     let mut secret = secret_for(&ca);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -571,8 +551,8 @@ async fn unusable_files_fail_at_startup() {
     assert!(format!("{err:#}").contains("missing.crt"), "{err:#}");
 
     // A key that does not belong to the certificate.
-    let (cert, _) = ca.server();
-    let (_, key) = ca.server();
+    let (cert, _) = server(&ca);
+    let (_, key) = server(&ca);
     secret.write(&[("tls.crt", &cert), ("tls.key", &key), ("ca.crt", &ca.pem)]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -626,7 +606,7 @@ fn proxy_command(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_reports_bad_arguments_in_one_line() {
-    let ca = Ca::new("instance CA");
+    let ca = TestCa::new("instance CA");
     let secret = secret_for(&ca);
     std::fs::remove_file(secret.path("ca.crt")).unwrap();
     let out = proxy_command(
@@ -663,7 +643,7 @@ async fn binary_reports_bad_arguments_in_one_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_serves_and_stops_on_sigterm() {
     let caddy = support::kengine().await;
-    let ca = Ca::new("instance CA");
+    let ca = TestCa::new("instance CA");
     let secret = secret_for(&ca);
     let (listen, health) = (free_port(), free_port());
     let mut child = proxy_command(&secret, &socket_of(&caddy), listen, health)
@@ -685,7 +665,7 @@ async fn binary_serves_and_stops_on_sigterm() {
         listen,
         Some(RemoteTls {
             ca_pem: ca.pem.as_bytes(),
-            identity_pem: ca.client(CLIENT_NAME, &[CLIENT_NAME]).as_bytes(),
+            identity_pem: client_identity(&ca, CLIENT_NAME, &[CLIENT_NAME]).as_bytes(),
             server_name: Some(SERVER_NAME),
         }),
         Duration::from_secs(30),
@@ -726,10 +706,10 @@ async fn a_restarted_kengine_is_not_ready_until_it_is_loaded_again() {
     let dir = tempfile::Builder::new().prefix("k").tempdir().unwrap();
     let socket = dir.path().join("admin.sock");
     let mut caddy = caddy_on(&socket, dir.path());
-    let ca = Ca::new("instance CA");
+    let ca = TestCa::new("instance CA");
     let secret = secret_for(&ca);
     let proxy = Proxy::start(&socket, &secret).await;
-    let client = proxy.client(&ca.pem, &ca.client(CLIENT_NAME, &[CLIENT_NAME]));
+    let client = proxy.client(&ca.pem, &client_identity(&ca, CLIENT_NAME, &[CLIENT_NAME]));
     let config = serde_json::json!({"apps": {"http": {"servers": {}}}});
     eventually("the first load", || async {
         client.load(config.to_string().into_bytes()).await.is_ok()

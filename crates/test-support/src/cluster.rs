@@ -354,19 +354,26 @@ async fn fake_node(client: &kube::Client) -> tokio::task::JoinHandle<()> {
         json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_NAME}}),
     )
     .await;
-    let api = api(client, &nodes, None);
+    node_heartbeat(api(client, &nodes, None), NODE_NAME)
+}
+
+/// Keeps Node `name` Ready (a heartbeat every 10 s) until the task ends.
+pub fn node_heartbeat(
+    nodes: Api<DynamicObject>,
+    name: &'static str,
+) -> tokio::task::JoinHandle<()> {
     let since = k8s_openapi::jiff::Timestamp::now().to_string();
     tokio::spawn(async move {
         loop {
             let now = k8s_openapi::jiff::Timestamp::now().to_string();
             let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
-                "reason": "KubeletReady", "message": "the test's fake kubelet",
+                "reason": "KubeletReady", "message": "a test's stand-in kubelet",
                 "lastHeartbeatTime": now, "lastTransitionTime": since}]}});
-            if let Err(e) = api
-                .patch_status(NODE_NAME, &PatchParams::default(), &Patch::Merge(status))
+            if let Err(e) = nodes
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
                 .await
             {
-                eprintln!("fake node heartbeat: {e}");
+                eprintln!("node heartbeat: {e}");
             }
             tokio::time::sleep(Duration::from_secs(10)).await;
         }

@@ -1,4 +1,5 @@
-//! TLS backends for BackendTLSPolicy tests: a test CA made with rcgen, and
+//! TLS backends for BackendTLSPolicy tests: a test CA made with rcgen (the
+//! admin-proxy tests use it too), and
 //! an echo backend serving a certificate it issued, over HTTP/1.1 or HTTP/2
 //! (chosen by ALPN). The backend reports the SNI it received and counts
 //! accepted TCP connections, so a test can tell "never dialed" from
@@ -48,18 +49,39 @@ impl TestCa {
         }
     }
 
-    /// A server certificate for `dns` names and its key.
-    pub fn issue(&self, dns: &[&str]) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    /// A leaf certificate for common name `cn` and `dns` names, for
+    /// `usage`, and its key.
+    fn leaf(
+        &self,
+        cn: &str,
+        dns: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> (rcgen::Certificate, KeyPair) {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(dns.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(
-            DnType::CommonName,
-            dns.first().copied().unwrap_or("backend"),
-        );
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert, key)
+    }
+
+    /// [`TestCa::leaf`] as PEM: (certificate, key).
+    pub fn leaf_pem(
+        &self,
+        cn: &str,
+        dns: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> (String, String) {
+        let (cert, key) = self.leaf(cn, dns, usage);
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A server certificate for `dns` names and its key.
+    pub fn issue(&self, dns: &[&str]) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let cn = dns.first().copied().unwrap_or("backend");
+        let (cert, key) = self.leaf(cn, dns, ExtendedKeyUsagePurpose::ServerAuth);
         (
             cert.der().clone(),
             PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
