@@ -15,6 +15,10 @@
 //!   since (its socket is new and it runs no config) until the next load.
 //!   `/healthz` answers 200 while running.
 //!
+//! - `PUT /kengine-gateway/files` is answered by the proxy itself: it
+//!   writes the files a config names (backend client certificates) into
+//!   `--files-dir`, shared with Kengine, before the controller loads it.
+//!
 //! **Rotation.** The files are re-read every `--reload-interval` seconds and
 //! compared with what was last read; when they changed and form a valid set,
 //! new handshakes use them, and connections already established keep going.
@@ -48,8 +52,15 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::cli::AdminProxyArgs;
+use crate::kengine::files::{self, Files};
 use tls::CertReloader;
 pub use tls::TlsFiles;
+
+/// The path of the files request; Kengine's admin API has nothing under it.
+pub const FILES_PATH: &str = "/kengine-gateway/files";
+
+/// The largest files body accepted: a few certificate chains and keys.
+const MAX_FILES_BODY: usize = 1 << 20;
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,6 +77,8 @@ pub struct Options {
     pub reload_interval: Duration,
     /// On shutdown, how long requests in flight may take to finish.
     pub shutdown_grace: Duration,
+    /// Where [`FILES_PATH`] writes (shared with Kengine).
+    pub files_dir: Option<PathBuf>,
 }
 
 impl From<&AdminProxyArgs> for Options {
@@ -81,6 +94,7 @@ impl From<&AdminProxyArgs> for Options {
             reload_interval: Duration::from_secs(args.reload_interval),
             // Kubernetes' default termination grace period is 30 s.
             shutdown_grace: Duration::from_secs(25),
+            files_dir: args.files_dir.clone(),
         }
     }
 }
@@ -118,6 +132,7 @@ type SocketId = (u64, u64, i64, i64);
 
 struct State {
     socket: PathBuf,
+    files_dir: Option<PathBuf>,
     /// The admin socket's identity when a `POST /load` through us last
     /// succeeded. A restarted Kengine makes a new socket and has no config:
     /// the pod is not ready until the controller pushes again.
@@ -191,6 +206,7 @@ async fn serve_with(
     let tls = Arc::new(tls);
     let state = Arc::new(State {
         socket: options.socket.clone(),
+        files_dir: options.files_dir.clone(),
         loaded: Mutex::new(None),
     });
     tracing::info!(
@@ -305,6 +321,9 @@ type ProxyBody = BoxBody<Bytes, hyper::Error>;
 async fn handle(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if path == FILES_PATH {
+        return write_files(state, peer, req).await;
+    }
     let is_load = method == Method::POST && path == "/load";
     match forward(&state.socket, req).await {
         Ok(resp) => {
@@ -325,6 +344,59 @@ async fn handle(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Resp
             let body = serde_json::json!({ "error": format!("admin proxy: {message}") });
             json_response(StatusCode::BAD_GATEWAY, body.to_string())
         }
+    }
+}
+
+/// [`FILES_PATH`]: answered here, never forwarded.
+async fn write_files(
+    state: &State,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let error = |status: StatusCode, message: String| {
+        tracing::warn!(%peer, error = %message, "refused to write files");
+        let body = serde_json::json!({ "error": format!("admin proxy: {message}") });
+        json_response(status, body.to_string())
+    };
+    if req.method() != Method::PUT {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{FILES_PATH} takes PUT only"),
+        );
+    }
+    let Some(dir) = state.files_dir.clone() else {
+        return error(StatusCode::NOT_FOUND, "started without --files-dir".into());
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_FILES_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("reading the body: {e}"),
+            );
+        }
+    };
+    let files: Files = match serde_json::from_slice(&body) {
+        Ok(files) => files,
+        Err(e) => {
+            let why = format!("the body is not a JSON object of file name to content: {e}");
+            return error(StatusCode::BAD_REQUEST, why);
+        }
+    };
+    let write = move || {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        files::replace(&dir, &files)
+    };
+    match tokio::task::spawn_blocking(write).await {
+        Ok(Ok(count)) => {
+            tracing::info!(%peer, files = count, "files written");
+            json_response(StatusCode::OK, "{}".into())
+        }
+        Ok(Err(message)) => error(StatusCode::BAD_REQUEST, message),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -195,6 +195,23 @@ pub struct TranslateArgs {
     /// Only GatewayClasses with this `spec.controllerName` are served.
     #[arg(long, default_value = DEFAULT_CONTROLLER_NAME, env = "KENGINE_GATEWAY_CONTROLLER_NAME")]
     pub controller_name: String,
+    /// Where the local Kengine reads the files the config names (a
+    /// Gateway's backend client certificate and key): `standalone` writes
+    /// them there (mode 0600, in a directory of mode 0700) before each load.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_FILES_DIR, value_parser = absolute_dir)]
+    pub files_dir: PathBuf,
+}
+
+/// `--files-dir`'s default.
+pub const DEFAULT_FILES_DIR: &str = "/tmp/kengine-gateway-files";
+
+/// Kengine resolves a relative path against its own working directory.
+fn absolute_dir(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if !path.is_absolute() {
+        return Err(format!("{s:?} is not an absolute path"));
+    }
+    Ok(path)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -296,4 +313,8 @@ pub struct AdminProxyArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub reload_interval: u64,
+    /// Where `PUT /kengine-gateway/files` writes the files a config names
+    /// (a directory Kengine reads); without it that request is refused.
+    #[arg(long, value_name = "DIR", env = "KENGINE_GATEWAY_FILES_DIR")]
+    pub files_dir: Option<PathBuf>,
 }

@@ -104,5 +104,6 @@ pub fn options(args: &TranslateArgs, now: Time, snapshot: &Snapshot) -> Options 
         taken_listens: Default::default(),
         fleets: translate::FleetMode::Local,
         missing_kinds: Default::default(),
+        files_dir: args.files_dir.display().to_string(),
     }
 }

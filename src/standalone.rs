@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::cli::StandaloneArgs;
 use crate::kengine::config::Config;
+use crate::kengine::files::Files;
 use crate::kengine::process::KengineProcess;
 use crate::kengine::{AdminAddr, AdminClient, Flavor};
 use crate::providers::{addresses, files};
@@ -240,6 +241,15 @@ impl State {
         // starts afresh, since the other process may have let go.
         let output = loop {
             let mut output = translate::translate(&snapshot, &options);
+            // Kengine reads the files the config names while loading it.
+            let local = output.fleets.get(&translate::fleets::local());
+            if let Some(files) = local.map(|f| &f.files).filter(|f| !f.is_empty())
+                && let Err(why) = write_files(&args.translate.files_dir, files)
+            {
+                tracing::error!("config not loaded, the last good one keeps serving: {why}");
+                crate::translate::programmed::mark_not_programmed(&mut output.status, &why, &now);
+                break output;
+            }
             match pusher.push(output.config()).await {
                 Ok(Pushed::Loaded) => {
                     tracing::info!(bytes = output.config().to_json().len(), "config loaded");
@@ -300,6 +310,31 @@ impl State {
             Err(e) => tracing::error!("pushing the last good config to the restarted kengine: {e}"),
         }
     }
+}
+
+/// Writes the files the config names into `dir`, which only we may read:
+/// made with mode 0700 when missing, refused when others can get in.
+fn write_files(dir: &Path, files: &Files) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let fail = |why: String| format!("files directory {}: {why}", dir.display());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| fail(e.to_string()))?;
+    let mode = std::fs::metadata(dir)
+        .map_err(|e| fail(e.to_string()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(fail(format!(
+            "mode {:o} lets other users in; private keys are written there (make it 0700)",
+            mode & 0o777
+        )));
+    }
+    crate::kengine::files::replace(dir, files)
+        .map(drop)
+        .map_err(fail)
 }
 
 /// A file that exists and holds nothing but whitespace.
@@ -432,6 +467,26 @@ fn log_status(status: &Status) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The files directory is made private, and one others can enter is
+    /// refused (private keys go there).
+    #[test]
+    fn files_go_into_a_directory_only_we_can_enter() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = tempfile::tempdir().unwrap();
+        let files = Files::from([("client-1.key".to_string(), "KEY".to_string())]);
+        let dir = root.path().join("new/files");
+        write_files(&dir, &files).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("client-1.key")).unwrap(), "KEY");
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let open = root.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = write_files(&open, &files).unwrap_err();
+        assert!(err.contains("lets other users in"), "{err}");
+        assert!(!open.join("client-1.key").exists());
+    }
 
     /// The status of GRPCRoutes and BackendTLSPolicies keeps its
     /// transition times across syncs, like the others.

@@ -127,6 +127,8 @@ fn logs() -> String {
 struct Proxy {
     addr: SocketAddr,
     health: SocketAddr,
+    /// Its `--files-dir`.
+    files: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -137,12 +139,14 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, health_addr) = (listener.local_addr().unwrap(), health.local_addr().unwrap());
+        let files = tempfile::tempdir().unwrap();
         let options = Options {
             socket: socket.to_path_buf(),
             tls: secret.tls_files(),
             client_name: CLIENT_NAME.to_string(),
             reload_interval: Duration::from_millis(100),
             shutdown_grace: Duration::from_secs(10),
+            files_dir: Some(files.path().to_path_buf()),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(admin_proxy::serve(listener, health, options, async move {
@@ -151,6 +155,7 @@ impl Proxy {
         Proxy {
             addr,
             health: health_addr,
+            files,
             stop: Some(stop),
             task,
         }
@@ -366,6 +371,60 @@ async fn forwards_for_the_controller_and_becomes_ready_after_the_first_load() {
     proxy.shutdown().await.unwrap();
 }
 
+/// The files a config names are written by the proxy (never forwarded),
+/// so a config that names them loads; bad names write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_the_files_a_config_names_before_it_is_loaded() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let caddy = support::kengine().await;
+    let ca = TestCa::new("instance CA");
+    let secret = secret_for(&ca);
+    let proxy = Proxy::start(&socket_of(&caddy), &secret).await;
+    let client = proxy.client(&ca.pem, &client_identity(&ca, CLIENT_NAME, &[CLIENT_NAME]));
+    let backends = TestCa::new("backend clients CA");
+    let (cert, key) = backends.leaf_pem("gateway", &[], ExtendedKeyUsagePurpose::ClientAuth);
+    let files = std::collections::BTreeMap::from([
+        ("client-1.crt".to_string(), cert.clone()),
+        ("client-1.key".to_string(), key),
+    ]);
+    client.put_files(&files).await.unwrap();
+    let written = proxy.files.path().join("client-1.key");
+    assert_eq!(
+        std::fs::read_to_string(proxy.files.path().join("client-1.crt")).unwrap(),
+        cert
+    );
+    assert_eq!(
+        std::fs::metadata(&written).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Kengine reads them while loading a config that names them.
+    let dir = proxy.files.path().display();
+    let config = serde_json::json!({"apps": {"http": {"servers": {"s": {
+        "listen": ["127.0.0.1:0"],
+        "routes": [{"handle": [{"handler": "reverse_proxy",
+            "upstreams": [{"dial": "127.0.0.1:1"}],
+            "transport": {"protocol": "http", "tls": {
+                "client_certificate_file": format!("{dir}/client-1.crt"),
+                "client_certificate_key_file": format!("{dir}/client-1.key"),
+            }}}]}],
+    }}}}});
+    client.load(config.to_string().into_bytes()).await.unwrap();
+    // A name that leaves the directory is refused, and nothing changes.
+    let bad = std::collections::BTreeMap::from([("../x".to_string(), "x".to_string())]);
+    match client.put_files(&bad).await {
+        Err(AdminError::Rejected { status, body }) => {
+            assert_eq!(status.as_u16(), 400);
+            assert!(body.contains("../x"), "{body}");
+        }
+        other => panic!("a bad name was not refused: {other:?}"),
+    }
+    assert!(written.exists());
+    // The newest set replaces the old one.
+    client.put_files(&Default::default()).await.unwrap();
+    assert!(!written.exists());
+    proxy.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_other_names_other_cas_and_missing_client_certificates() {
     let caddy = support::kengine().await;
@@ -544,6 +603,7 @@ async fn unusable_files_fail_at_startup() {
         client_name: CLIENT_NAME.to_string(),
         reload_interval: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(1),
+        files_dir: None,
     };
     let err = admin_proxy::serve(listener, health, options.clone(), std::future::pending())
         .await

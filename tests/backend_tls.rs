@@ -475,3 +475,65 @@ async fn grpc_over_tls_to_the_backend() {
     assert_eq!(code(&failed), Code::Unavailable, "{failed:?}");
     assert_eq!(bad.connections(), 0, "the backend was dialed");
 }
+
+/// A Gateway's backend client certificate (`spec.tls.backend
+/// .clientCertificateRef`) is presented to a backend that requires one; a
+/// Gateway without it, on the same route and backend, is refused by the
+/// backend (502) and no request gets through.
+#[tokio::test]
+async fn presents_the_gateways_client_certificate_to_the_backend() {
+    let ca = TestCa::new("mtls backend CA");
+    let clients = TestCa::new("gateway clients CA");
+    let dns = ["mtls.backend.test"];
+    let backend = tls_echo::serve_for("127.0.98.3", "mtls", &ca, &dns, Some(&clients)).await;
+    let (cert, key) = clients.leaf_pem(
+        "gateway-client",
+        &[],
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let with_cert = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {name: with-cert, namespace: default}\nspec:\n  gatewayClassName: kengine\n  \
+         addresses: [{type: IPAddress, value: 127.0.98.1}]\n  \
+         listeners: [{name: http, protocol: HTTP, port: 18600}]\n  \
+         tls: {backend: {clientCertificateRef: {name: client-cert}}}\n---\n";
+    let yaml = format!(
+        "{CLASS}{}{with_cert}{}{}{}{}{}",
+        gateway("127.0.98.2"),
+        tls_secret("client-cert", &cert, &key),
+        ca.config_map("backend-ca"),
+        service("mtls", backend.addr),
+        policy(
+            "name: mtls",
+            "name: mtls",
+            &ca_ref("mtls.backend.test", "backend-ca")
+        ),
+        route(&[("/", "mtls", backend.addr.port())]),
+    )
+    .replace(
+        "parentRefs: [{name: gw}]",
+        "parentRefs: [{name: gw}, {name: with-cert}]",
+    );
+    let (k, out) = serve_yaml(&yaml).await;
+    let gateway_status = &out.status.gateways[&ObjectRef::new("default", "with-cert")];
+    let resolved = (gateway_status.conditions.iter().flatten())
+        .find(|c| c.type_ == "ResolvedRefs")
+        .map(|c| pair(&c.status, &c.reason));
+    assert_eq!(resolved, Some(pair("True", "ResolvedRefs")));
+    let c = http();
+    let got = tls_echo::get(&c, gateway_addr("127.0.98.1"), "app.example.com", "/").await;
+    assert_eq!(got.status, 200, "{got:?}\n{}", k.log_text());
+    let presented = {
+        use base64::Engine as _;
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(der)
+    };
+    assert_eq!(got.body["client_cert"], presented.as_str(), "{got:?}");
+    assert_eq!(got.sni(), Some("mtls.backend.test"));
+
+    let requests = backend.requests();
+    let got = tls_echo::get(&c, gateway_addr("127.0.98.2"), "app.example.com", "/").await;
+    assert_eq!(got.status, 502, "without a client certificate: {got:?}");
+    assert_eq!(backend.requests(), requests, "a request got through");
+}

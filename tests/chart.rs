@@ -125,6 +125,8 @@ fn examples_translate_and_routes_are_accepted() {
         .arg(examples.join("httproutes.yaml"))
         .arg("-f")
         .arg(examples.join("grpcroute.yaml"))
+        .arg("-f")
+        .arg(examples.join("backend-tls.yaml"))
         .args(["--output", "status"])
         .output()
         .expect("running kengine-gateway render");
@@ -139,7 +141,15 @@ fn examples_translate_and_routes_are_accepted() {
         .split("\n---\n")
         .filter(|doc| doc.contains("\nkind: HTTPRoute\n") || doc.contains("\nkind: GRPCRoute\n"))
         .collect();
-    assert_eq!(routes.len(), 3, "{status}");
+    assert_eq!(routes.len(), 4, "{status}");
+    let policy = status
+        .split("\n---\n")
+        .find(|doc| doc.contains("\nkind: BackendTLSPolicy\n"))
+        .expect("the BackendTLSPolicy example");
+    assert!(
+        policy.contains("reason: Accepted") && !policy.contains("status: 'False'"),
+        "{policy}"
+    );
     for route in routes {
         assert!(
             route.contains("type: Accepted") && route.contains("status: 'True'"),

@@ -5,6 +5,7 @@ use kengine_gateway_test_support as support;
 
 use std::net::SocketAddr;
 
+use kengine_gateway::cli::DEFAULT_FILES_DIR;
 use kengine_gateway::kengine::AdminError;
 use kengine_gateway::kengine::config::{
     Admin, AdminConfig, Handler, MatcherSet, RegexpMatcher, Route,
@@ -327,17 +328,7 @@ async fn https_listener_serves_the_certificate_its_sni_selects() {
             .unwrap()
             .self_signed(&key)
             .unwrap();
-        let indent = |pem: String| {
-            pem.lines()
-                .map(|l| format!("    {l}\n"))
-                .collect::<String>()
-        };
-        secrets.push_str(&format!(
-            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\n\
-             stringData:\n  tls.crt: |\n{}  tls.key: |\n{}---\n",
-            indent(cert.pem()),
-            indent(key.serialize_pem())
-        ));
+        secrets.push_str(&tls_secret(name, &cert.pem(), &key.serialize_pem()));
         certs.push(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap());
     }
     let yaml = format!(
@@ -464,13 +455,27 @@ spec:
 }
 
 /// Every golden config is one Kengine accepts (`caddy validate` provisions
-/// every module without binding anything).
+/// every module without binding anything, and reads the files a config
+/// names: they are written as `standalone` would, into a directory of the
+/// test's that stands in for the default `--files-dir`).
 #[test]
 fn golden_configs_are_valid_kengine_configs() {
-    let mut checked = 0;
+    let (mut checked, mut with_files) = (0, 0);
     for case in golden_cases() {
-        let config = case.join("config.json");
         let dir = tempfile::tempdir().unwrap();
+        let files_dir = dir.path().join("files");
+        std::fs::create_dir(&files_dir).unwrap();
+        let snapshot = kengine_gateway::render::load(&[case.join("input.yaml")]).unwrap();
+        let output = kengine_gateway::translate::translate(&snapshot, &Default::default());
+        let files = (output.fleets.values()).flat_map(|f| &f.files);
+        for (name, content) in files {
+            std::fs::write(files_dir.join(name), content).unwrap();
+            with_files += 1;
+        }
+        let text = std::fs::read_to_string(case.join("config.json")).unwrap();
+        let config = dir.path().join("config.json");
+        let files_dir = files_dir.to_str().unwrap();
+        std::fs::write(&config, text.replace(DEFAULT_FILES_DIR, files_dir)).unwrap();
         let out = std::process::Command::new(caddy_bin())
             .args(["validate", "--config"])
             .arg(&config)
@@ -481,10 +486,11 @@ fn golden_configs_are_valid_kengine_configs() {
         assert!(
             out.status.success(),
             "{}: {}",
-            config.display(),
+            case.display(),
             String::from_utf8_lossy(&out.stderr)
         );
         checked += 1;
     }
+    assert!(with_files > 0, "no golden config names a file");
     assert!(checked >= 6, "only {checked} golden configs");
 }

@@ -480,21 +480,8 @@ async fn serves_grpc_on_an_https_listener() {
         .unwrap()
         .self_signed(&key)
         .unwrap();
-    let indent = |pem: String| {
-        pem.lines()
-            .map(|l| format!("    {l}\n"))
-            .collect::<String>()
-    };
     let yaml = format!(
-        "{CLASS}{}\
-apiVersion: v1
-kind: Secret
-metadata: {{name: grpc-cert, namespace: default}}
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
-{}  tls.key: |
-{}---
+        "{CLASS}{}{}\
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: gw, namespace: default}}
@@ -512,8 +499,7 @@ spec:
   rules: [{{backendRefs: [{{name: v1, port: {}}}]}}]
 ",
         h2c_service("v1", v1),
-        indent(cert.pem()),
-        indent(key.serialize_pem()),
+        tls_secret("grpc-cert", &cert.pem(), &key.serialize_pem()),
         v1.port(),
     );
     let (k, _) = load(&yaml).await;

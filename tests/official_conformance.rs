@@ -346,10 +346,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
         "stock Kengine verifies a backend's certificate against one name, the SNI it sends (`reverse_proxy`'s TLS `server_name`): `subjectAltNames` other than `validation.hostname` (URI SANs among them) cannot be checked, so such a policy is `Accepted=False`, reason `Invalid`",
     ),
     (
-        "GatewayBackendClientCertificate",
-        "not implemented yet: stock Kengine takes an upstream client certificate from files (`client_certificate_file`) or as a certificate it manages (`client_certificate_automate`), not inline in the config; the Gateway says `ResolvedRefs=False` (`InvalidClientCertificateRef`)",
-    ),
-    (
         "HTTPRouteRequestMirror",
         "stock Kengine has no mirroring handler: `reverse_proxy` sends a request to one upstream and no other stock handler duplicates a request; such a route is `Accepted=False`, reason `UnsupportedValue`",
     ),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use kengine_gateway::kengine::AdminClient;
 use kengine_gateway::kengine::config::Config;
-use kengine_gateway::sinks::fleet::PodTarget;
+use kengine_gateway::sinks::fleet::{Files, PodTarget};
 use kengine_gateway::sinks::fleet_lanes::{Lanes, Progress};
 use kengine_gateway::snapshot::ObjectRef;
 use support::*;
@@ -130,8 +130,11 @@ async fn a_hung_fleet_holds_up_no_other_fleets_new_config() {
     let (a_key, b_key) = (fleet("a"), fleet("b"));
 
     // One pass: v1 to both fleets, a first.
-    assert_eq!(lanes.submit(&a_key, &config(v1), &hung), Progress::InFlight);
-    lanes.submit(&b_key, &config(v1), &pods);
+    assert_eq!(
+        lanes.submit(&a_key, &config(v1), &Files::new(), &hung),
+        Progress::InFlight
+    );
+    lanes.submit(&b_key, &config(v1), &Files::new(), &pods);
     let connection = tokio::time::timeout(Duration::from_secs(10), connections.recv())
         .await
         .expect("a's push reaches its hung pod")
@@ -139,16 +142,16 @@ async fn a_hung_fleet_holds_up_no_other_fleets_new_config() {
     until_serving("v1").await;
 
     // The next pass: v2 to b, while a's push still hangs.
-    lanes.submit(&a_key, &config(v1), &hung);
-    lanes.submit(&b_key, &config(v2), &pods);
+    lanes.submit(&a_key, &config(v1), &Files::new(), &hung);
+    lanes.submit(&b_key, &config(v2), &Files::new(), &pods);
     until_serving("v2").await;
     assert_eq!(
-        lanes.submit(&a_key, &config(v1), &hung),
+        lanes.submit(&a_key, &config(v1), &Files::new(), &hung),
         Progress::InFlight,
         "a's push still hangs"
     );
     assert!(still_open(&connection), "a's push connection is still open");
-    let b_progress = lanes.submit(&b_key, &config(v2), &pods);
+    let b_progress = lanes.submit(&b_key, &config(v2), &Files::new(), &pods);
     let Progress::Pushed(done) = b_progress else {
         panic!("b's push of v2 is done: {b_progress:?}");
     };

@@ -262,6 +262,8 @@ impl Reconciler {
             fleets: FleetMode::Instances,
             missing_kinds: self.missing.clone(),
             taken_listens: Default::default(),
+            // Managed fleets' files are at FLEET_FILES_DIR; no local Kengine.
+            files_dir: Default::default(),
         }
     }
 
@@ -328,7 +330,9 @@ impl Reconciler {
                     fleet: key.to_string(),
                 })
                 .set(fleet.config.to_json().len() as i64);
-            let progress = self.lanes.submit(key, &fleet.config, &targets.pods);
+            let progress = self
+                .lanes
+                .submit(key, &fleet.config, &fleet.files, &targets.pods);
             outcomes.push(match progress {
                 Progress::Pushed(done) => outcome(key, targets, done.results.clone()),
                 // Nothing to push to: the outcome is known now.

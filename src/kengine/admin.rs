@@ -206,6 +206,23 @@ impl AdminClient {
         check(resp).await.map(drop)
     }
 
+    /// `PUT /kengine-gateway/files`: has a managed pod's admin proxy write
+    /// the files a config names (name → content) before it is loaded.
+    /// Only the admin-proxy sidecar answers it; Kengine itself does not.
+    pub async fn put_files(
+        &self,
+        files: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), AdminError> {
+        let resp = self
+            .http
+            .put(format!("{}{}", self.base, crate::admin_proxy::FILES_PATH))
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(files).expect("strings serialize"))
+            .send()
+            .await?;
+        check(resp).await.map(drop)
+    }
+
     /// `GET /config/admin`: the admin settings Kengine runs with (`null` when
     /// they come from its defaults or environment).
     pub async fn admin_config(&self) -> Result<serde_json::Value, AdminError> {

@@ -2,6 +2,7 @@
 //! its admin API and its process.
 
 pub mod admin;
+pub mod files;
 pub mod process;
 
 pub use admin::{AdminAddr, AdminClient, AdminError, PushFailure};

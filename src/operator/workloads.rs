@@ -43,7 +43,7 @@ use crate::translate::ListenerPort;
 pub use crate::crd::{ADMIN_PORT, HEALTH_PORT};
 /// Selects everything the operator generated (its watches use it).
 pub use kengine_gateway_model::names::MANAGED_BY_SELECTOR as MANAGED_BY;
-use kengine_gateway_model::names::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use kengine_gateway_model::names::{FLEET_FILES_DIR, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 /// The instance a generated object belongs to.
 pub const INSTANCE_LABEL: &str = "kengine.khulnasoft.com/instance";
 const SOCKET_DIR: &str = "/run/kengine";
@@ -444,6 +444,11 @@ fn kengine(instance: &KengineInstance, settings: &Settings) -> Container {
             mount("admin-socket", SOCKET_DIR),
             mount("state", STATE_DIR),
             mount("tmp", "/tmp"),
+            // What the config names, written by the admin proxy.
+            VolumeMount {
+                read_only: Some(true),
+                ..mount("files", FLEET_FILES_DIR)
+            },
         ]),
         // Endpoints drop the pod before Kengine stops accepting.
         lifecycle: Some(Lifecycle {
@@ -477,6 +482,7 @@ fn admin_proxy(settings: &Settings) -> Container {
             format!("--client-ca={TLS_DIR}/ca.crt"),
             format!("--client-name={}", settings.client_name),
             format!("--health-addr=$(POD_IP):{HEALTH_PORT}"),
+            format!("--files-dir={FLEET_FILES_DIR}"),
         ]),
         env: Some(vec![EnvVar {
             name: "POD_IP".into(),
@@ -509,6 +515,7 @@ fn admin_proxy(settings: &Settings) -> Container {
                 read_only: Some(true),
                 ..mount("admin-tls", TLS_DIR)
             },
+            mount("files", FLEET_FILES_DIR),
         ]),
         ..Default::default()
     }
@@ -558,6 +565,15 @@ fn volumes(names: &Names) -> Vec<Volume> {
         empty("admin-socket"),
         empty("state"),
         empty("tmp"),
+        // Private keys (backend client certificates): kept in memory.
+        Volume {
+            name: "files".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity("16Mi".into())),
+            }),
+            ..Default::default()
+        },
         Volume {
             name: "admin-tls".into(),
             secret: Some(SecretVolumeSource {

@@ -2,7 +2,7 @@
 //! config differs, a bounded number at once, with retries and backoff per
 //! pod. One pod failing never holds up the others.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -54,7 +54,12 @@ pub struct FleetPusher {
     loaded: HashMap<String, String>,
     /// pod uid → the pod's own admin settings, kept in every config we push.
     admin: HashMap<String, serde_json::Value>,
+    /// Pods whose admin proxy holds files from us: when the config names
+    /// none any more, they are told to drop them (private keys).
+    holding_files: HashSet<String>,
 }
+
+pub use crate::kengine::files::Files;
 
 /// Short, stable digest of a config.
 pub fn config_hash(config: &Config) -> String {
@@ -77,6 +82,7 @@ impl FleetPusher {
         &mut self,
         targets: &[PodTarget],
         config: &Config,
+        files: &Files,
         concurrency: usize,
     ) -> (Vec<PodResult>, PushCounts) {
         enum Outcome {
@@ -97,6 +103,10 @@ impl FleetPusher {
             .map(|t| {
                 let current = self.loaded.get(&t.uid) == Some(&hash);
                 let admin = self.admin.get(&t.uid).cloned();
+                // Only an admin proxy takes files: a pod is sent some when
+                // the config names files, or to clear what it holds.
+                let files =
+                    (!files.is_empty() || self.holding_files.contains(&t.uid)).then_some(files);
                 let body = &body;
                 let refused = refused.clone();
                 async move {
@@ -107,7 +117,10 @@ impl FleetPusher {
                         return (t, Outcome::Failed(PushFailure::Unloadable, e));
                     }
                     let span = tracing::info_span!("pod_push", pod = %t.name);
-                    match push_one(&t.client, body, admin).instrument(span).await {
+                    match push_one(&t.client, body, files, admin)
+                        .instrument(span)
+                        .await
+                    {
                         Ok(admin) => (t, Outcome::Loaded(admin)),
                         Err((kind, e)) => (t, Outcome::Failed(kind, e)),
                     }
@@ -130,6 +143,11 @@ impl FleetPusher {
                     counts.loaded += 1;
                     self.admin.insert(t.uid.clone(), admin);
                     self.loaded.insert(t.uid.clone(), hash.clone());
+                    if files.is_empty() {
+                        self.holding_files.remove(&t.uid);
+                    } else {
+                        self.holding_files.insert(t.uid.clone());
+                    }
                     (None, PushOutcome::Loaded)
                 }
                 Outcome::Failed(kind, e) => {
@@ -151,6 +169,7 @@ impl FleetPusher {
     pub fn retain(&mut self, live: &[String]) {
         self.loaded.retain(|uid, _| live.contains(uid));
         self.admin.retain(|uid, _| live.contains(uid));
+        self.holding_files.retain(|uid| live.contains(uid));
     }
 }
 
@@ -163,12 +182,13 @@ impl FleetPusher {
 async fn push_one(
     client: &AdminClient,
     body: &[u8],
+    files: Option<&Files>,
     admin: Option<serde_json::Value>,
 ) -> Result<serde_json::Value, (PushFailure, String)> {
     let mut delay = Duration::from_millis(200);
     let mut admin = admin;
     for attempt in 1..=ATTEMPTS {
-        match load(client, body, &mut admin).await {
+        match load(client, body, files, &mut admin).await {
             Ok(()) => return Ok(admin.unwrap_or_default()),
             Err(AdminError::Rejected { status, body }) => {
                 return Err((
@@ -193,8 +213,13 @@ const ATTEMPTS: u32 = 4;
 async fn load(
     client: &AdminClient,
     body: &[u8],
+    files: Option<&Files>,
     admin: &mut Option<serde_json::Value>,
 ) -> Result<(), AdminError> {
+    // Kengine reads them while loading the config.
+    if let Some(files) = files {
+        client.put_files(files).await?;
+    }
     let settings = match admin {
         Some(a) => a.clone(),
         None => admin.insert(client.admin_config().await?).clone(),
@@ -284,7 +309,7 @@ mod tests {
         let mut pusher = FleetPusher::default();
         let pods = [target(ok, "a"), target(bad, "b")];
         let config = Config::default();
-        let (results, counts) = pusher.push(&pods, &config, 4).await;
+        let (results, counts) = pusher.push(&pods, &config, &Files::new(), 4).await;
         assert_eq!(
             counts,
             PushCounts {
@@ -305,7 +330,7 @@ mod tests {
             1,
             "a rejection is not retried"
         );
-        let (results, counts) = pusher.push(&pods, &config, 4).await;
+        let (results, counts) = pusher.push(&pods, &config, &Files::new(), 4).await;
         assert_eq!(results[0].outcome, PushOutcome::Unchanged);
         assert_eq!(
             counts,
@@ -318,11 +343,75 @@ mod tests {
         );
         assert_eq!(ok_loads.load(Ordering::SeqCst), 1);
         pusher.retain(&[]);
-        let (_, counts) = pusher.push(&pods[..1], &config, 4).await;
+        let (_, counts) = pusher.push(&pods[..1], &config, &Files::new(), 4).await;
         assert_eq!(
             counts.loaded, 1,
             "a pod that went away and came back is pushed again"
         );
+    }
+
+    /// A stand-in admin proxy that answers everything and records each
+    /// request as `METHOD path`.
+    async fn recording_admin() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = log.clone();
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let line = format!("{} {}", req.method(), req.uri().path());
+                        log.lock().unwrap().push(line);
+                        let body = if req.uri().path() == "/config/admin" {
+                            "null"
+                        } else {
+                            "{}"
+                        };
+                        std::future::ready(Ok::<_, String>(hyper::Response::new(Full::new(
+                            Bytes::from(body),
+                        ))))
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (addr, seen)
+    }
+
+    /// Files go to a pod before the config that names them; a pod that
+    /// holds files is told to drop them once the config names none, and
+    /// then left alone.
+    #[tokio::test]
+    async fn files_go_before_their_config_and_are_cleared_once() {
+        let (addr, seen) = recording_admin().await;
+        let pods = [target(addr, "a")];
+        let mut pusher = FleetPusher::default();
+        // Three different configs.
+        let config = |name: &str| Config {
+            admin: Some(crate::kengine::config::Admin {
+                listen: Some(name.into()),
+                config: None,
+            }),
+            ..Default::default()
+        };
+        let files = Files::from([("client-1.crt".to_string(), "PEM".to_string())]);
+        let mut requests = Vec::new();
+        for (version, files) in [("v1", &files), ("v2", &Files::new()), ("v3", &Files::new())] {
+            let (_, counts) = pusher.push(&pods, &config(version), files, 1).await;
+            assert_eq!(counts.loaded, 1, "{version}");
+            requests.push(std::mem::take(&mut *seen.lock().unwrap()));
+        }
+        let files_then_load = ["PUT /kengine-gateway/files", "POST /load"];
+        // The first load also reads the pod's admin settings.
+        let first = [files_then_load[0], "GET /config/admin", files_then_load[1]];
+        assert_eq!(requests[0], first, "{requests:?}");
+        assert_eq!(requests[1], files_then_load, "cleared: {requests:?}");
+        assert_eq!(requests[2], ["POST /load"], "{requests:?}");
     }
 
     #[tokio::test]
@@ -345,7 +434,7 @@ mod tests {
             client: AdminClient::remote(addr, None, Duration::from_millis(300)).unwrap(),
         };
         let (results, counts) = FleetPusher::default()
-            .push(&[hung], &Config::default(), 1)
+            .push(&[hung], &Config::default(), &Files::new(), 1)
             .await;
         assert_eq!(counts.failed, 1);
         assert!(results[0].error.is_some(), "{results:?}");
@@ -365,6 +454,7 @@ mod tests {
             .push(
                 &[target(closed, "gone"), target(flaky, "flaky")],
                 &Config::default(),
+                &Files::new(),
                 2,
             )
             .await;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument as _;
 
-use super::fleet::{FleetPusher, PodResult, PodTarget, PushCounts, config_hash};
+use super::fleet::{Files, FleetPusher, PodResult, PodTarget, PushCounts, config_hash};
 use crate::kengine::config::Config;
 use crate::snapshot::ObjectRef;
 
@@ -57,6 +57,7 @@ struct Job {
     seq: u64,
     id: JobId,
     config: Arc<Config>,
+    files: Arc<Files>,
     targets: Vec<PodTarget>,
 }
 
@@ -68,11 +69,12 @@ struct Lane {
 }
 
 impl Lane {
-    fn send(&self, seq: u64, id: JobId, config: &Config, targets: &[PodTarget]) {
+    fn send(&self, seq: u64, id: JobId, load: (&Config, &Files), targets: &[PodTarget]) {
         self.jobs.send_replace(Some(Arc::new(Job {
             seq,
             id,
-            config: Arc::new(config.clone()),
+            config: Arc::new(load.0.clone()),
+            files: Arc::new(load.1.clone()),
             targets: targets.to_vec(),
         })));
     }
@@ -108,12 +110,15 @@ impl Lanes {
         self.pushed.clone()
     }
 
-    /// Hands `fleet` its latest config and targets, starting its lane if
-    /// it has none, and says what is known of that push. Never waits.
+    /// Hands `fleet` its latest config (and the files it names) and
+    /// targets, starting its lane if it has none, and says what is known
+    /// of that push. Never waits. The files are named by their content, so
+    /// the config's hash stands for both.
     pub fn submit(
         &mut self,
         fleet: &ObjectRef,
         config: &Config,
+        files: &Files,
         targets: &[PodTarget],
     ) -> Progress {
         let id = JobId {
@@ -140,7 +145,7 @@ impl Lanes {
                 // is tried again.
                 Some((s, done)) if s == seq => {
                     if done.counts.failed > 0 {
-                        lane.send(seq + 1, id, config, targets);
+                        lane.send(seq + 1, id, (config, files), targets);
                     }
                     return Progress::Pushed(done);
                 }
@@ -151,7 +156,7 @@ impl Lanes {
             }
         }
         // New: it replaces whatever is queued (never what is in flight).
-        lane.send(seq + 1, id, config, targets);
+        lane.send(seq + 1, id, (config, files), targets);
         Progress::InFlight
     }
 
@@ -188,7 +193,7 @@ fn spawn(fleet: ObjectRef, concurrency: usize, observe: Observer, pushed: Arc<No
             pusher.retain(&job.id.pods);
             let span = tracing::info_span!("fleet_push", fleet = %fleet, seq = job.seq, pods = job.targets.len());
             let (results, counts) = pusher
-                .push(&job.targets, &job.config, concurrency)
+                .push(&job.targets, &job.config, &job.files, concurrency)
                 .instrument(span)
                 .await;
             let finished = Done {
@@ -326,7 +331,7 @@ mod tests {
         let notify = lanes.pushed();
         tokio::time::timeout(Duration::from_secs(20), async {
             loop {
-                if let Progress::Pushed(done) = lanes.submit(key, config, pods) {
+                if let Progress::Pushed(done) = lanes.submit(key, config, &Files::new(), pods) {
                     return done;
                 }
                 notify.notified().await;
@@ -342,13 +347,22 @@ mod tests {
         let pods = [target(pod.addr)];
         let (mut lanes, observed) = lanes();
         let key = fleet("a");
-        assert_eq!(lanes.submit(&key, &config("v1"), &pods), Progress::InFlight);
+        assert_eq!(
+            lanes.submit(&key, &config("v1"), &Files::new(), &pods),
+            Progress::InFlight
+        );
         pod.started.notified().await;
         // v1 is being pushed; v2 queues, then v3 replaces it.
-        assert_eq!(lanes.submit(&key, &config("v2"), &pods), Progress::InFlight);
-        assert_eq!(lanes.submit(&key, &config("v3"), &pods), Progress::InFlight);
         assert_eq!(
-            lanes.submit(&key, &config("v3"), &pods),
+            lanes.submit(&key, &config("v2"), &Files::new(), &pods),
+            Progress::InFlight
+        );
+        assert_eq!(
+            lanes.submit(&key, &config("v3"), &Files::new(), &pods),
+            Progress::InFlight
+        );
+        assert_eq!(
+            lanes.submit(&key, &config("v3"), &Files::new(), &pods),
             Progress::InFlight,
             "queued once"
         );
@@ -367,7 +381,7 @@ mod tests {
         // Pushed and loaded: handing it over again pushes nothing.
         for _ in 0..3 {
             assert!(matches!(
-                lanes.submit(&key, &config("v3"), &pods),
+                lanes.submit(&key, &config("v3"), &Files::new(), &pods),
                 Progress::Pushed(_)
             ));
         }
@@ -391,7 +405,7 @@ mod tests {
         assert_eq!(observed.lock().unwrap().len(), 1);
         // The result stands while the retry runs; the retry is queued once.
         assert!(matches!(
-            lanes.submit(&key, &config("v1"), &pods),
+            lanes.submit(&key, &config("v1"), &Files::new(), &pods),
             Progress::Pushed(_)
         ));
         tokio::time::timeout(Duration::from_secs(20), async {
@@ -419,13 +433,13 @@ mod tests {
         b.gate.add_permits(100);
         let (mut lanes, _) = lanes();
         let (ka, kb) = (fleet("a"), fleet("b"));
-        lanes.submit(&ka, &config("v1"), &[target(hung)]);
+        lanes.submit(&ka, &config("v1"), &Files::new(), &[target(hung)]);
         let mut socket = connection.recv().await.unwrap();
         pushed(&mut lanes, &kb, &config("v1"), &[target(b.addr)]).await;
         pushed(&mut lanes, &kb, &config("v2"), &[target(b.addr)]).await;
         assert_eq!(*b.loads.lock().unwrap(), ["v1", "v2"]);
         assert_eq!(
-            lanes.submit(&ka, &config("v1"), &[target(hung)]),
+            lanes.submit(&ka, &config("v1"), &Files::new(), &[target(hung)]),
             Progress::InFlight
         );
 

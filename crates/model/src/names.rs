@@ -11,6 +11,11 @@ pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=kengine-gate
 /// Our server-side-apply field manager (status, and the operator's objects).
 pub const FIELD_MANAGER: &str = "kengine-gateway";
 
+/// Where a managed fleet's pods hold the files its config names (backend
+/// client certificates): an in-memory emptyDir that the admin-proxy sidecar
+/// writes, mounted read-only in the Kengine container.
+pub const FLEET_FILES_DIR: &str = "/run/kengine-gateway/files";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,10 +143,30 @@ pub fn service(name: &str, addr: SocketAddr) -> String {
     )
 }
 
+/// A `kubernetes.io/tls` Secret in `default` holding PEM `cert` and `key`.
+pub fn tls_secret(name: &str, cert: &str, key: &str) -> String {
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\n\
+         stringData:\n  tls.crt: |\n{}  tls.key: |\n{}---\n",
+        indent(cert),
+        indent(key)
+    )
+}
+
 pub const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: kengine}\n\
 spec: {controllerName: kengine.khulnasoft.com/gateway-controller}\n---\n";
 
 pub fn translate_yaml(yaml: &str) -> Output {
+    translate_yaml_with(yaml, Options::default().files_dir)
+}
+
+/// [`translate_yaml`], with the files its config names in `files_dir`.
+fn translate_yaml_with(yaml: &str, files_dir: String) -> Output {
     let mut loaded = Loaded::default();
     files::parse_into(yaml, Path::new("test.yaml"), &mut loaded).unwrap();
     let snapshot = Snapshot::from_objects(loaded.objects);
@@ -154,17 +174,24 @@ pub fn translate_yaml(yaml: &str) -> Output {
         controller_name: DEFAULT_CONTROLLER_NAME.into(),
         flavor: Flavor::Caddy,
         now: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        files_dir,
         ..Default::default()
     };
     translate::translate(&snapshot, &options)
 }
 
 /// Translates `yaml` and loads its config into a new Kengine, which must
-/// take it.
+/// take it; the files the config names are written first, as `standalone`
+/// does, into a directory of that Kengine's.
 pub async fn serve_yaml(yaml: &str) -> (Kengine, Output) {
     use kengine_gateway::sinks::pusher::{Pushed, Pusher};
-    let out = translate_yaml(yaml);
     let k = kengine().await;
+    let files_dir = k._dir.path().join("files");
+    std::fs::create_dir(&files_dir).unwrap();
+    let out = translate_yaml_with(yaml, files_dir.to_str().unwrap().into());
+    for fleet in out.fleets.values() {
+        kengine_gateway::kengine::files::replace(&files_dir, &fleet.files).unwrap();
+    }
     let pushed = Pusher::new(k.process.admin().clone())
         .push(&out.config().clone())
         .await

@@ -6,6 +6,8 @@
 //! "dialed, handshake refused".
 
 use std::convert::Infallible;
+
+use base64::Engine as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -91,14 +93,40 @@ impl TestCa {
     /// A rustls server config presenting a certificate for `dns`, offering
     /// the `alpn` protocols.
     pub fn server_config(&self, dns: &[&str], alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        self.server_config_for(dns, alpn, None)
+    }
+
+    /// [`TestCa::server_config`], also requiring a client certificate that
+    /// chains to `clients` when given.
+    pub fn server_config_for(
+        &self,
+        dns: &[&str],
+        alpn: &[&[u8]],
+        clients: Option<&TestCa>,
+    ) -> Arc<rustls::ServerConfig> {
         kengine_gateway::kengine::admin::install_crypto_provider();
         let (cert, key) = self.issue(dns);
-        let mut config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .unwrap();
+        let builder = rustls::ServerConfig::builder();
+        let builder = match clients {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca.issuer_der()).unwrap();
+                let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                    .build()
+                    .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(vec![cert], key).unwrap();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Arc::new(config)
+    }
+
+    /// The CA certificate (DER).
+    fn issuer_der(&self) -> CertificateDer<'static> {
+        use rustls::pki_types::pem::PemObject as _;
+        CertificateDer::from_pem_slice(self.pem.as_bytes()).unwrap()
     }
 
     /// A ConfigMap `name` in `default` holding this CA as `ca.crt`.
@@ -143,6 +171,8 @@ pub struct Handshake {
     pub sni: Option<String>,
     pub alpn: Option<String>,
     pub version: String,
+    /// The client's certificate (base64 DER), when it presented one.
+    pub client_cert: Option<String>,
 }
 
 impl Handshake {
@@ -157,6 +187,9 @@ impl Handshake {
                 .protocol_version()
                 .map(|v| format!("{v:?}"))
                 .unwrap_or_default(),
+            client_cert: (conn.peer_certificates())
+                .and_then(|certs| certs.first())
+                .map(|c| base64::engine::general_purpose::STANDARD.encode(c)),
         }
     }
 }
@@ -214,7 +247,19 @@ where
 /// `http/1.1`. Every answer is JSON: `pod` (the name), `path`, `host`,
 /// `proto`, and the handshake's `sni`, `alpn` and `tls`.
 pub async fn serve(ip: &str, name: &str, ca: &TestCa, dns: &[&str]) -> TlsBackend {
-    let config = ca.server_config(dns, &[b"h2", b"http/1.1"]);
+    serve_for(ip, name, ca, dns, None).await
+}
+
+/// [`serve`], also requiring a client certificate issued by `clients`
+/// when given; the answer's `client_cert` is the one presented (base64 DER).
+pub async fn serve_for(
+    ip: &str,
+    name: &str,
+    ca: &TestCa,
+    dns: &[&str],
+    clients: Option<&TestCa>,
+) -> TlsBackend {
+    let config = ca.server_config_for(dns, &[b"h2", b"http/1.1"], clients);
     let name: Arc<str> = name.into();
     let requests = Arc::new(AtomicUsize::new(0));
     let answered = requests.clone();
@@ -254,6 +299,7 @@ fn answer(req: &Request<Incoming>, name: &str, handshake: &Handshake) -> Respons
         "sni": handshake.sni,
         "alpn": handshake.alpn,
         "tls": handshake.version,
+        "client_cert": handshake.client_cert,
     });
     Response::builder()
         .header(hyper::header::CONTENT_TYPE, "application/json")

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::rc::Rc;
 
+use super::backend_client_cert::ClientCert;
 use super::backends::{Backend, upstream_weights};
 use crate::kengine::config::{
     CaPool, Handler, HttpTransport, LoadBalancing, MatcherSet, RegexpMatcher, ResponseHandler,
@@ -46,6 +47,9 @@ pub struct Upstreams {
     /// The rule is a GRPCRoute's: a request that cannot be sent gets a gRPC
     /// status (`UNAVAILABLE`, as the spec asks), not an HTTP error.
     pub grpc: bool,
+    /// Presented to backends dialed over TLS: the Gateway's backend client
+    /// certificate.
+    pub client_cert: Option<Rc<ClientCert>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -221,6 +225,9 @@ fn proxy_key<B: Borrow<Backend>>(
     }
     if let Some(tls) = tls {
         let _ = write!(key, " tls={}", tls.id);
+        if let Some(cert) = &settings.client_cert {
+            let _ = write!(key, " cert={}", cert.id);
+        }
     }
     if let Some(timeout) = &settings.response_header_timeout {
         let _ = write!(key, " timeout={timeout}");
@@ -290,6 +297,12 @@ fn proxy_with_retries<B: Borrow<Backend>>(
                         trusted_ca_certs: certs,
                     }),
                     server_name: t.server_name.clone(),
+                    client_certificate_file: (settings.client_cert.as_ref())
+                        .map(|c| c.cert_path.clone())
+                        .unwrap_or_default(),
+                    client_certificate_key_file: (settings.client_cert.as_ref())
+                        .map(|c| c.key_path.clone())
+                        .unwrap_or_default(),
                 }),
             }
         });

@@ -3,13 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 
 use gateway_api::apis::experimental::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From,
     GatewayListenersAllowedRoutesNamespacesSelector as Selector, GatewayListenersTlsMode,
 };
+use kengine_gateway_model::names::FLEET_FILES_DIR;
 use kube::ResourceExt;
 
+use super::backend_client_cert::ClientCert;
 use super::conditions::{Cond, Reason, Type};
 use super::grpc_routes::RouteKind;
 use super::hostnames::{self, Host};
@@ -112,6 +115,8 @@ pub struct GatewayModel {
     pub own_fleet: bool,
     /// A Gateway-level reference we cannot use (ResolvedRefs=False).
     pub unresolved: Option<Cond>,
+    /// The client certificate presented to backends dialed over TLS.
+    pub client_cert: Option<Rc<ClientCert>>,
 }
 
 /// Builds the model of one Gateway of ours, before cross-Gateway conflicts.
@@ -122,6 +127,7 @@ pub fn model(
     usable: Option<&BTreeSet<IpAddr>>,
     taken: &BTreeSet<SocketAddr>,
     fleets: super::FleetMode,
+    local_files_dir: &str,
 ) -> GatewayModel {
     let key = ObjectRef::of(gateway);
     let (binds, mut rejected) = match bind_addresses(gateway) {
@@ -170,6 +176,17 @@ pub fn model(
         (binds, Vec::new(), unusable)
     };
     mark_taken_ports(&mut listeners, &binds, taken);
+    // Files reach a local Kengine (standalone writes them) and a managed
+    // fleet's pods (its admin proxy does); nothing reaches other fleets.
+    let files_dir = match fleets {
+        super::FleetMode::Local => Some(local_files_dir),
+        super::FleetMode::Instances => managed.then_some(FLEET_FILES_DIR),
+    };
+    let (client_cert, unresolved) =
+        match super::backend_client_cert::resolve(snapshot, gateway, files_dir) {
+            Ok(cert) => (cert, None),
+            Err(cond) => (None, Some(cond)),
+        };
     GatewayModel {
         key,
         binds,
@@ -181,7 +198,8 @@ pub fn model(
         unusable,
         fleet,
         own_fleet,
-        unresolved: super::fail_closed::backend_client_certificate(gateway),
+        unresolved,
+        client_cert,
     }
 }
 

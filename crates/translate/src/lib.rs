@@ -2,12 +2,12 @@
 //! every Gateway API rule lives here and only here. It depends on the model
 //! crate only: no runtime, no Kubernetes client, no I/O.
 
+mod backend_client_cert;
 mod backend_tls;
 mod backends;
 mod backstop;
 mod conditions;
 mod dispatch;
-mod fail_closed;
 mod filters;
 pub mod fleets;
 mod frontend_tls;
@@ -66,6 +66,10 @@ pub struct Options {
     /// Gateway API kinds whose CRDs the cluster lacks; reported on our
     /// GatewayClasses, and their features left out of `supportedFeatures`.
     pub missing_kinds: BTreeSet<String>,
+    /// Where a local Kengine finds the files a config names (backend client
+    /// certificates), in `FleetMode::Local`; managed fleets have theirs at
+    /// [`kengine_gateway_model::names::FLEET_FILES_DIR`].
+    pub files_dir: String,
 }
 
 impl Default for Options {
@@ -80,6 +84,7 @@ impl Default for Options {
             taken_listens: BTreeSet::new(),
             fleets: FleetMode::Local,
             missing_kinds: BTreeSet::new(),
+            files_dir: kengine_gateway_model::names::FLEET_FILES_DIR.into(),
         }
     }
 }
@@ -130,6 +135,10 @@ pub struct Fleet {
     /// creates it, owned by the Gateway, unless someone else's instance of
     /// that name exists.
     pub own_instance: bool,
+    /// Files its config names, by name in the fleet's files directory:
+    /// written there before the config is loaded (PEM client certificates
+    /// and keys; the names are content hashes).
+    pub files: BTreeMap<String, String>,
 }
 
 /// The Gateway API's label for the infrastructure of one Gateway.
@@ -203,6 +212,7 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "GRPCRouteRequestHeaderModifier",
     "Gateway",
     "GatewayAddressEmpty",
+    "GatewayBackendClientCertificate",
     "GatewayFrontendClientCertificateValidation",
     "GatewayFrontendClientCertificateValidationInsecureFallback",
     "GatewayHTTPListenerIsolation",
@@ -316,6 +326,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
                 options.usable_addresses.as_ref(),
                 &options.taken_listens,
                 options.fleets,
+                &options.files_dir,
             );
             if let Some(why) = rejected_classes.get(&g.spec.gateway_class_name) {
                 model.rejected = Some(gateways::class_not_accepted(
@@ -338,6 +349,9 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
         fleet.own_instance |= model.own_fleet;
         if model.rejected.is_none() {
             fleet.external_ips.extend(model.service_ips.iter().copied());
+            fleet
+                .files
+                .extend(model.client_cert.iter().flat_map(|c| c.files()));
         }
     }
     for fleet in fleets.values_mut() {
@@ -812,11 +826,6 @@ mod tests {
             "perPort without validation replaces the default"
         );
         assert_eq!(listener("plain", "Accepted").0, "True");
-        let (status, reason, _) = cond(gateway.conditions.as_ref().unwrap(), "ResolvedRefs");
-        assert_eq!(
-            pair(&status, &reason),
-            pair("False", "InvalidClientCertificateRef")
-        );
         let servers = &out.config().apps.http.as_ref().unwrap().servers;
         assert_eq!(
             servers.keys().collect::<Vec<_>>(),

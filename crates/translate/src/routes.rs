@@ -109,16 +109,11 @@ pub fn attach<'s>(
         }
         // Conditions do not depend on the listener; redirect defaults do.
         // Without a redirect, this one compilation serves every listener.
-        let mut compiled = rules::compile(
-            snapshot,
-            r.kind,
-            route,
-            ListenerContext {
-                port: 0,
-                https: false,
-            },
-            &mut caches,
-        );
+        let anywhere = ListenerContext {
+            port: 0,
+            https: false,
+        };
+        let mut compiled = rules::compile(snapshot, r.kind, route, anywhere, None, &mut caches);
         // The CRD schema would refuse the whole route; files skip it.
         let bad_hostname = (route.spec.hostnames.iter().flatten())
             .find_map(|h| hostnames::validate(h).err())
@@ -127,9 +122,13 @@ pub fn attach<'s>(
             .or(r.unsupported)
             .or(compiled.unsupported.as_ref())
             .cloned();
-        let shared =
-            (!rules::depends_on_listener(route)).then(|| std::mem::take(&mut compiled.matches));
-        let mut per_listener: BTreeMap<(u16, bool), Vec<CompiledMatch>> = BTreeMap::new();
+        let per_port = rules::depends_on_listener(route);
+        let shared = (!per_port).then(|| std::mem::take(&mut compiled.matches));
+        // Compilations for a listener's port and scheme (when the route's
+        // redirects depend on them) and its Gateway's backend client
+        // certificate (when it has one), by (port, https, certificate).
+        let mut per_listener: BTreeMap<(u16, bool, Option<&str>), Vec<CompiledMatch>> =
+            BTreeMap::new();
         let mut entries = Vec::new();
         for (i, (parent, g)) in parents.into_iter().enumerate() {
             let parent_ref = HttpRouteStatusParentsParentRef {
@@ -176,20 +175,25 @@ pub fn attach<'s>(
                                     port: listener.port,
                                     https: listener.protocol == Some(Protocol::Https),
                                 };
-                                let matches = match &shared {
-                                    Some(matches) => matches,
-                                    None => per_listener
-                                        .entry((ctx.port, ctx.https))
-                                        .or_insert_with(|| {
-                                            rules::compile(
-                                                snapshot,
-                                                r.kind,
-                                                route,
-                                                ctx,
-                                                &mut caches,
-                                            )
-                                            .matches
-                                        }),
+                                let cert = models[g].client_cert.as_ref();
+                                let matches = match (&shared, cert) {
+                                    (Some(matches), None) => matches,
+                                    _ => {
+                                        let ctx = if per_port { ctx } else { anywhere };
+                                        let id = cert.map(|c| c.id.as_str());
+                                        (per_listener.entry((ctx.port, ctx.https, id)))
+                                            .or_insert_with(|| {
+                                                rules::compile(
+                                                    snapshot,
+                                                    r.kind,
+                                                    route,
+                                                    ctx,
+                                                    cert,
+                                                    &mut caches,
+                                                )
+                                                .matches
+                                            })
+                                    }
                                 };
                                 let bucket = out.buckets.entry((g, l)).or_default();
                                 for (host, origin) in hosts {
@@ -549,7 +553,12 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
         conditions: Some(stamp(
             [accepted, programmed]
                 .into_iter()
-                .chain(model.unresolved.clone())
+                // The Gateway's only reference is its backend client
+                // certificate: said when it has one.
+                .chain(model.unresolved.clone().or_else(|| {
+                    (model.client_cert.as_ref())
+                        .map(|_| Cond::ok(Type::ResolvedRefs, Reason::ResolvedRefs))
+                }))
                 .chain(
                     model
                         .insecure_frontend

@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use gateway_api::apis::experimental::httproutes::{HttpRouteRules, HttpRouteRulesFilters};
 
+use super::backend_client_cert::ClientCert;
 use super::backends::{BackendRef, RefKey, Resolver};
 use super::conditions::Cond;
 use super::dispatch::{self, Proxies, Retry, SharedProxy, Target, Upstreams};
@@ -39,8 +40,15 @@ pub struct Caches<'s> {
     rules: HashMap<RuleKey<'s>, RuleBackends>,
 }
 
-/// A rule's kind, backendRefs and its two timeouts.
-type RuleKey<'s> = (RouteKind, Vec<RefKey<'s>>, Option<&'s str>, Option<&'s str>);
+/// A rule's kind, backendRefs, its two timeouts, and the id of the client
+/// certificate its proxies present.
+type RuleKey<'s> = (
+    RouteKind,
+    Vec<RefKey<'s>>,
+    Option<&'s str>,
+    Option<&'s str>,
+    Option<Rc<ClientCert>>,
+);
 
 /// The handlers that send a request matching `rule` to its backends, or
 /// why the rule cannot be served (Accepted=False).
@@ -49,6 +57,7 @@ pub fn handlers<'s>(
     kind: RouteKind,
     key: &ObjectRef,
     rule: &'s HttpRouteRules,
+    client_cert: Option<&Rc<ClientCert>>,
     caches: &mut Caches<'s>,
 ) -> Result<RuleBackends, Cond> {
     let refs = rule.backend_refs.as_deref().unwrap_or_default();
@@ -57,7 +66,7 @@ pub fn handlers<'s>(
             .iter()
             .all(|r| r.filters.as_ref().is_none_or(Vec::is_empty));
     if !plain {
-        return build(snapshot, kind, key, rule, caches);
+        return build(snapshot, kind, key, rule, client_cert, caches);
     }
     if caches.namespace != key.namespace {
         caches.rules.clear();
@@ -80,11 +89,12 @@ pub fn handlers<'s>(
             .collect(),
         timeouts.and_then(|t| t.request.as_deref()),
         timeouts.and_then(|t| t.backend_request.as_deref()),
+        client_cert.cloned(),
     );
     if let Some(known) = caches.rules.get(&rule_key) {
         return Ok(known.clone());
     }
-    let built = build(snapshot, kind, key, rule, caches)?;
+    let built = build(snapshot, kind, key, rule, client_cert, caches)?;
     caches.rules.insert(rule_key, built.clone());
     Ok(built)
 }
@@ -95,6 +105,7 @@ fn build<'s>(
     kind: RouteKind,
     key: &ObjectRef,
     rule: &'s HttpRouteRules,
+    client_cert: Option<&Rc<ClientCert>>,
     caches: &mut Caches<'s>,
 ) -> Result<RuleBackends, Cond> {
     let mut unresolved = None;
@@ -172,6 +183,7 @@ fn build<'s>(
         response_header_timeout: timeout(rule)?,
         retry,
         grpc: kind == RouteKind::Grpc,
+        client_cert: client_cert.cloned(),
     };
     let mut used = Vec::new();
     let handlers = dispatch::handlers(&targets, &settings, &mut caches.proxies, &mut used);
@@ -291,12 +303,13 @@ mod tests {
         let missing = rule(json!([{"name": "nope", "port": 80}]));
         let mut caches = Caches::default();
         let a = ObjectRef::new("a", "r1");
-        let first = handlers(&snapshot, RouteKind::Http, &a, &plain, &mut caches).unwrap();
+        let first = handlers(&snapshot, RouteKind::Http, &a, &plain, None, &mut caches).unwrap();
         let again = handlers(
             &snapshot,
             RouteKind::Http,
             &ObjectRef::new("a", "r2"),
             &same,
+            None,
             &mut caches,
         )
         .unwrap();
@@ -308,11 +321,12 @@ mod tests {
             RouteKind::Http,
             &ObjectRef::new("b", "r"),
             &plain,
+            None,
             &mut caches,
         )
         .unwrap();
         assert_eq!(invoked(&b), "proxy 10.0.0.2:80");
-        let bad = handlers(&snapshot, RouteKind::Http, &a, &missing, &mut caches).unwrap();
+        let bad = handlers(&snapshot, RouteKind::Http, &a, &missing, None, &mut caches).unwrap();
         assert_eq!(bad.handlers, [Handler::status(500)]);
         assert_eq!(bad.unresolved.unwrap().reason, Reason::BackendNotFound);
     }
@@ -379,6 +393,7 @@ mod tests {
             RouteKind::Http,
             &key,
             &rule,
+            None,
             &mut Caches::default(),
         )
         .unwrap();
@@ -407,6 +422,7 @@ mod tests {
                 RouteKind::Http,
                 &key,
                 &rule,
+                None,
                 &mut Caches::default(),
             )
             .unwrap_err();

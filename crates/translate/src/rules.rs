@@ -9,6 +9,7 @@ use gateway_api::apis::experimental::httproutes::{
     HttpRouteRulesMatchesPathType as PathType, HttpRouteRulesMatchesQueryParamsType,
 };
 
+use super::backend_client_cert::ClientCert;
 use super::conditions::Cond;
 use super::dispatch::SharedProxy;
 use super::filters::{self, PREFIX_CAPTURE};
@@ -98,11 +99,14 @@ pub fn depends_on_listener(route: &HttpRoute) -> bool {
         .any(|rule| filters::uses_listener(rule.filters.as_deref().unwrap_or_default()))
 }
 
+/// Compiles `route`'s rules for a listener; `client_cert` is presented to
+/// backends dialed over TLS.
 pub fn compile<'s>(
     snapshot: &Snapshot,
     kind: RouteKind,
     route: &'s HttpRoute,
     listener: ListenerContext,
+    client_cert: Option<&Rc<ClientCert>>,
     caches: &mut rule_backends::Caches<'s>,
 ) -> CompiledRoute {
     let key = Rc::new(ObjectRef::of(route));
@@ -114,7 +118,7 @@ pub fn compile<'s>(
             handlers: mut backend,
             proxies,
             unresolved,
-        } = match rule_backends::handlers(snapshot, kind, &key, rule, caches) {
+        } = match rule_backends::handlers(snapshot, kind, &key, rule, client_cert, caches) {
             Ok(b) => b,
             Err(cond) => {
                 out.unsupported.get_or_insert(cond);

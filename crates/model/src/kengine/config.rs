@@ -285,6 +285,13 @@ pub struct TransportTls {
     /// The SNI sent, and the name the certificate is verified against.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub server_name: String,
+    /// The client certificate chain presented to the upstream (PEM file;
+    /// Kengine reads it when the config is loaded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_certificate_file: String,
+    /// Its private key (PEM file).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client_certificate_key_file: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
