@@ -477,7 +477,10 @@ mod tests {
         let files = Files::from([("client-1.key".to_string(), "KEY".to_string())]);
         let dir = root.path().join("new/files");
         write_files(&dir, &files).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("client-1.key")).unwrap(), "KEY");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("client-1.key")).unwrap(),
+            "KEY"
+        );
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         let open = root.path().join("open");

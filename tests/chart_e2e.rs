@@ -135,18 +135,19 @@ async fn journey() {
             pods.iter().any(|p| p.name == holder).then_some(holder)
         })
         .await;
-    let class = get(
-        c,
-        &resource(GW, "v1", "GatewayClass", "gatewayclasses"),
-        None,
-        "kengine",
-    )
+    // The leader accepts the class on its first pass, which may come a
+    // moment after it took the Lease.
+    node.until("the chart's GatewayClass Accepted", LIMIT, async || {
+        let class = get(
+            c,
+            &resource(GW, "v1", "GatewayClass", "gatewayclasses"),
+            None,
+            "kengine",
+        )
+        .await;
+        (condition(&class["status"]["conditions"], "Accepted")?["status"] == "True").then_some(())
+    })
     .await;
-    assert_eq!(
-        condition(&class["status"]["conditions"], "Accepted").map(|c| c["status"].clone()),
-        Some(json!("True")),
-        "{class}"
-    );
 
     // 2. An echo backend, a Gateway of the chart's class and a route: the
     //    Gateway gets a fleet of its own, which serves through its Service.
