@@ -515,3 +515,96 @@ spec:
         );
     }
 }
+
+/// On a server that serves GRPCRoutes, what the gateway answers itself is a
+/// gRPC status for gRPC calls (a trailers-only response: HTTP 200 with
+/// `grpc-status`), and stays an HTTP status for everything else: no route
+/// is UNIMPLEMENTED or a bodiless 404, an unreachable backend UNAVAILABLE
+/// or 502.
+#[tokio::test]
+async fn gateway_errors_are_grpc_statuses_for_grpc_calls_only() {
+    let closed = tokio::net::TcpListener::bind("127.0.79.2:0").await.unwrap();
+    let down = closed.local_addr().unwrap();
+    drop(closed);
+    let yaml = format!(
+        "{CLASS}{}{}\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: g, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [grpc.example.com]
+  rules:
+  - matches: [{{method: {{service: {SERVICE}, method: Echo}}}}]
+    backendRefs: [{{name: down, port: {port}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: h, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [web.example.com]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /down}}}}]
+    backendRefs: [{{name: down, port: {port}}}]
+",
+        gateway("127.0.79.1", 19090),
+        service("down", down),
+        port = down.port(),
+    );
+    let (k, _) = load(&yaml).await;
+    let gw: SocketAddr = "127.0.79.1:19090".parse().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("grpc.example.com", gw)
+        .build()
+        .unwrap();
+    let call = |method: String| {
+        h2.post(format!("http://grpc.example.com:19090{method}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(vec![0u8; 5])
+            .send()
+    };
+    for (method, want) in [
+        (format!("/{SERVICE}/Nope"), "12"),
+        ("/other.Service/Echo".to_string(), "12"),
+        (ECHO.to_string(), "14"),
+    ] {
+        let resp = call(method.clone()).await.unwrap();
+        let grpc_status = resp
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(
+            (resp.status().as_u16(), grpc_status.as_deref()),
+            (200, Some(want)),
+            "{method}: {resp:?}\n{}",
+            k.log_text()
+        );
+        assert_eq!(
+            code(&grpc_echo::call(gw, "grpc.example.com", &method, &[]).await),
+            match want {
+                "12" => Code::Unimplemented,
+                _ => Code::Unavailable,
+            }
+        );
+    }
+    let c = http();
+    for (host, path, want) in [
+        ("web.example.com", "/nothing", 404),
+        ("unknown.example.com", "/", 404),
+        ("grpc.example.com", "/", 404),
+        ("web.example.com", "/down", 502),
+    ] {
+        let resp = c
+            .get(format!("http://{gw}{path}"))
+            .header("Host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{host}{path}");
+        assert!(resp.headers().get("grpc-status").is_none(), "{host}{path}");
+        assert_eq!(resp.text().await.unwrap(), "", "{host}{path}: a body");
+    }
+}

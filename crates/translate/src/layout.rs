@@ -62,6 +62,7 @@ pub struct PlannedListener<'a> {
 pub fn routes<'a>(
     listeners: impl Into<Vec<PlannedListener<'a>>>,
     tls: bool,
+    not_found: &Handler,
 ) -> (Vec<Route>, BTreeMap<String, Route>) {
     let mut listeners: Vec<PlannedListener<'a>> = listeners.into();
     let mut named = BTreeMap::new();
@@ -142,8 +143,8 @@ pub fn routes<'a>(
             .min_by(|a, b| a.1.host.specificity_cmp(&b.1.host))
             .map(|(i, _)| i);
         let mut handlers = match winner {
-            Some(i) => chains[i].handlers(&pattern),
-            None => vec![Handler::status(404)],
+            Some(i) => chains[i].handlers(&pattern, not_found),
+            None => vec![not_found.clone()],
         };
         if let (true, Some(w)) = (tls && listeners.len() > 1, winner) {
             handlers.insert(0, misdirected_guard(&listeners, w));
@@ -215,7 +216,7 @@ pub fn routes<'a>(
     let mut all = tree(leaves);
     all.extend(routes);
     if !catch_all {
-        all.push(Route::handle(vec![Handler::status(404)]));
+        all.push(Route::handle(vec![not_found.clone()]));
     }
     (all, named)
 }
@@ -280,7 +281,7 @@ impl Chain {
     /// Run every bucket that covers `pattern`, most specific first: its own
     /// exact bucket inline, shared ones invoked; a request no rule matched
     /// ends in 404.
-    fn handlers(&mut self, pattern: &Host) -> Vec<Handler> {
+    fn handlers(&mut self, pattern: &Host, not_found: &Handler) -> Vec<Handler> {
         let exact = match pattern {
             Host::Exact(h) => self
                 .exact
@@ -298,7 +299,7 @@ impl Chain {
                     .filter(|(host, _)| host.covers(pattern))
                     .map(|(_, name)| Handler::Invoke { name: name.clone() }),
             )
-            .chain(std::iter::once(Handler::status(404)))
+            .chain(std::iter::once(not_found.clone()))
             .collect()
     }
 }
@@ -482,7 +483,11 @@ mod tests {
     fn exact_hosts_form_a_shallow_tree() {
         let hosts: Vec<String> = (0..100).map(|i| format!("h{i:03}.example.com")).collect();
         let refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
-        let (routes, named) = routes(&[listener("ns/gw/http", None, &refs)], false);
+        let (routes, named) = routes(
+            &[listener("ns/gw/http", None, &refs)],
+            false,
+            &Handler::status(404),
+        );
         assert!(
             named.keys().all(|name| name.starts_with("host ")),
             "buckets used once are inlined, not invoked: {:?}",
@@ -608,7 +613,7 @@ mod tests {
                 &["*.foo.example.com"],
             ),
         ];
-        let (routes, _) = routes(&ls, false);
+        let (routes, _) = routes(&ls, false, &Handler::status(404));
         let leaf = routes
             .iter()
             .find(|r| r.matchers.first().and_then(|m| m.host.as_ref()).is_some())
@@ -637,7 +642,7 @@ mod tests {
             listener("ns/gw/any", None, &["*"]),
             listener("ns/gw/x", Some("x.com"), &[]),
         ];
-        let (routes, _) = routes(&ls, false);
+        let (routes, _) = routes(&ls, false, &Handler::status(404));
         assert_eq!(
             routes[0].matchers[0].host.as_deref(),
             Some(&["x.com".to_string()][..])

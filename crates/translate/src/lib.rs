@@ -12,6 +12,7 @@ mod filters;
 pub mod fleets;
 mod frontend_tls;
 mod gateways;
+mod grpc_errors;
 mod grpc_routes;
 pub mod hostnames;
 mod layout;

@@ -56,6 +56,12 @@ impl CompiledMatch {
         &self.0.0
     }
 
+    /// It serves a GRPCRoute's rule.
+    pub fn is_grpc(&self) -> bool {
+        let grpc = RouteKind::Grpc.name();
+        (self.0.1.provenance.origins().iter()).any(|o| o.kind == grpc)
+    }
+
     /// The shared proxies the route invokes: its server must hold them.
     pub fn proxies(&self) -> &[Rc<SharedProxy>] {
         &self.1

@@ -5,8 +5,10 @@ use std::net::IpAddr;
 
 use super::conditions::{Cond, Reason, Type};
 use super::gateways::{GatewayModel, Protocol, conflict};
+use super::grpc_errors;
 use super::hostnames::Host;
 use super::layout::{self, Bucket, PlannedListener};
+use super::rules::CompiledMatch;
 use crate::kengine::config::{
     Apps, AutomaticHttps, CaPool, CertificateSelection, Certificates, ClientAuthentication, Config,
     HttpApp, Origin, OriginPart, PemCertificate, Provenance, Server, TlsApp, TlsConnectionPolicy,
@@ -114,7 +116,10 @@ pub fn config(
             .members
             .iter()
             .any(|&(g, l)| models[g].listeners[l].protocol == Some(Protocol::Https));
-        let (routes, named_routes) = layout::routes(planned, https);
+        let grpc = (planned.iter().flat_map(|l| l.buckets.iter()))
+            .any(|b| b.matches.iter().any(CompiledMatch::is_grpc));
+        let not_found = grpc_errors::not_found(grpc);
+        let (routes, named_routes) = layout::routes(planned, https, &not_found);
         let mut policies = Vec::new();
         if https {
             let mut members = plan.members.clone();
@@ -167,6 +172,7 @@ pub fn config(
                 } else {
                     vec!["h1".into(), "h2".into(), "h2c".into()]
                 },
+                errors: grpc.then(grpc_errors::routes),
                 provenance: Provenance::new(plan.members.iter().map(|&(g, l)| Origin {
                     kind: "Gateway",
                     namespace: models[g].key.namespace.clone(),

@@ -19,6 +19,7 @@ const OURS: &[&str] = &[
     "http.request.header.Access-Control-Request-Method",
     "http.request.header.Access-Control-Request-Headers",
     "http.regexp.kg_path.1",
+    "http.error.status_code",
 ];
 /// Ours too, followed by a query parameter's name.
 const QUERY_PREFIX: &str = "http.request.uri.query.";

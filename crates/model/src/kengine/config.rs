@@ -59,9 +59,19 @@ pub struct Server {
     /// `h1`, `h2`, `h2c`, `h3`; Kengine's default would open UDP for HTTP/3.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protocols: Vec<String>,
+    /// How errors a handler returns (rather than writes) are answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<ServerErrors>,
     /// The listeners it serves.
     #[serde(skip)]
     pub provenance: Provenance,
+}
+
+/// A server's error routes: run, with the `{http.error.*}` placeholders
+/// set, when a handler returns an error; one of them must answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerErrors {
+    pub routes: Vec<Route>,
 }
 
 /// The Gateway API object, and the part of it, a piece of config was built
@@ -209,6 +219,11 @@ pub enum Handler {
     StaticResponse(StaticResponse),
     ReverseProxy(ReverseProxy),
     Headers(Headers),
+    /// Returns an error with this status (a number or a placeholder) to the
+    /// server's error routes, instead of writing a response.
+    Error {
+        status_code: String,
+    },
     /// Changes the request URI; a path without `?` keeps the query string.
     /// `path_regexp` replaces within the escaped path instead, so encoded
     /// octets such as `%2F` outside the match survive (`uri` decodes them).
