@@ -290,17 +290,15 @@ impl Chain {
                 .and_then(|i| self.exact[i].1.take()),
             _ => None,
         };
-        exact
-            .into_iter()
-            .flatten()
-            .chain(
-                self.others
-                    .iter()
-                    .filter(|(host, _)| host.covers(pattern))
-                    .map(|(_, name)| Handler::Invoke { name: name.clone() }),
-            )
-            .chain(std::iter::once(not_found.clone()))
-            .collect()
+        // The host's own handlers, extended in place.
+        let mut handlers = exact.unwrap_or_default();
+        handlers.extend(
+            (self.others.iter())
+                .filter(|(host, _)| host.covers(pattern))
+                .map(|(_, name)| Handler::Invoke { name: name.clone() }),
+        );
+        handlers.push(not_found.clone());
+        handlers
     }
 }
 
@@ -311,7 +309,12 @@ impl Chain {
 fn bucket_handlers(mut routes: Vec<Route>) -> Vec<Handler> {
     match routes.as_mut_slice() {
         [only] if only.matchers.is_empty() && !only.terminal => std::mem::take(&mut only.handle),
-        _ => vec![Handler::Subroute { routes }],
+        _ => {
+            // Room for the 404 the leaf ends with (`Chain::handlers`).
+            let mut handlers = Vec::with_capacity(2);
+            handlers.push(Handler::Subroute { routes });
+            handlers
+        }
     }
 }
 
