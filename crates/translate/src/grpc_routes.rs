@@ -5,8 +5,6 @@
 //! [`RouteKind::Grpc`] for what differs: backends spoken to over HTTP/2, and
 //! errors answered as gRPC statuses.
 
-use std::collections::BTreeMap;
-
 use gateway_api::apis::experimental::grpcroutes::{
     GrpcRoute, GrpcRouteRules, GrpcRouteRulesMatches, GrpcRouteRulesMatchesHeadersType,
     GrpcRouteRulesMatchesMethodType,
@@ -48,10 +46,10 @@ pub struct Converted {
     pub unsupported: Option<Cond>,
 }
 
-/// Every GRPCRoute of the snapshot, converted.
-pub fn convert_all(snapshot: &Snapshot) -> BTreeMap<ObjectRef, Converted> {
+/// Every GRPCRoute of the snapshot, converted, in key order.
+pub fn convert_all(snapshot: &Snapshot) -> Vec<(&ObjectRef, Converted)> {
     (snapshot.grpc_routes.iter())
-        .map(|(key, route)| (key.clone(), convert(route)))
+        .map(|(key, route)| (key, convert(route)))
         .collect()
 }
 

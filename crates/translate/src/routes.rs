@@ -1,6 +1,6 @@
 //! Route attachment (parentRefs × listeners) and the statuses it decides.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use gateway_api::apis::experimental::gateways::{
     Gateway, GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
@@ -52,7 +52,7 @@ pub type RouteParents<'s> = (
 /// Every route of both kinds: HTTPRoutes, then the converted GRPCRoutes.
 fn all_routes<'s>(
     snapshot: &'s Snapshot,
-    grpc: &'s BTreeMap<ObjectRef, Converted>,
+    grpc: &'s [(&'s ObjectRef, Converted)],
 ) -> impl Iterator<Item = RouteRef<'s>> {
     let http = snapshot.http_routes.iter().map(|(key, route)| RouteRef {
         kind: RouteKind::Http,
@@ -60,7 +60,7 @@ fn all_routes<'s>(
         route,
         unsupported: None,
     });
-    http.chain(grpc.iter().map(|(key, c)| RouteRef {
+    http.chain(grpc.iter().map(|&(key, ref c)| RouteRef {
         kind: RouteKind::Grpc,
         key,
         route: &c.route,
@@ -84,7 +84,7 @@ fn our_parents<'s>(
 
 pub fn attach<'s>(
     snapshot: &'s Snapshot,
-    grpc: &'s BTreeMap<ObjectRef, Converted>,
+    grpc: &'s [(&'s ObjectRef, Converted)],
     models: &mut [GatewayModel],
 ) -> Attachments<'s> {
     let index: BTreeMap<(&str, &str), usize> = models
@@ -101,7 +101,8 @@ pub fn attach<'s>(
     // (a route's attachments come one after the other).
     let mut attached: BTreeMap<ListenerId, (i32, Option<RouteId>)> = BTreeMap::new();
     let mut caches = rule_backends::Caches::default();
-    for r in all_routes(snapshot, grpc) {
+    // `pos` is the route's place in `all_routes`, as the conflict pass saw it.
+    for (pos, r) in all_routes(snapshot, grpc).enumerate() {
         let (key, route) = (r.key, r.route);
         let parents = our_parents(&r, &index);
         if parents.is_empty() {
@@ -148,7 +149,8 @@ pub fn attach<'s>(
                     format!("Gateway {} is not accepted", models[g].key),
                 ),
                 (None, None) => {
-                    let listeners = (conflicts.candidates.remove(&((r.kind, key), i)))
+                    let listeners = conflicts
+                        .take_candidates(pos, i)
                         .unwrap_or_else(|| {
                             candidate_listeners(
                                 snapshot,
@@ -160,7 +162,7 @@ pub fn attach<'s>(
                                 parent.port,
                             )
                         })
-                        .and_then(|found| keep_won(found, &conflicts.lost, &r, g));
+                        .and_then(|found| keep_won(found, &conflicts.lost, pos, r.kind, g));
                     match listeners {
                         Err(cond) => cond,
                         Ok(found) => {
@@ -231,23 +233,28 @@ pub fn attach<'s>(
 /// accepts exactly one of the two: the oldest, then the first by
 /// `namespace/name`. Routes are taken in that order, so a route loses a
 /// listener when one taken before it, of the other kind, holds an
-/// intersecting hostname there.
+/// intersecting hostname there. Routes are known by their place in
+/// `routes` (the order of [`all_routes`]).
 fn kind_conflicts<'s>(
     snapshot: &Snapshot,
     models: &[GatewayModel],
     index: &BTreeMap<(&str, &str), usize>,
     routes: impl Iterator<Item = RouteRef<'s>>,
-) -> KindConflicts<'s> {
-    let mut routes: Vec<RouteRef<'s>> = routes.collect();
-    routes.sort_by_key(|r| {
+) -> KindConflicts {
+    let mut routes: Vec<(usize, RouteRef<'s>)> = routes.enumerate().collect();
+    let mut out = KindConflicts {
+        candidates: Vec::with_capacity(routes.len()),
+        ..Default::default()
+    };
+    out.candidates.resize_with(routes.len(), Vec::new);
+    routes.sort_by_key(|(_, r)| {
         (
             r.route.metadata.creation_timestamp.as_ref().map(|t| t.0),
             r.key,
         )
     });
     let mut held: BTreeMap<ListenerId, Held> = BTreeMap::new();
-    let mut out = KindConflicts::default();
-    for r in routes {
+    for (pos, r) in routes {
         for (i, (parent, g)) in our_parents(&r, index).into_iter().enumerate() {
             if models[g].rejected.is_some() {
                 continue;
@@ -267,7 +274,7 @@ fn kind_conflicts<'s>(
                     .iter()
                     .any(|(h, _)| held.of(other_kind(r.kind)).intersects(h))
                 {
-                    out.lost.insert(((r.kind, r.key), (g, *l)));
+                    out.lost.insert((pos, (g, *l)));
                 } else {
                     let own = held.of_mut(r.kind);
                     for (h, _) in hosts {
@@ -275,19 +282,32 @@ fn kind_conflicts<'s>(
                     }
                 }
             }
-            out.candidates.insert(((r.kind, r.key), i), candidates);
+            let slots = &mut out.candidates[pos];
+            if slots.len() <= i {
+                slots.resize_with(i + 1, || None);
+            }
+            slots[i] = Some(candidates);
         }
     }
     out
 }
 
-/// What the kind-conflict pass found: the attachments routes lose, and
-/// each parentRef's candidate listeners (by route and index among its
-/// parentRefs of ours), computed once for both passes.
+/// What the kind-conflict pass found, by route (its place in
+/// [`all_routes`]): the attachments routes lose, and each parentRef's
+/// candidate listeners (by index among the route's parentRefs of ours),
+/// computed once for both passes.
 #[derive(Default)]
-struct KindConflicts<'s> {
-    lost: HashSet<(RouteId<'s>, ListenerId)>,
-    candidates: HashMap<(RouteId<'s>, usize), Candidates>,
+struct KindConflicts {
+    lost: HashSet<(usize, ListenerId)>,
+    candidates: Vec<Vec<Option<Candidates>>>,
+}
+
+impl KindConflicts {
+    /// The candidates of parentRef `i` of route `pos`, if the pass
+    /// computed them.
+    fn take_candidates(&mut self, pos: usize, i: usize) -> Option<Candidates> {
+        self.candidates.get_mut(pos)?.get_mut(i)?.take()
+    }
 }
 
 /// The listeners a parentRef selects that accept a route, with its
@@ -355,19 +375,20 @@ fn other_kind(kind: RouteKind) -> RouteKind {
     }
 }
 
-/// The listeners of Gateway `g` that `r` did not lose to a route of the
-/// other kind; Accepted=False when it lost all of them.
+/// The listeners of Gateway `g` that route `pos`, of `kind`, did not lose
+/// to a route of the other kind; Accepted=False when it lost all of them.
 fn keep_won(
     found: Vec<(usize, Vec<Effective>)>,
-    lost: &HashSet<(RouteId<'_>, ListenerId)>,
-    r: &RouteRef<'_>,
+    lost: &HashSet<(usize, ListenerId)>,
+    pos: usize,
+    kind: RouteKind,
     g: usize,
 ) -> Candidates {
     if lost.is_empty() {
         return Ok(found);
     }
     let won: Vec<_> = (found.into_iter())
-        .filter(|(l, _)| !lost.contains(&((r.kind, r.key), (g, *l))))
+        .filter(|(l, _)| !lost.contains(&(pos, (g, *l))))
         .collect();
     match won.is_empty() {
         false => Ok(won),
@@ -377,7 +398,7 @@ fn keep_won(
             Reason::NotAllowedByListeners,
             format!(
                 "an older {} holds an intersecting hostname on every selected listener (a listener serves HTTPRoutes or GRPCRoutes for a hostname, not both)",
-                other_kind(r.kind).name()
+                other_kind(kind).name()
             ),
         )),
     }
