@@ -46,10 +46,10 @@ pub struct Converted {
     pub unsupported: Option<Cond>,
 }
 
-/// Every GRPCRoute of the snapshot, converted, in key order.
-pub fn convert_all(snapshot: &Snapshot) -> Vec<(&ObjectRef, Converted)> {
+/// Every GRPCRoute of the snapshot with its conversion, in key order.
+pub fn convert_all(snapshot: &Snapshot) -> Vec<(&ObjectRef, &GrpcRoute, Converted)> {
     (snapshot.grpc_routes.iter())
-        .map(|(key, route)| (key, convert(route)))
+        .map(|(key, route)| (key, route, convert(route)))
         .collect()
 }
 

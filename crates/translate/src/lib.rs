@@ -438,6 +438,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
         status.backend_tls_policies =
             backend_tls::policy_status(snapshot, &uses, &options.controller_name, &options.now);
     }
+    let (mut http_routes, mut grpc_routes) = (Vec::new(), Vec::new());
     for (r, mut parents) in attachments.parents {
         if let Some(cond) = refused_rule(&refused, r.kind, r.key) {
             for (_, conds) in &mut parents {
@@ -450,23 +451,27 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
             }
         }
         let (controller, now) = (&options.controller_name, &options.now);
-        match r.kind {
-            grpc_routes::RouteKind::Http => {
-                let route = &snapshot.http_routes[r.key];
+        match r.grpc {
+            // An HTTPRoute is compiled as it is in the snapshot.
+            None => {
+                let route = r.route;
                 let previous = route.status.as_ref().map(|s| &s.parents[..]);
                 let generation = route.metadata.generation;
                 let stamped = route_status::stamped(parents, previous, generation, controller, now);
-                status.http_routes.insert(r.key.clone(), stamped);
+                http_routes.push((r.key.clone(), stamped));
             }
-            grpc_routes::RouteKind::Grpc => {
-                let route = &snapshot.grpc_routes[r.key];
+            Some(route) => {
                 let previous = route.status.as_ref().map(|s| &s.parents[..]);
                 let generation = route.metadata.generation;
                 let stamped = route_status::stamped(parents, previous, generation, controller, now);
-                status.grpc_routes.insert(r.key.clone(), stamped);
+                grpc_routes.push((r.key.clone(), stamped));
             }
         }
     }
+    // Built at once from the entries (in key order): cheaper than
+    // inserting them one by one.
+    status.http_routes = http_routes.into_iter().collect();
+    status.grpc_routes = grpc_routes.into_iter().collect();
     Output { fleets, status }
 }
 

@@ -6,6 +6,7 @@ use gateway_api::apis::experimental::gateways::{
     Gateway, GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
     GatewayStatusListenersSupportedKinds,
 };
+use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::{
     HttpRoute, HttpRouteParentRefs, HttpRouteStatusParentsParentRef,
 };
@@ -36,6 +37,8 @@ pub struct RouteRef<'s> {
     pub kind: RouteKind,
     pub key: &'s ObjectRef,
     pub route: &'s HttpRoute,
+    /// The GRPCRoute `route` was converted from: its status is that one's.
+    pub grpc: Option<&'s GrpcRoute>,
     /// What the conversion of a GRPCRoute could not express.
     unsupported: Option<&'s Cond>,
 }
@@ -52,18 +55,20 @@ pub type RouteParents<'s> = (
 /// Every route of both kinds: HTTPRoutes, then the converted GRPCRoutes.
 fn all_routes<'s>(
     snapshot: &'s Snapshot,
-    grpc: &'s [(&'s ObjectRef, Converted)],
+    grpc: &'s [(&'s ObjectRef, &'s GrpcRoute, Converted)],
 ) -> impl Iterator<Item = RouteRef<'s>> {
     let http = snapshot.http_routes.iter().map(|(key, route)| RouteRef {
         kind: RouteKind::Http,
         key,
         route,
+        grpc: None,
         unsupported: None,
     });
-    http.chain(grpc.iter().map(|&(key, ref c)| RouteRef {
+    http.chain(grpc.iter().map(|&(key, original, ref c)| RouteRef {
         kind: RouteKind::Grpc,
         key,
         route: &c.route,
+        grpc: Some(original),
         unsupported: c.unsupported.as_ref(),
     }))
 }
@@ -84,7 +89,7 @@ fn our_parents<'s>(
 
 pub fn attach<'s>(
     snapshot: &'s Snapshot,
-    grpc: &'s [(&'s ObjectRef, Converted)],
+    grpc: &'s [(&'s ObjectRef, &'s GrpcRoute, Converted)],
     models: &mut [GatewayModel],
 ) -> Attachments<'s> {
     let index: BTreeMap<(&str, &str), usize> = models
