@@ -74,17 +74,17 @@ fn all_routes<'s>(
 }
 
 /// The parentRefs of `route` that name a Gateway of ours, with its index.
-fn our_parents<'s>(
+fn our_parents<'s, 'i>(
     route: &RouteRef<'s>,
-    index: &BTreeMap<(&str, &str), usize>,
-) -> Vec<(&'s HttpRouteParentRefs, usize)> {
+    index: &'i BTreeMap<(&str, &str), usize>,
+) -> impl Iterator<Item = (&'s HttpRouteParentRefs, usize)> + use<'s, 'i> {
+    let namespace = route.key.namespace.as_str();
     (route.route.spec.parent_refs.iter().flatten())
         .filter(|p| gateways::names_a_gateway(p.group.as_deref(), p.kind.as_deref()))
-        .filter_map(|p| {
-            let namespace = p.namespace.as_deref().unwrap_or(&route.key.namespace);
+        .filter_map(move |p| {
+            let namespace = p.namespace.as_deref().unwrap_or(namespace);
             index.get(&(namespace, p.name.as_str())).map(|&g| (p, g))
         })
-        .collect()
 }
 
 pub fn attach<'s>(
@@ -109,8 +109,8 @@ pub fn attach<'s>(
     // `pos` is the route's place in `all_routes`, as the conflict pass saw it.
     for (pos, r) in all_routes(snapshot, grpc).enumerate() {
         let (key, route) = (r.key, r.route);
-        let parents = our_parents(&r, &index);
-        if parents.is_empty() {
+        let mut parents = our_parents(&r, &index).peekable();
+        if parents.peek().is_none() {
             continue; // Not ours: leave its status to whoever owns its parents.
         }
         // Conditions do not depend on the listener; redirect defaults do.
@@ -136,7 +136,7 @@ pub fn attach<'s>(
         let mut per_listener: BTreeMap<(u16, bool, Option<&str>), Vec<CompiledMatch>> =
             BTreeMap::new();
         let mut entries = Vec::new();
-        for (i, (parent, g)) in parents.into_iter().enumerate() {
+        for (i, (parent, g)) in parents.enumerate() {
             let parent_ref = HttpRouteStatusParentsParentRef {
                 group: Some(GROUP.into()),
                 kind: Some("Gateway".into()),
@@ -260,7 +260,7 @@ fn kind_conflicts<'s>(
     });
     let mut held: BTreeMap<ListenerId, Held> = BTreeMap::new();
     for (pos, r) in routes {
-        for (i, (parent, g)) in our_parents(&r, index).into_iter().enumerate() {
+        for (i, (parent, g)) in our_parents(&r, index).enumerate() {
             if models[g].rejected.is_some() {
                 continue;
             }
