@@ -85,10 +85,22 @@ pub fn rss_kb() -> u64 {
     proc_status_kb("VmRSS:")
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and never handed out
+/// before in this process: the kernel may offer a port again as soon as
+/// the probe closes it, and two servers of one config on one port make
+/// Kengine refuse the config ("listener address repeated").
 pub fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(l.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..1000 {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = l.local_addr()?.port();
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("the kernel offered only loopback ports already handed out")
 }
 
 pub fn loopback(port: u16) -> SocketAddr {
