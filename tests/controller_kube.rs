@@ -144,11 +144,18 @@ async fn missing_grant() {
         },
     )
     .await;
-    let failed = controller
-        .metric("kengine_gateway_status_writes_total{result=\"failed\"}")
-        .await
-        .unwrap_or(0.0);
-    assert!(failed >= 1.0, "status write failures counted: {failed}");
+    // Counted when the pass ends, which may be a moment after the log line.
+    eventually(
+        "the status write failure counted",
+        Duration::from_secs(30),
+        async || {
+            let failed = controller
+                .metric("kengine_gateway_status_writes_total{result=\"failed\"}")
+                .await?;
+            (failed >= 1.0).then_some(())
+        },
+    )
+    .await;
     // The Gateway keeps the CRD's defaults: nothing of ours was written.
     let gw = get(c, &gateways(), Some(NS), "gw").await;
     let accepted = condition(&gw["status"]["conditions"], "Accepted").unwrap();
