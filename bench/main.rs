@@ -22,6 +22,10 @@ mod util;
 
 use clap::{Parser, Subcommand};
 
+/// The product's allocator (src/main.rs), so translate costs what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "kengine-gateway-bench", about = "kengine-gateway benchmarks")]
 struct Cli {

@@ -5,6 +5,10 @@ use kengine_gateway::cli::{Cli, Command, LogFormat};
 use kengine_gateway::providers::files;
 use kengine_gateway::{controller, echo, render, standalone};
 
+/// Translate allocates many small values; see the workspace Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     kengine_gateway::kengine::admin::install_crypto_provider();
     let cli = match Cli::try_parse() {
