@@ -201,6 +201,12 @@ pub fn compile<'s>(
                 "rule {rule_index} is not served: Kengine would refuse it at {}: {}",
                 err.path, err.problem
             )));
+        } else {
+            // Passed: the whole-config check need not walk them again.
+            for m in &mut out.matches[first..] {
+                let (_, route) = Rc::get_mut(&mut m.0).expect("built just above");
+                route.provenance.set_checked(true);
+            }
         }
     }
     out

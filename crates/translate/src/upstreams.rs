@@ -54,6 +54,9 @@ pub fn to_endpoints(config: &mut Config, snapshot: &Snapshot) {
 }
 
 fn rewrite_route(route: &mut Route, endpoints: &HashMap<String, Vec<String>>) {
+    // New dial addresses are not checked yet: the whole-config check walks
+    // this route again.
+    route.provenance.set_checked(false);
     for handler in &mut route.handle {
         match handler {
             Handler::Subroute { routes } => {

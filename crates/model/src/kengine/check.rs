@@ -82,9 +82,20 @@ pub enum Step {
     Index(usize),
 }
 
-/// Checks a whole config.
+/// Checks a whole config, trusting nothing: the sinks' last line.
 pub fn config(config: &Config) -> Result<(), CheckError> {
-    walk::walk(config, Vec::new()).map_err(|(steps, problem)| CheckError {
+    config_walk(config, false)
+}
+
+/// Checks a config except the routes that passed [`route`] as built and
+/// say so ([`Provenance::is_checked`]): translate's whole-config backstop,
+/// which would otherwise walk every rule a second time.
+pub fn unchecked_parts(config: &Config) -> Result<(), CheckError> {
+    config_walk(config, true)
+}
+
+fn config_walk(config: &Config, skip_checked: bool) -> Result<(), CheckError> {
+    walk::walk(config, Vec::new(), skip_checked).map_err(|(steps, problem)| CheckError {
         path: render(&steps),
         problem,
         origin: origin_in_config(config, &steps),
@@ -93,7 +104,8 @@ pub fn config(config: &Config) -> Result<(), CheckError> {
 
 /// Checks one route, as translate builds it.
 pub fn route(route: &Route) -> Result<(), CheckError> {
-    walk::walk(route, vec![Step::Key("route".into())]).map_err(|(steps, problem)| CheckError {
+    let prefix = vec![Step::Key("route".into())];
+    walk::walk(route, prefix, false).map_err(|(steps, problem)| CheckError {
         path: render(&steps),
         problem,
         origin: origin_in_route(route, &steps[1..], &Provenance::default()),

@@ -111,25 +111,44 @@ impl std::fmt::Display for Origin {
 /// JSON). Not part of the config's value: every provenance compares equal,
 /// so configs compare by what Kengine sees.
 #[derive(Debug, Clone, Default)]
-pub struct Provenance(Option<Arc<[Origin]>>);
+pub struct Provenance {
+    origins: Option<Arc<[Origin]>>,
+    /// The route, and all it holds, passed [`check::route`](super::check::route)
+    /// as built, and nothing was added to it since: translate's
+    /// whole-config check skips it ([`check::unchecked_parts`](super::check::unchecked_parts)).
+    checked: bool,
+}
 
 impl Provenance {
     pub fn new(origins: impl IntoIterator<Item = Origin>) -> Self {
         let origins: Arc<[Origin]> = origins.into_iter().collect();
-        Provenance((!origins.is_empty()).then_some(origins))
+        Provenance {
+            origins: (!origins.is_empty()).then_some(origins),
+            checked: false,
+        }
     }
 
     pub fn origins(&self) -> &[Origin] {
-        self.0.as_deref().unwrap_or_default()
+        self.origins.as_deref().unwrap_or_default()
     }
 
     pub fn is_known(&self) -> bool {
-        self.0.is_some()
+        self.origins.is_some()
     }
 
     /// Is this the very provenance `other` was cloned from?
     pub fn same(&self, other: &Provenance) -> bool {
-        matches!((&self.0, &other.0), (Some(a), Some(b)) if Arc::ptr_eq(a, b))
+        matches!((&self.origins, &other.origins), (Some(a), Some(b)) if Arc::ptr_eq(a, b))
+    }
+
+    pub fn is_checked(&self) -> bool {
+        self.checked
+    }
+
+    /// Says whether the route passed the check and has not grown since;
+    /// whoever adds to a checked route must set it back to false.
+    pub fn set_checked(&mut self, checked: bool) {
+        self.checked = checked;
     }
 }
 
@@ -160,17 +179,47 @@ pub struct AutomaticHttps {
     pub disable: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Serialized by hand (below) to tell the check walk which routes were
+/// checked as built.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct Route {
-    #[serde(rename = "match", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "match", default)]
     pub matchers: Vec<MatcherSet>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub handle: Vec<Handler>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub terminal: bool,
     /// The rule it serves, when it serves one.
     #[serde(skip)]
     pub provenance: Provenance,
+}
+
+/// The struct name a checked route serializes under. The check walk sees
+/// the config only through `Serialize`, and this is how it learns to skip
+/// the route; JSON has no struct names, so Kengine's JSON is unchanged.
+pub const CHECKED_ROUTE: &str = "Route (checked)";
+
+impl Serialize for Route {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let name = match self.provenance.is_checked() {
+            true => CHECKED_ROUTE,
+            false => "Route",
+        };
+        let (matchers, handle) = (!self.matchers.is_empty(), !self.handle.is_empty());
+        let fields = usize::from(matchers) + usize::from(handle) + usize::from(self.terminal);
+        let mut route = serializer.serialize_struct(name, fields)?;
+        if matchers {
+            route.serialize_field("match", &self.matchers)?;
+        }
+        if handle {
+            route.serialize_field("handle", &self.handle)?;
+        }
+        if self.terminal {
+            route.serialize_field("terminal", &true)?;
+        }
+        route.end()
+    }
 }
 
 /// One matcher set: every present matcher must match (AND). The sets of a

@@ -5,24 +5,32 @@
 use serde::Serialize;
 use serde::ser::{self, Impossible};
 
+use super::super::config::CHECKED_ROUTE;
 use super::{Found, Problem, Step};
 
 /// Walks `value`, whose path in the config is `prefix`, and returns the
-/// first string or map key that Kengine would refuse, with its path.
-pub(super) fn walk<T: Serialize + ?Sized>(value: &T, prefix: Vec<Step>) -> Result<(), Found> {
+/// first string or map key that Kengine would refuse, with its path. With
+/// `skip_checked`, routes checked as built are not walked.
+pub(super) fn walk<T: Serialize + ?Sized>(
+    value: &T,
+    prefix: Vec<Step>,
+    skip_checked: bool,
+) -> Result<(), Found> {
     let mut walk = Walk {
         path: Vec::new(),
         found: None,
+        skip_checked,
     };
     match value.serialize(&mut walk) {
         Ok(()) => Ok(()),
         Err(Stop) => {
             let problem = walk.found.expect("config model always serializes");
             let mut path = prefix;
-            path.extend(walk.path.into_iter().map(|s| match s {
-                Seg::Field(k) => Step::Key(k.to_string()),
-                Seg::Key { key, .. } => Step::Key(key),
-                Seg::Index(i) => Step::Index(i),
+            path.extend(walk.path.into_iter().filter_map(|s| match s {
+                Seg::Field(k) => Some(Step::Key(k.to_string())),
+                Seg::Key { key, .. } => Some(Step::Key(key)),
+                Seg::Index(i) => Some(Step::Index(i)),
+                Seg::Checked => None,
             }));
             Err((path, problem))
         }
@@ -36,11 +44,15 @@ enum Seg {
     Key { key: String, literal: bool },
     /// An array element; `usize::MAX` before the first.
     Index(usize),
+    /// A route that was checked as built ([`CHECKED_ROUTE`]): its fields
+    /// are skipped.
+    Checked,
 }
 
 struct Walk {
     path: Vec<Seg>,
     found: Option<Problem>,
+    skip_checked: bool,
 }
 
 impl Walk {
@@ -49,7 +61,7 @@ impl Walk {
         match self.path.last()? {
             Seg::Field(k) => Some(k),
             Seg::Key { key, .. } => Some(key),
-            Seg::Index(_) => None,
+            Seg::Index(_) | Seg::Checked => None,
         }
     }
 
@@ -182,7 +194,10 @@ impl ser::Serializer for &mut Walk {
         });
         Ok(self)
     }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, Stop> {
+    fn serialize_struct(self, name: &'static str, _: usize) -> Result<Self, Stop> {
+        if self.skip_checked && name == CHECKED_ROUTE {
+            self.path.push(Seg::Checked);
+        }
         Ok(self)
     }
     fn serialize_struct_variant(
@@ -274,9 +289,17 @@ impl ser::SerializeStruct for &mut Walk {
         name: &'static str,
         v: &T,
     ) -> Result<(), Stop> {
-        self.nested(Seg::Field(name), v)
+        match self.path.last() {
+            Some(Seg::Checked) => Ok(()),
+            _ => self.nested(Seg::Field(name), v),
+        }
     }
     fn end(self) -> Result<(), Stop> {
+        // Nothing inside a checked route is walked, so a `Checked` on top
+        // is this struct's own.
+        if let Some(Seg::Checked) = self.path.last() {
+            self.path.pop();
+        }
         Ok(())
     }
 }
