@@ -20,6 +20,7 @@ use std::rc::Rc;
 
 use super::backend_client_cert::ClientCert;
 use super::backends::{Backend, upstream_weights};
+use crate::kengine::check;
 use crate::kengine::config::{
     CaPool, Handler, HttpTransport, LoadBalancing, MatcherSet, RegexpMatcher, ResponseHandler,
     ResponseMatcher, ReverseProxy, Route, SelectionPolicy, TransportTls, Upstream,
@@ -183,9 +184,15 @@ impl Proxies {
                     attempts,
                     attempts.min(MAX_CODE_RETRIES),
                 );
+                let mut route = Route::handle(vec![proxy]);
+                // Checked once here, not again by every rule that uses it
+                // (`rules::compile` checks the ones that fail, and refuses
+                // those rules).
+                let passed = check::route(&route).is_ok();
+                route.provenance.set_checked(passed);
                 let shared = Rc::new(SharedProxy {
                     name: proxy_name(&key),
-                    route: Route::handle(vec![proxy]),
+                    route,
                 });
                 self.known.insert(key, shared.clone());
                 shared
@@ -484,6 +491,29 @@ mod tests {
             panic!("{weighted:?}")
         };
         assert_eq!(p.upstreams.len(), 2);
+    }
+
+    #[test]
+    fn a_proxy_is_checked_once_and_one_kengine_would_refuse_says_so() {
+        let mut proxies = Proxies::default();
+        let mut used = Vec::new();
+        let bad = Upstreams {
+            response_header_timeout: Some("soon".into()),
+            ..Default::default()
+        };
+        for settings in [Upstreams::default(), bad] {
+            handlers(
+                &[target("10.0.0.1", 1, false)],
+                &settings,
+                &mut proxies,
+                &mut used,
+            );
+        }
+        let checked: Vec<bool> = (used.iter())
+            .map(|p| p.route.provenance.is_checked())
+            .collect();
+        // `rules::compile` checks an unmarked proxy again, with each rule.
+        assert_eq!(checked, [true, false]);
     }
 
     #[test]

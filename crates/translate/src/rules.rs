@@ -193,7 +193,8 @@ pub fn compile<'s>(
         let refused = out.matches[first..]
             .iter()
             .map(|m| &m.0.1)
-            .chain(proxies.iter().map(|p| &p.route))
+            // A shared proxy was checked when first made (`dispatch`).
+            .chain((proxies.iter().map(|p| &p.route)).filter(|r| !r.provenance.is_checked()))
             .find_map(|r| check::route(r).err());
         if let Some(err) = refused {
             out.matches.truncate(first);
