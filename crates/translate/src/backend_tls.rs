@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
-use gateway_api::apis::experimental::httproutes::HttpRoute;
+use gateway_api::apis::experimental::httproutes::HttpRouteRules;
 use gateway_api::apis::standard::backendtlspolicies::{
     BackendTlsPolicy, BackendTlsPolicyStatusAncestors, BackendTlsPolicyStatusAncestorsAncestorRef,
     BackendTlsPolicyValidationSubjectAltNamesType as SanType,
@@ -282,11 +282,11 @@ fn conflicted_by<'s>(
 pub fn route_uses(
     snapshot: &Snapshot,
     key: &ObjectRef,
-    route: &HttpRoute,
+    rules: &[HttpRouteRules],
     gateways: &[ObjectRef],
     uses: &mut BTreeMap<ObjectRef, BTreeSet<ObjectRef>>,
 ) {
-    let refs = (route.spec.rules.iter().flatten()).flat_map(|r| r.backend_refs.iter().flatten());
+    let refs = (rules.iter()).flat_map(|r| r.backend_refs.iter().flatten());
     for r in refs {
         if !r.group.as_deref().unwrap_or("").is_empty()
             || r.kind.as_deref().unwrap_or("Service") != "Service"

@@ -1,6 +1,7 @@
-//! A GRPCRoute as the HTTPRoute that serves it. gRPC is HTTP/2 with the
-//! method in the path (`/package.Service/Method`), so a method match is a
-//! path match; header matches, filters and backendRefs are the same fields.
+//! A GRPCRoute's rules as the HTTPRoute rules that serve them. gRPC is
+//! HTTP/2 with the method in the path (`/package.Service/Method`), so a
+//! method match is a path match; header matches, filters and backendRefs
+//! are the same fields.
 //! The rest of translate then treats both kinds alike, with
 //! [`RouteKind::Grpc`] for what differs: backends spoken to over HTTP/2, and
 //! errors answered as gRPC statuses.
@@ -10,11 +11,9 @@ use gateway_api::apis::experimental::grpcroutes::{
     GrpcRouteRulesMatchesMethodType,
 };
 use gateway_api::apis::experimental::httproutes::{
-    HttpRoute, HttpRouteParentRefs, HttpRouteRules, HttpRouteRulesBackendRefs,
-    HttpRouteRulesMatches, HttpRouteRulesMatchesHeaders, HttpRouteRulesMatchesHeadersType,
-    HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType, HttpRouteSpec,
+    HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesMatches, HttpRouteRulesMatchesHeaders,
+    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -38,11 +37,12 @@ impl RouteKind {
     }
 }
 
-/// A GRPCRoute rewritten as an HTTPRoute, and the first part of it that
-/// could not be (Accepted=False); the rest is served.
+/// A GRPCRoute's rules rewritten as HTTPRoute rules, and the first part
+/// that could not be (Accepted=False); the rest is served. Its metadata,
+/// hostnames and parentRefs are read from the GRPCRoute itself.
 #[derive(Debug, Clone)]
 pub struct Converted {
-    pub route: HttpRoute,
+    pub rules: Vec<HttpRouteRules>,
     pub unsupported: Option<Cond>,
 }
 
@@ -55,58 +55,22 @@ pub fn convert_all(snapshot: &Snapshot) -> Vec<(&ObjectRef, &GrpcRoute, Converte
 
 pub fn convert(route: &GrpcRoute) -> Converted {
     let mut unsupported = None;
-    let spec = &route.spec;
-    let parent_refs = spec.parent_refs.as_ref().map(|refs| {
-        refs.iter()
-            .map(|p| HttpRouteParentRefs {
-                group: p.group.clone(),
-                kind: p.kind.clone(),
-                name: p.name.clone(),
-                namespace: p.namespace.clone(),
-                port: p.port,
-                section_name: p.section_name.clone(),
-            })
-            .collect()
-    });
-    let rules = spec.rules.as_ref().map(|rules| {
-        rules
-            .iter()
-            .enumerate()
-            .filter_map(|(i, rule)| match convert_rule(rule) {
-                Ok(rule) => Some(rule),
-                Err(why) => {
-                    unsupported.get_or_insert(Cond::new(
-                        Type::Accepted,
-                        false,
-                        Reason::UnsupportedValue,
-                        format!("rule {i} is not served: {why}"),
-                    ));
-                    None
-                }
-            })
-            .collect()
-    });
-    // Only what translate reads: the status stays on the GRPCRoute.
-    let metadata = ObjectMeta {
-        name: route.metadata.name.clone(),
-        namespace: route.metadata.namespace.clone(),
-        creation_timestamp: route.metadata.creation_timestamp.clone(),
-        generation: route.metadata.generation,
-        ..Default::default()
-    };
-    Converted {
-        route: HttpRoute {
-            metadata,
-            spec: HttpRouteSpec {
-                hostnames: spec.hostnames.clone(),
-                parent_refs,
-                rules,
-                ..Default::default()
-            },
-            status: None,
-        },
-        unsupported,
-    }
+    let rules = route.spec.rules.as_deref().unwrap_or_default();
+    let rules = (rules.iter().enumerate())
+        .filter_map(|(i, rule)| match convert_rule(rule) {
+            Ok(rule) => Some(rule),
+            Err(why) => {
+                unsupported.get_or_insert(Cond::new(
+                    Type::Accepted,
+                    false,
+                    Reason::UnsupportedValue,
+                    format!("rule {i} is not served: {why}"),
+                ));
+                None
+            }
+        })
+        .collect();
+    Converted { rules, unsupported }
 }
 
 fn convert_rule(rule: &GrpcRouteRules) -> Result<HttpRouteRules, String> {
@@ -254,8 +218,7 @@ mod tests {
     }
 
     fn paths(c: &Converted) -> Vec<(String, String)> {
-        let rules = c.route.spec.rules.as_deref().unwrap_or_default();
-        (rules.iter().flat_map(|r| r.matches.iter().flatten()))
+        (c.rules.iter().flat_map(|r| r.matches.iter().flatten()))
             .map(|m| {
                 let p = m.path.as_ref().unwrap();
                 (
@@ -301,7 +264,7 @@ mod tests {
                              "filters": [{"type": "ResponseHeaderModifier",
                                           "responseHeaderModifier": {"remove": ["z"]}}]}]
         }])));
-        let rule = &c.route.spec.rules.as_ref().unwrap()[0];
+        let rule = &c.rules[0];
         assert_eq!(rule.name.as_deref(), Some("named"));
         let headers = rule.matches.as_ref().unwrap()[0].headers.as_ref().unwrap();
         assert_eq!(
@@ -324,7 +287,6 @@ mod tests {
                 .response_header_modifier
                 .is_some()
         );
-        assert_eq!(c.route.spec.parent_refs.as_ref().unwrap()[0].name, "gw");
     }
 
     #[test]

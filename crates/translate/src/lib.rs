@@ -48,6 +48,7 @@ use crate::snapshot::{ObjectRef, Snapshot};
 use conditions::{Cond, stamp};
 pub use conditions::{Reason, Type};
 pub use gateways::unicast_address;
+use routes::RouteObject;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -433,7 +434,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
                     ObjectRef::new(namespace, &p.name)
                 })
                 .collect();
-            backend_tls::route_uses(snapshot, r.key, r.route, &gateways, &mut uses);
+            backend_tls::route_uses(snapshot, r.key, r.rules, &gateways, &mut uses);
         }
         status.backend_tls_policies =
             backend_tls::policy_status(snapshot, &uses, &options.controller_name, &options.now);
@@ -451,16 +452,14 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
             }
         }
         let (controller, now) = (&options.controller_name, &options.now);
-        match r.grpc {
-            // An HTTPRoute is compiled as it is in the snapshot.
-            None => {
-                let route = r.route;
+        match r.object {
+            RouteObject::Http(route) => {
                 let previous = route.status.as_ref().map(|s| &s.parents[..]);
                 let generation = route.metadata.generation;
                 let stamped = route_status::stamped(parents, previous, generation, controller, now);
                 http_routes.push((r.key.clone(), stamped));
             }
-            Some(route) => {
+            RouteObject::Grpc(route) => {
                 let previous = route.status.as_ref().map(|s| &s.parents[..]);
                 let generation = route.metadata.generation;
                 let stamped = route_status::stamped(parents, previous, generation, controller, now);

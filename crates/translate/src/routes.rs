@@ -8,9 +8,10 @@ use gateway_api::apis::experimental::gateways::{
 };
 use gateway_api::apis::experimental::grpcroutes::GrpcRoute;
 use gateway_api::apis::experimental::httproutes::{
-    HttpRoute, HttpRouteParentRefs, HttpRouteStatusParentsParentRef,
+    HttpRoute, HttpRouteRules, HttpRouteStatusParentsParentRef,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
 
 use super::conditions::{Cond, Reason, Type, stamp};
 use super::gateways::{self, GROUP, GatewayModel, Protocol};
@@ -31,16 +32,62 @@ pub struct Attachments<'s> {
     pub parents: Vec<RouteParents<'s>>,
 }
 
-/// A route of either kind, as the rules compile it (a GRPCRoute converted).
+/// A route of either kind, as the rules compile it: a GRPCRoute's rules
+/// converted, the rest borrowed from the object itself.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteRef<'s> {
     pub kind: RouteKind,
     pub key: &'s ObjectRef,
-    pub route: &'s HttpRoute,
-    /// The GRPCRoute `route` was converted from: its status is that one's.
-    pub grpc: Option<&'s GrpcRoute>,
+    pub object: RouteObject<'s>,
+    pub rules: &'s [HttpRouteRules],
+    hostnames: &'s [String],
+    pub created: Option<Timestamp>,
     /// What the conversion of a GRPCRoute could not express.
     unsupported: Option<&'s Cond>,
+}
+
+/// The object a [`RouteRef`] is read from; its status is that one's.
+#[derive(Debug, Clone, Copy)]
+pub enum RouteObject<'s> {
+    Http(&'s HttpRoute),
+    Grpc(&'s GrpcRoute),
+}
+
+/// A parentRef of either kind of route (both have the same fields).
+#[derive(Debug, Clone, Copy)]
+pub struct ParentRef<'s> {
+    group: Option<&'s str>,
+    kind: Option<&'s str>,
+    name: &'s str,
+    namespace: Option<&'s str>,
+    port: Option<i32>,
+    section_name: Option<&'s str>,
+}
+
+impl<'s> RouteRef<'s> {
+    fn parent_refs(&self) -> impl Iterator<Item = ParentRef<'s>> + use<'s> {
+        let (http, grpc) = match self.object {
+            RouteObject::Http(r) => (r.spec.parent_refs.as_deref(), None),
+            RouteObject::Grpc(r) => (None, r.spec.parent_refs.as_deref()),
+        };
+        let http = (http.unwrap_or_default().iter()).map(|p| ParentRef {
+            group: p.group.as_deref(),
+            kind: p.kind.as_deref(),
+            name: &p.name,
+            namespace: p.namespace.as_deref(),
+            port: p.port,
+            section_name: p.section_name.as_deref(),
+        });
+        let grpc = (grpc.unwrap_or_default().iter()).map(|p| ParentRef {
+            group: p.group.as_deref(),
+            kind: p.kind.as_deref(),
+            name: &p.name,
+            namespace: p.namespace.as_deref(),
+            port: p.port,
+            section_name: p.section_name.as_deref(),
+        });
+        http.chain(grpc)
+    }
 }
 
 /// A route of either kind, by kind and key.
@@ -57,18 +104,26 @@ fn all_routes<'s>(
     snapshot: &'s Snapshot,
     grpc: &'s [(&'s ObjectRef, &'s GrpcRoute, Converted)],
 ) -> impl Iterator<Item = RouteRef<'s>> {
-    let http = snapshot.http_routes.iter().map(|(key, route)| RouteRef {
-        kind: RouteKind::Http,
-        key,
-        route,
-        grpc: None,
-        unsupported: None,
-    });
-    http.chain(grpc.iter().map(|&(key, original, ref c)| RouteRef {
+    let created = |meta: &ObjectMeta| meta.creation_timestamp.as_ref().map(|t| t.0);
+    let http = snapshot
+        .http_routes
+        .iter()
+        .map(move |(key, route)| RouteRef {
+            kind: RouteKind::Http,
+            key,
+            object: RouteObject::Http(route),
+            rules: route.spec.rules.as_deref().unwrap_or_default(),
+            hostnames: route.spec.hostnames.as_deref().unwrap_or_default(),
+            created: created(&route.metadata),
+            unsupported: None,
+        });
+    http.chain(grpc.iter().map(move |&(key, route, ref c)| RouteRef {
         kind: RouteKind::Grpc,
         key,
-        route: &c.route,
-        grpc: Some(original),
+        object: RouteObject::Grpc(route),
+        rules: &c.rules,
+        hostnames: route.spec.hostnames.as_deref().unwrap_or_default(),
+        created: created(&route.metadata),
         unsupported: c.unsupported.as_ref(),
     }))
 }
@@ -77,13 +132,13 @@ fn all_routes<'s>(
 fn our_parents<'s, 'i>(
     route: &RouteRef<'s>,
     index: &'i BTreeMap<(&str, &str), usize>,
-) -> impl Iterator<Item = (&'s HttpRouteParentRefs, usize)> + use<'s, 'i> {
+) -> impl Iterator<Item = (ParentRef<'s>, usize)> + use<'s, 'i> {
     let namespace = route.key.namespace.as_str();
-    (route.route.spec.parent_refs.iter().flatten())
-        .filter(|p| gateways::names_a_gateway(p.group.as_deref(), p.kind.as_deref()))
+    (route.parent_refs())
+        .filter(|p| gateways::names_a_gateway(p.group, p.kind))
         .filter_map(move |p| {
-            let namespace = p.namespace.as_deref().unwrap_or(namespace);
-            index.get(&(namespace, p.name.as_str())).map(|&g| (p, g))
+            let namespace = p.namespace.unwrap_or(namespace);
+            index.get(&(namespace, p.name)).map(|&g| (p, g))
         })
 }
 
@@ -108,7 +163,7 @@ pub fn attach<'s>(
     let mut caches = rule_backends::Caches::default();
     // `pos` is the route's place in `all_routes`, as the conflict pass saw it.
     for (pos, r) in all_routes(snapshot, grpc).enumerate() {
-        let (key, route) = (r.key, r.route);
+        let key = r.key;
         let mut parents = our_parents(&r, &index).peekable();
         if parents.peek().is_none() {
             continue; // Not ours: leave its status to whoever owns its parents.
@@ -119,16 +174,16 @@ pub fn attach<'s>(
             port: 0,
             https: false,
         };
-        let mut compiled = rules::compile(snapshot, r.kind, route, anywhere, None, &mut caches);
+        let mut compiled = rules::compile(snapshot, r, anywhere, None, &mut caches);
         // The CRD schema would refuse the whole route; files skip it.
-        let bad_hostname = (route.spec.hostnames.iter().flatten())
+        let bad_hostname = (r.hostnames.iter())
             .find_map(|h| hostnames::validate(h).err())
             .map(|why| Cond::new(Type::Accepted, false, Reason::UnsupportedValue, why));
         let unsupported = (bad_hostname.as_ref())
             .or(r.unsupported)
             .or(compiled.unsupported.as_ref())
             .cloned();
-        let per_port = rules::depends_on_listener(route);
+        let per_port = rules::depends_on_listener(r.rules);
         let shared = (!per_port).then(|| std::mem::take(&mut compiled.matches));
         // Compilations for a listener's port and scheme (when the route's
         // redirects depend on them) and its Gateway's backend client
@@ -140,10 +195,10 @@ pub fn attach<'s>(
             let parent_ref = HttpRouteStatusParentsParentRef {
                 group: Some(GROUP.into()),
                 kind: Some("Gateway".into()),
-                name: parent.name.clone(),
-                namespace: parent.namespace.clone(),
+                name: parent.name.into(),
+                namespace: parent.namespace.map(Into::into),
                 port: parent.port,
-                section_name: parent.section_name.clone(),
+                section_name: parent.section_name.map(Into::into),
             };
             let accepted = match (&unsupported, &models[g].rejected) {
                 (Some(cond), _) => cond.clone(),
@@ -162,8 +217,8 @@ pub fn attach<'s>(
                                 &models[g],
                                 r.kind,
                                 key,
-                                route.spec.hostnames.as_deref().unwrap_or_default(),
-                                parent.section_name.as_deref(),
+                                r.hostnames,
+                                parent.section_name,
                                 parent.port,
                             )
                         })
@@ -190,15 +245,8 @@ pub fn attach<'s>(
                                         let id = cert.map(|c| c.id.as_str());
                                         (per_listener.entry((ctx.port, ctx.https, id)))
                                             .or_insert_with(|| {
-                                                rules::compile(
-                                                    snapshot,
-                                                    r.kind,
-                                                    route,
-                                                    ctx,
-                                                    cert,
-                                                    &mut caches,
-                                                )
-                                                .matches
+                                                rules::compile(snapshot, r, ctx, cert, &mut caches)
+                                                    .matches
                                             })
                                     }
                                 };
@@ -252,12 +300,7 @@ fn kind_conflicts<'s>(
         ..Default::default()
     };
     out.candidates.resize_with(routes.len(), Vec::new);
-    routes.sort_by_key(|(_, r)| {
-        (
-            r.route.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            r.key,
-        )
-    });
+    routes.sort_by_key(|(_, r)| (r.created, r.key));
     let mut held: BTreeMap<ListenerId, Held> = BTreeMap::new();
     for (pos, r) in routes {
         for (i, (parent, g)) in our_parents(&r, index).enumerate() {
@@ -269,8 +312,8 @@ fn kind_conflicts<'s>(
                 &models[g],
                 r.kind,
                 r.key,
-                r.route.spec.hostnames.as_deref().unwrap_or_default(),
-                parent.section_name.as_deref(),
+                r.hostnames,
+                parent.section_name,
                 parent.port,
             );
             for (l, hosts) in candidates.iter().flatten() {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use gateway_api::apis::experimental::httproutes::{
-    HttpRoute, HttpRouteRulesFilters, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
+    HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
     HttpRouteRulesMatchesPathType as PathType, HttpRouteRulesMatchesQueryParamsType,
 };
 
@@ -15,6 +15,7 @@ use super::dispatch::SharedProxy;
 use super::filters::{self, PREFIX_CAPTURE};
 use super::grpc_routes::RouteKind;
 use super::literals::{anchored, decode_path, escape};
+use super::routes::RouteRef;
 use super::rule_backends::{self, RuleBackends};
 use crate::kengine::config::{MatcherSet, Origin, OriginPart, Provenance, RegexpMatcher, Route};
 use crate::kengine::placeholders::escape as literal;
@@ -96,12 +97,9 @@ pub struct ListenerContext {
 
 /// Does compiling `route` depend on the listener it attaches to? When it
 /// does not, one compilation serves every listener.
-pub fn depends_on_listener(route: &HttpRoute) -> bool {
-    route
-        .spec
-        .rules
+pub fn depends_on_listener(rules: &[HttpRouteRules]) -> bool {
+    rules
         .iter()
-        .flatten()
         .any(|rule| filters::uses_listener(rule.filters.as_deref().unwrap_or_default()))
 }
 
@@ -109,17 +107,16 @@ pub fn depends_on_listener(route: &HttpRoute) -> bool {
 /// backends dialed over TLS.
 pub fn compile<'s>(
     snapshot: &Snapshot,
-    kind: RouteKind,
-    route: &'s HttpRoute,
+    route: RouteRef<'s>,
     listener: ListenerContext,
     client_cert: Option<&Rc<ClientCert>>,
     caches: &mut rule_backends::Caches<'s>,
 ) -> CompiledRoute {
-    let key = Rc::new(ObjectRef::of(route));
-    let created = route.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let (kind, created) = (route.kind, route.created);
+    let key = Rc::new(route.key.clone());
     let mut out = CompiledRoute::default();
     let mut parts = Vec::new();
-    for (rule_index, rule) in route.spec.rules.iter().flatten().enumerate() {
+    for (rule_index, rule) in route.rules.iter().enumerate() {
         let RuleBackends {
             handlers: mut backend,
             proxies,
