@@ -134,11 +134,12 @@ fn convert_match(m: &GrpcRouteRulesMatches) -> Result<HttpRouteRulesMatches, Str
                         exact_name(value)?;
                     }
                     match (service, name) {
-                        (Some(s), Some(n)) => {
-                            (HttpRouteRulesMatchesPathType::Exact, format!("/{s}/{n}"))
-                        }
+                        (Some(s), Some(n)) => (
+                            HttpRouteRulesMatchesPathType::Exact,
+                            ["/", s, "/", n].concat(),
+                        ),
                         (Some(s), None) => {
-                            (HttpRouteRulesMatchesPathType::PathPrefix, format!("/{s}"))
+                            (HttpRouteRulesMatchesPathType::PathPrefix, ["/", s].concat())
                         }
                         (None, Some(n)) => (
                             HttpRouteRulesMatchesPathType::RegularExpression,
@@ -183,10 +184,9 @@ fn convert_match(m: &GrpcRouteRulesMatches) -> Result<HttpRouteRulesMatches, Str
 /// identifiers), so that it cannot reach into another path segment.
 fn exact_name(value: &str) -> Result<(), String> {
     let ok = value.split('.').all(|part| {
-        part.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+        (part.as_bytes().first()).is_some_and(|b| !b.is_ascii_digit() && word(b))
+            && part.bytes().all(|b| word(&b))
     });
     match ok {
         true => Ok(()),

@@ -6,7 +6,8 @@ use std::rc::Rc;
 
 use gateway_api::apis::experimental::httproutes::{
     HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
-    HttpRouteRulesMatchesPathType as PathType, HttpRouteRulesMatchesQueryParamsType,
+    HttpRouteRulesMatchesMethod, HttpRouteRulesMatchesPathType as PathType,
+    HttpRouteRulesMatchesQueryParamsType,
 };
 
 use super::backend_client_cert::ClientCert;
@@ -325,11 +326,7 @@ fn matcher(
         }
     };
     if let Some(method) = &m.method {
-        let name = match serde_json::to_value(method) {
-            Ok(serde_json::Value::String(name)) => name,
-            _ => String::new(),
-        };
-        set.method = Some(vec![name]);
+        set.method = Some(vec![method_name(method).into()]);
     }
     // The spec: of entries with an equivalent name only the first counts
     // (header names are case-insensitive, query names are not).
@@ -427,6 +424,22 @@ fn matcher(
         part: 0,
     };
     Ok((set, precedence, prefix))
+}
+
+/// The method as HTTP spells it (its serde name).
+fn method_name(method: &HttpRouteRulesMatchesMethod) -> &'static str {
+    use HttpRouteRulesMatchesMethod as M;
+    match method {
+        M::Get => "GET",
+        M::Head => "HEAD",
+        M::Post => "POST",
+        M::Put => "PUT",
+        M::Delete => "DELETE",
+        M::Connect => "CONNECT",
+        M::Options => "OPTIONS",
+        M::Trace => "TRACE",
+        M::Patch => "PATCH",
+    }
 }
 
 /// A user's RegularExpression, checked with Kengine's (Go RE2) syntax,
