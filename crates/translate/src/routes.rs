@@ -66,26 +66,25 @@ pub struct ParentRef<'s> {
 
 impl<'s> RouteRef<'s> {
     fn parent_refs(&self) -> impl Iterator<Item = ParentRef<'s>> + use<'s> {
+        // The two generated parentRef types have the same fields.
+        macro_rules! borrowed {
+            ($p:expr) => {
+                ParentRef {
+                    group: $p.group.as_deref(),
+                    kind: $p.kind.as_deref(),
+                    name: &$p.name,
+                    namespace: $p.namespace.as_deref(),
+                    port: $p.port,
+                    section_name: $p.section_name.as_deref(),
+                }
+            };
+        }
         let (http, grpc) = match self.object {
             RouteObject::Http(r) => (r.spec.parent_refs.as_deref(), None),
             RouteObject::Grpc(r) => (None, r.spec.parent_refs.as_deref()),
         };
-        let http = (http.unwrap_or_default().iter()).map(|p| ParentRef {
-            group: p.group.as_deref(),
-            kind: p.kind.as_deref(),
-            name: &p.name,
-            namespace: p.namespace.as_deref(),
-            port: p.port,
-            section_name: p.section_name.as_deref(),
-        });
-        let grpc = (grpc.unwrap_or_default().iter()).map(|p| ParentRef {
-            group: p.group.as_deref(),
-            kind: p.kind.as_deref(),
-            name: &p.name,
-            namespace: p.namespace.as_deref(),
-            port: p.port,
-            section_name: p.section_name.as_deref(),
-        });
+        let http = (http.unwrap_or_default().iter()).map(|p| borrowed!(p));
+        let grpc = (grpc.unwrap_or_default().iter()).map(|p| borrowed!(p));
         http.chain(grpc)
     }
 }
