@@ -441,7 +441,7 @@ pub fn translate(snapshot: &Snapshot, options: &Options) -> Output {
     }
     let (mut http_routes, mut grpc_routes) = (Vec::new(), Vec::new());
     for (r, mut parents) in attachments.parents {
-        if let Some(cond) = refused_rule(&refused, r.kind, r.key) {
+        if let Some(cond) = refused_rule(&refused, r.kind(), r.key) {
             for (_, conds) in &mut parents {
                 for c in conds
                     .iter_mut()

@@ -36,12 +36,10 @@ pub struct Attachments<'s> {
 /// converted, the rest borrowed from the object itself.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteRef<'s> {
-    pub kind: RouteKind,
     pub key: &'s ObjectRef,
     pub object: RouteObject<'s>,
+    /// The HTTPRoute's rules, or the GRPCRoute's converted.
     pub rules: &'s [HttpRouteRules],
-    hostnames: &'s [String],
-    pub created: Option<Timestamp>,
     /// What the conversion of a GRPCRoute could not express.
     unsupported: Option<&'s Cond>,
 }
@@ -65,6 +63,32 @@ pub struct ParentRef<'s> {
 }
 
 impl<'s> RouteRef<'s> {
+    pub fn kind(&self) -> RouteKind {
+        match self.object {
+            RouteObject::Http(_) => RouteKind::Http,
+            RouteObject::Grpc(_) => RouteKind::Grpc,
+        }
+    }
+
+    fn meta(&self) -> &'s ObjectMeta {
+        match self.object {
+            RouteObject::Http(r) => &r.metadata,
+            RouteObject::Grpc(r) => &r.metadata,
+        }
+    }
+
+    pub fn created(&self) -> Option<Timestamp> {
+        self.meta().creation_timestamp.as_ref().map(|t| t.0)
+    }
+
+    fn hostnames(&self) -> &'s [String] {
+        let hostnames = match self.object {
+            RouteObject::Http(r) => &r.spec.hostnames,
+            RouteObject::Grpc(r) => &r.spec.hostnames,
+        };
+        hostnames.as_deref().unwrap_or_default()
+    }
+
     fn parent_refs(&self) -> impl Iterator<Item = ParentRef<'s>> + use<'s> {
         // The two generated parentRef types have the same fields.
         macro_rules! borrowed {
@@ -103,26 +127,16 @@ fn all_routes<'s>(
     snapshot: &'s Snapshot,
     grpc: &'s [(&'s ObjectRef, &'s GrpcRoute, Converted)],
 ) -> impl Iterator<Item = RouteRef<'s>> {
-    let created = |meta: &ObjectMeta| meta.creation_timestamp.as_ref().map(|t| t.0);
-    let http = snapshot
-        .http_routes
-        .iter()
-        .map(move |(key, route)| RouteRef {
-            kind: RouteKind::Http,
-            key,
-            object: RouteObject::Http(route),
-            rules: route.spec.rules.as_deref().unwrap_or_default(),
-            hostnames: route.spec.hostnames.as_deref().unwrap_or_default(),
-            created: created(&route.metadata),
-            unsupported: None,
-        });
-    http.chain(grpc.iter().map(move |&(key, route, ref c)| RouteRef {
-        kind: RouteKind::Grpc,
+    let http = snapshot.http_routes.iter().map(|(key, route)| RouteRef {
+        key,
+        object: RouteObject::Http(route),
+        rules: route.spec.rules.as_deref().unwrap_or_default(),
+        unsupported: None,
+    });
+    http.chain(grpc.iter().map(|&(key, route, ref c)| RouteRef {
         key,
         object: RouteObject::Grpc(route),
         rules: &c.rules,
-        hostnames: route.spec.hostnames.as_deref().unwrap_or_default(),
-        created: created(&route.metadata),
         unsupported: c.unsupported.as_ref(),
     }))
 }
@@ -175,7 +189,7 @@ pub fn attach<'s>(
         };
         let mut compiled = rules::compile(snapshot, r, anywhere, None, &mut caches);
         // The CRD schema would refuse the whole route; files skip it.
-        let bad_hostname = (r.hostnames.iter())
+        let bad_hostname = (r.hostnames().iter())
             .find_map(|h| hostnames::validate(h).err())
             .map(|why| Cond::new(Type::Accepted, false, Reason::UnsupportedValue, why));
         let unsupported = (bad_hostname.as_ref())
@@ -214,22 +228,22 @@ pub fn attach<'s>(
                             candidate_listeners(
                                 snapshot,
                                 &models[g],
-                                r.kind,
+                                r.kind(),
                                 key,
-                                r.hostnames,
+                                r.hostnames(),
                                 parent.section_name,
                                 parent.port,
                             )
                         })
-                        .and_then(|found| keep_won(found, &conflicts.lost, pos, r.kind, g));
+                        .and_then(|found| keep_won(found, &conflicts.lost, pos, r.kind(), g));
                     match listeners {
                         Err(cond) => cond,
                         Ok(found) => {
                             for (l, hosts) in found {
                                 let (count, last) = attached.entry((g, l)).or_default();
-                                if *last != Some((r.kind, key)) {
+                                if *last != Some((r.kind(), key)) {
                                     *count += 1;
-                                    *last = Some((r.kind, key));
+                                    *last = Some((r.kind(), key));
                                 }
                                 let listener = &models[g].listeners[l];
                                 let ctx = ListenerContext {
@@ -299,7 +313,7 @@ fn kind_conflicts<'s>(
         ..Default::default()
     };
     out.candidates.resize_with(routes.len(), Vec::new);
-    routes.sort_by_key(|(_, r)| (r.created, r.key));
+    routes.sort_by_key(|(_, r)| (r.created(), r.key));
     let mut held: BTreeMap<ListenerId, Held> = BTreeMap::new();
     for (pos, r) in routes {
         for (i, (parent, g)) in our_parents(&r, index).enumerate() {
@@ -309,9 +323,9 @@ fn kind_conflicts<'s>(
             let candidates = candidate_listeners(
                 snapshot,
                 &models[g],
-                r.kind,
+                r.kind(),
                 r.key,
-                r.hostnames,
+                r.hostnames(),
                 parent.section_name,
                 parent.port,
             );
@@ -319,11 +333,11 @@ fn kind_conflicts<'s>(
                 let held = held.entry((g, *l)).or_default();
                 if hosts
                     .iter()
-                    .any(|(h, _)| held.of(other_kind(r.kind)).intersects(h))
+                    .any(|(h, _)| held.of(other_kind(r.kind())).intersects(h))
                 {
                     out.lost.insert((pos, (g, *l)));
                 } else {
-                    let own = held.of_mut(r.kind);
+                    let own = held.of_mut(r.kind());
                     for (h, _) in hosts {
                         own.insert(h.clone());
                     }

@@ -113,7 +113,7 @@ pub fn compile<'s>(
     client_cert: Option<&Rc<ClientCert>>,
     caches: &mut rule_backends::Caches<'s>,
 ) -> CompiledRoute {
-    let (kind, created) = (route.kind, route.created);
+    let (kind, created) = (route.kind(), route.created());
     let key = Rc::new(route.key.clone());
     let mut out = CompiledRoute::default();
     let mut parts = Vec::new();
