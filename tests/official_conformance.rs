@@ -159,6 +159,14 @@ async fn run(suite: Suite) {
     let started = Instant::now();
     support::helm::install_chart(&plane.kubeconfig, work.path());
     eprintln!("helm install: {:.0} s", started.elapsed().as_secs_f64());
+    // The suite reads the supported features once, at its start: a ready
+    // Deployment is not yet a controller that has written them.
+    let features = supported_features(&plane).await;
+    eprintln!(
+        "GatewayClass kengine: {} supported features after {:.0} s",
+        features,
+        started.elapsed().as_secs_f64()
+    );
 
     let profiles = std::env::var("KENGINE_GATEWAY_CONFORMANCE_PROFILES")
         .unwrap_or_else(|_| "GATEWAY-HTTP,GATEWAY-GRPC".into());
@@ -291,6 +299,30 @@ async fn run(suite: Suite) {
 
 /// Namespaces still terminating, with their conditions and pods: the suite
 /// waits for its namespaces to be gone.
+/// Waits until the controller has written the `kengine` GatewayClass's
+/// `status.supportedFeatures`, and returns how many it lists.
+async fn supported_features(plane: &ControlPlane) -> usize {
+    use gateway_api::apis::experimental::gatewayclasses::GatewayClass;
+    let api = kube::Api::<GatewayClass>::all(plane.client().await);
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let class = api.get_opt("kengine").await.ok().flatten();
+        let count = class
+            .as_ref()
+            .and_then(|c| c.status.as_ref())
+            .and_then(|s| s.supported_features.as_ref())
+            .map_or(0, Vec::len);
+        if count > 0 {
+            return count;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the controller did not write the GatewayClass's supportedFeatures in 120 s: {class:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 async fn terminating_namespaces(plane: &ControlPlane) -> String {
     use k8s_openapi::api::core::v1::{Namespace, Pod};
     use kube::api::{Api, ListParams};
