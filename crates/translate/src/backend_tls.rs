@@ -5,7 +5,9 @@
 //! system's roots). A policy that cannot be applied is never bypassed: its
 //! targets' share of requests is answered 500, never sent in plaintext.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 use std::rc::Rc;
 
 use gateway_api::apis::experimental::httproutes::HttpRouteRules;

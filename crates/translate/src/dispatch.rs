@@ -14,7 +14,9 @@
 //! this halves the reload (BENCHMARKS.md, scenario 6).
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::fmt::Write;
 use std::rc::Rc;
 

@@ -23,7 +23,9 @@
 //! of its most specific listener. The shared proxies the routes invoke
 //! (see `dispatch`) are named routes of the server too.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::HashSet;
 use std::rc::Rc;
 
 use super::dispatch::SharedProxy;
@@ -69,7 +71,7 @@ pub fn routes<'a>(
     // The shared proxies of every match placed on this server (seen: by
     // address, cheaper than by name).
     let mut proxies: BTreeMap<String, Route> = BTreeMap::new();
-    let mut seen: HashSet<*const SharedProxy> = HashSet::new();
+    let mut seen: HashSet<*const SharedProxy> = HashSet::default();
     let mut chains: Vec<Chain> = Vec::with_capacity(listeners.len());
     for listener in &mut listeners {
         let mut buckets = std::mem::take(&mut listener.buckets).into_owned();

@@ -5,7 +5,7 @@
 //! reuses the handlers built for the same refs and timeouts: its backends
 //! are resolved, and its shared proxy found, once per namespace.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::rc::Rc;
 
 use gateway_api::apis::experimental::httproutes::{HttpRouteRules, HttpRouteRulesFilters};

@@ -5,7 +5,7 @@
 //! each backend's weight split evenly over its endpoints (as for headless
 //! Services). A proxy left without endpoints answers 503.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use super::backends::{self, Backend};
 use crate::kengine::config::{
@@ -15,7 +15,7 @@ use crate::snapshot::{ObjectRef, Snapshot};
 
 /// `clusterIP:port` → the ready endpoints behind it.
 fn endpoints_by_cluster_ip(snapshot: &Snapshot) -> HashMap<String, Vec<String>> {
-    let mut map = HashMap::new();
+    let mut map = HashMap::default();
     for (key, service) in &snapshot.services {
         let Some(spec) = &service.spec else { continue };
         let Some(ip) = spec
