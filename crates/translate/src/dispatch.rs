@@ -330,7 +330,7 @@ fn proxy_with_retries<B: Borrow<Backend>>(
     } else {
         vec![]
     };
-    Handler::ReverseProxy(ReverseProxy {
+    Handler::ReverseProxy(Box::new(ReverseProxy {
         transport,
         upstreams: weights
             .into_iter()
@@ -338,7 +338,7 @@ fn proxy_with_retries<B: Borrow<Backend>>(
             .collect(),
         load_balancing,
         handle_response,
-    })
+    }))
 }
 
 /// Shares [`SLOTS`] out in proportion to `weights` (largest remainder),

@@ -47,14 +47,14 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                     .chain(m.set.iter().flatten().map(|h| &h.name))
                     .chain(m.remove.iter().flatten());
                 header_names("requestHeaderModifier", names)?;
-                out.push(Handler::Headers(Headers {
+                out.push(Handler::Headers(Box::new(Headers {
                     request: Some(ops(
                         m.add.iter().flatten().map(|h| (&h.name, &h.value)),
                         m.set.iter().flatten().map(|h| (&h.name, &h.value)),
                         m.remove.clone(),
                     )),
                     response: None,
-                }));
+                })));
             }
             Type::ResponseHeaderModifier => {
                 let m = filter
@@ -70,13 +70,13 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                     m.set.iter().flatten().map(|h| (&h.name, &h.value)),
                     m.remove.clone(),
                 );
-                out.push(Handler::Headers(Headers {
+                out.push(Handler::Headers(Box::new(Headers {
                     request: None,
                     response: Some(HeaderOps {
                         deferred: true,
                         ..response
                     }),
-                }));
+                })));
             }
             Type::UrlRewrite => {
                 let m = filter
@@ -96,13 +96,13 @@ pub fn handlers(filters: &[Filter], ctx: Context) -> Result<(Vec<Handler>, bool)
                 if let Some(host) = &m.hostname {
                     precise_hostname("urlRewrite", host)?;
                     let set = BTreeMap::from([("Host".to_string(), vec![literal(host)])]);
-                    out.push(Handler::Headers(Headers {
+                    out.push(Handler::Headers(Box::new(Headers {
                         request: Some(HeaderOps {
                             set: Some(set),
                             ..Default::default()
                         }),
                         response: None,
-                    }));
+                    })));
                 }
             }
             Type::RequestRedirect => {
@@ -278,14 +278,14 @@ fn cors(c: &gateway_api::apis::experimental::httproutes::HttpRouteRulesFiltersCo
             },
             Route {
                 matchers: vec![allowed_origin],
-                handle: vec![Handler::Headers(Headers {
+                handle: vec![Handler::Headers(Box::new(Headers {
                     request: None,
                     response: Some(HeaderOps {
                         set: Some(common),
                         deferred: true,
                         ..Default::default()
                     }),
-                })],
+                }))],
                 terminal: false,
                 ..Default::default()
             },

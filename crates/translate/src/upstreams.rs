@@ -212,7 +212,10 @@ mod tests {
     #[test]
     fn a_proxy_without_endpoints_answers_503() {
         let s = snapshot();
-        let mut route = Route::handle(vec![Handler::ReverseProxy(proxy(&["10.0.0.2:80"], None))]);
+        let mut route = Route::handle(vec![Handler::ReverseProxy(Box::new(proxy(
+            &["10.0.0.2:80"],
+            None,
+        )))]);
         rewrite_route(&mut route, &endpoints_by_cluster_ip(&s));
         assert_eq!(route.handle, vec![Handler::status(503)]);
     }

@@ -340,13 +340,13 @@ mod tests {
     #[test]
     fn finds_and_locates_each_kind_of_problem() {
         let header = |value: &str| {
-            Route::handle(vec![Handler::Headers(Headers {
+            Route::handle(vec![Handler::Headers(Box::new(Headers {
                 request: Some(HeaderOps {
                     set: Some([("X".to_string(), vec![value.to_string()])].into()),
                     ..Default::default()
                 }),
                 response: None,
-            })])
+            }))])
         };
         assert_eq!(route(&header("\\{env.HOME\\} {http.request.host}")), Ok(()));
         let err = route(&header("a{env.HOME}")).unwrap_err();

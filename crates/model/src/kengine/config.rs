@@ -266,8 +266,10 @@ pub enum Handler {
         name: String,
     },
     StaticResponse(StaticResponse),
-    ReverseProxy(ReverseProxy),
-    Headers(Headers),
+    // Boxed: the two largest variants would make every handler of every
+    // route 272 bytes; most handlers are `invoke`s.
+    ReverseProxy(Box<ReverseProxy>),
+    Headers(Box<Headers>),
     /// Returns an error with this status (a number or a placeholder) to the
     /// server's error routes, instead of writing a response.
     Error {
