@@ -6,9 +6,9 @@
 //! targets' share of requests is answered 500, never sent in plaintext.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use foldhash::HashMap;
-use std::rc::Rc;
 
 use gateway_api::apis::experimental::httproutes::HttpRouteRules;
 use gateway_api::apis::standard::backendtlspolicies::{

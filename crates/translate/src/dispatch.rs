@@ -15,10 +15,10 @@
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
-
-use foldhash::HashMap;
 use std::fmt::Write;
 use std::rc::Rc;
+
+use foldhash::HashMap;
 
 use super::backend_client_cert::ClientCert;
 use super::backends::{Backend, upstream_weights};

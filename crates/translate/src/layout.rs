@@ -24,9 +24,9 @@
 //! (see `dispatch`) are named routes of the server too.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use foldhash::HashSet;
-use std::rc::Rc;
 
 use super::dispatch::SharedProxy;
 use super::hostnames::{Host, OriginRank};

@@ -4,9 +4,9 @@
 //! share its Services), so a rule without per-backend filters or retries
 //! reuses the handlers built for the same refs and timeouts: its backends
 //! are resolved, and its shared proxy found, once per namespace.
+use std::rc::Rc;
 
 use foldhash::HashMap;
-use std::rc::Rc;
 
 use gateway_api::apis::experimental::httproutes::{HttpRouteRules, HttpRouteRulesFilters};
 
