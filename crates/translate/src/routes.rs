@@ -656,3 +656,39 @@ pub fn gateway_status(gateway: &Gateway, model: &GatewayModel, now: &Time) -> Ga
         listeners: Some(listeners),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grpc_routes_parent_refs_are_read_from_the_object() {
+        let route: GrpcRoute = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+            "metadata": {"name": "g", "namespace": "n"},
+            "spec": {"parentRefs": [
+                {"name": "gw", "sectionName": "grpc", "port": 443},
+                {"name": "other", "namespace": "infra", "kind": "Gateway"},
+            ]}
+        }))
+        .unwrap();
+        let key = ObjectRef::new("n", "g");
+        let r = RouteRef {
+            key: &key,
+            object: RouteObject::Grpc(&route),
+            rules: &[],
+            unsupported: None,
+        };
+        let refs: Vec<_> = (r.parent_refs())
+            .map(|p| (p.name, p.namespace, p.kind, p.section_name, p.port))
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                ("gw", None, None, Some("grpc"), Some(443)),
+                ("other", Some("infra"), Some("Gateway"), None, None),
+            ]
+        );
+        assert_eq!(r.kind(), RouteKind::Grpc);
+    }
+}

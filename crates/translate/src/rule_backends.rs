@@ -4,6 +4,7 @@
 //! share its Services), so a rule without per-backend filters or retries
 //! reuses the handlers built for the same refs and timeouts: its backends
 //! are resolved, and its shared proxy found, once per namespace.
+
 use std::rc::Rc;
 
 use foldhash::HashMap;
